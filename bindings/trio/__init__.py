@@ -1,0 +1,5 @@
+"""saltnado_trio: the saltnado server on trio (the ``saltnado`` command)."""
+
+from .server import Server
+
+__all__ = ["Server"]

@@ -1,0 +1,94 @@
+"""``saltnado`` command line: ``serve`` a master's API, or run the ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import trio
+
+from saltnado_core import ConfigError, Settings
+
+log = logging.getLogger("saltnado")
+
+
+def load_master_opts(path: str) -> dict[str, Any]:
+    """Read a master config file the way salt-api does (includes, defaults, root_dir)."""
+    import salt.config
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"master config {path} does not exist")
+    return dict(salt.config.api_config(path))
+
+
+def configure_logging(debug: bool) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    # Salt's own loggers are chatty at INFO and some print request payloads.
+    logging.getLogger("salt").setLevel(logging.WARNING)
+
+
+async def run_server(settings: Settings, opts: dict[str, Any], on_ready: Any = None) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down gracefully."""
+    from .server import Server
+
+    server = Server(settings, opts)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(server.serve)
+        for listener in listeners:
+            sock = getattr(listener, "socket", None) or listener.transport_listener.socket
+            host, port = sock.getsockname()[:2]
+            log.info("listening on %s://%s:%s", "http" if settings.disable_ssl else "https", host, port)
+        if on_ready is not None:
+            await on_ready(server, nursery)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("received %s; shutting down", signal.Signals(signum).name)
+                break
+        await server.shutdown()
+        nursery.cancel_scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="saltnado", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the API for a Salt master")
+    where = serve.add_mutually_exclusive_group()
+    where.add_argument("-c", "--config-dir", default="/etc/salt", help="directory holding the master config")
+    where.add_argument("--master-config", help="path of the master config file")
+    demo = sub.add_parser("demo", help="start a private Salt master + minion and serve them")
+    demo.add_argument("--port", type=int, default=8000, help="API port (0 picks a free one)")
+    demo.add_argument("--no-ping", action="store_true", help="do not fire test.ping every few seconds")
+    demo.add_argument("--ping-interval", type=float, default=5.0)
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        from .demo import run_demo
+
+        configure_logging(False)
+        return run_demo(port=args.port, ping_interval=None if args.no_ping else args.ping_interval)
+
+    path = args.master_config or os.path.join(args.config_dir, "master")
+    try:
+        opts = load_master_opts(path)
+        settings = Settings.from_opts(opts)
+    except ConfigError as exc:
+        print(f"saltnado: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.debug)
+    try:
+        trio.run(run_server, settings, opts)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Runs the core's Salt call descriptions with Salt's own classes.
+
+Everything here blocks (token files, eauth modules, the master's request
+channel), so the server calls :meth:`SaltBridge.execute` from worker threads
+only. The bridge holds no policy: results and exceptions go back to the core.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from saltnado_core import GetToken, MakeToken, SaltCall
+
+
+class SaltBridge:
+    def __init__(self, master_opts: Mapping[str, Any]) -> None:
+        self.opts = dict(master_opts)
+        self._auth: Any = None
+        self._lock = threading.Lock()
+
+    def load_auth(self) -> Any:
+        """``salt.auth.LoadAuth`` for the master's options, made once (it loads eauth modules)."""
+        with self._lock:
+            if self._auth is None:
+                import salt.auth
+
+                self._auth = salt.auth.LoadAuth(self.opts)
+            return self._auth
+
+    def execute(self, call: SaltCall) -> Any:
+        if isinstance(call, MakeToken):
+            load = {"username": call.username, "password": call.password, "eauth": call.eauth}
+            return self.load_auth().mk_token(load)
+        if isinstance(call, GetToken):
+            return self.load_auth().get_tok(call.token)
+        raise TypeError(f"unknown Salt call {call!r}")

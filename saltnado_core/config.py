@@ -1,0 +1,126 @@
+"""Server settings, read from a Salt master's options the way salt-api reads them.
+
+The binding loads the master config (``salt.config.api_config``/``master_config``)
+and hands the resulting mapping to :meth:`Settings.from_opts`; this module only
+interprets it. Every limit has a default here, so both bindings enforce the same
+numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_HASH_TYPE = "sha256"
+DEFAULT_SOCK_DIR = "/var/run/salt/master"
+
+# Clients saltnado can dispatch to. Salt (since 3006) refuses any netapi client
+# not listed in the master's ``netapi_enable_clients``.
+SUPPORTED_CLIENTS = ("local", "local_async", "runner", "runner_async", "wheel", "wheel_async")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be served; the message says what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on everything a peer can make the server buffer."""
+
+    max_header_bytes: int = 16 * 1024  # request line + headers → 431 above this
+    max_body_bytes: int = 1024 * 1024  # request body → 413 above this
+    max_ws_message_bytes: int = 64 * 1024  # incoming websocket message → close 1009
+    outbox_max_messages: int = 10_000  # per streaming subscriber
+    outbox_max_bytes: int = 16 * 1024 * 1024  # per streaming subscriber
+    max_event_bytes: int = 16 * 1024 * 1024  # one event-bus message (Salt's own cap is 1 MiB)
+    write_chunk_bytes: int = 256 * 1024  # at most this much is coalesced into one send
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the core and the bindings need to serve one master."""
+
+    port: int = 8000
+    address: str | None = None
+    disable_ssl: bool = False
+    ssl_crt: str | None = None
+    ssl_key: str | None = None
+    websockets: bool = False
+    debug: bool = False
+    cors_origin: str | list[str] | None = None
+    sock_dir: str = DEFAULT_SOCK_DIR
+    hash_type: str = DEFAULT_HASH_TYPE
+    external_auth: Mapping[str, Any] = field(default_factory=dict)
+    netapi_enable_clients: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def token_length(self) -> int:
+        """Hex digest length of ``hash_type``: the only token shape the master makes."""
+        return len(hashlib.new(self.hash_type).hexdigest())
+
+    @property
+    def enabled_clients(self) -> tuple[str, ...]:
+        """Supported clients that the master's ``netapi_enable_clients`` allows."""
+        return tuple(c for c in SUPPORTED_CLIENTS if c in self.netapi_enable_clients)
+
+    @classmethod
+    def from_opts(cls, opts: Mapping[str, Any]) -> Settings:
+        """Build settings from master options holding a ``rest_tornado:`` block.
+
+        Raises :class:`ConfigError` when the block is missing, malformed, or asks
+        for TLS without a certificate (salt-api refuses to start in that case too).
+        """
+        block = opts.get("rest_tornado")
+        if not isinstance(block, Mapping):
+            raise ConfigError("the master config has no 'rest_tornado:' block")
+        if "port" not in block:
+            raise ConfigError("'rest_tornado: port' is required")
+        port = _int(block, "port")
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"'rest_tornado: port' must be 0-65535, got {port}")
+        disable_ssl = bool(block.get("disable_ssl", False))
+        ssl_crt = block.get("ssl_crt")
+        if not disable_ssl and not ssl_crt:
+            raise ConfigError(
+                "TLS is enabled but 'rest_tornado: ssl_crt' is not set; "
+                "set ssl_crt (and ssl_key) or 'disable_ssl: True'"
+            )
+        hash_type = str(opts.get("hash_type") or DEFAULT_HASH_TYPE)
+        try:
+            hashlib.new(hash_type)
+        except ValueError:
+            raise ConfigError(f"unknown hash_type {hash_type!r}") from None
+        defaults = Limits()
+        limits = Limits(
+            **{
+                name: _int(block, name, getattr(defaults, name))
+                for name in Limits.__dataclass_fields__
+            }
+        )
+        cors = block.get("cors_origin")
+        return cls(
+            port=port,
+            address=block.get("address") or None,
+            disable_ssl=disable_ssl,
+            ssl_crt=ssl_crt or None,
+            ssl_key=block.get("ssl_key") or None,
+            websockets=bool(block.get("websockets", False)),
+            debug=bool(block.get("debug", False)),
+            cors_origin=list(cors) if isinstance(cors, (list, tuple)) else cors,
+            sock_dir=str(opts.get("sock_dir") or DEFAULT_SOCK_DIR),
+            hash_type=hash_type,
+            external_auth=dict(opts.get("external_auth") or {}),
+            netapi_enable_clients=tuple(opts.get("netapi_enable_clients") or ()),
+            limits=limits,
+        )
+
+
+def _int(block: Mapping[str, Any], key: str, default: int | None = None) -> int:
+    value = block.get(key, default)
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"'rest_tornado: {key}' must be an integer, got {value!r}") from None

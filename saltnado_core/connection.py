@@ -1,0 +1,174 @@
+"""One client connection from first byte to close: HTTP, then maybe a websocket.
+
+:class:`ServerConnection` is what a binding drives, with a fixed verb set:
+
+* ``receive_data(data)`` — bytes from the socket; ``b""`` means EOF;
+* ``next_request()`` — a complete HTTP request for the binding to run through
+  :class:`~saltnado_core.app.App` (None while there is none);
+* ``respond(outcome)`` — the app's :class:`Response` or :class:`AcceptWebSocket`;
+* ``close(code, reason)`` — e.g. 1001 at shutdown;
+* ``data_to_send()`` — everything to write now, as one coalesced ``bytes``;
+* ``finished`` — true once the binding should flush and drop the socket.
+
+``wake`` (given by the binding) is called whenever output becomes ready outside
+a call the binding made itself — i.e. when the fan-out queues a message.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+
+from .app import AcceptWebSocket, Outcome
+from .broadcast import Broadcast, Outbox, Overflow
+from .config import Limits
+from .http import HTTPConnection, Request, Response
+from .websocket import CLOSE_GOING_AWAY, Closed, TextReceived, WebSocketSession
+
+READY_MESSAGE = "websocket client ready"
+
+
+class Phase(enum.Enum):
+    HTTP = "http"  # requests and responses
+    AWAIT_READY = "await_ready"  # upgraded; waiting for "websocket client ready"
+    STREAMING = "streaming"  # subscribed to a broadcast
+    CLOSING = "closing"  # websocket close sent, waiting for the peer's
+    DONE = "done"  # flush output, then drop the socket
+
+
+# Everything a connection can do, per phase; anything else is a bug (KeyError).
+_TRANSITIONS: dict[tuple[Phase, str], Phase] = {
+    (Phase.HTTP, "upgrade"): Phase.AWAIT_READY,
+    (Phase.HTTP, "end"): Phase.DONE,
+    (Phase.AWAIT_READY, "ready"): Phase.STREAMING,
+    (Phase.AWAIT_READY, "close"): Phase.CLOSING,
+    (Phase.STREAMING, "close"): Phase.CLOSING,
+    (Phase.AWAIT_READY, "end"): Phase.DONE,
+    (Phase.STREAMING, "end"): Phase.DONE,
+    (Phase.CLOSING, "end"): Phase.DONE,
+}
+
+
+class ServerConnection:
+    def __init__(
+        self,
+        limits: Limits,
+        streams: Mapping[str, Broadcast],
+        wake: Callable[[], None] = lambda: None,
+        overflow: Overflow = Overflow(),
+    ) -> None:
+        self.limits = limits
+        self.phase = Phase.HTTP
+        self._streams = streams
+        self._overflow = overflow
+        self._http = HTTPConnection(limits.max_header_bytes, limits.max_body_bytes)
+        self._ws: WebSocketSession | None = None
+        self._stream: Broadcast | None = None
+        self.outbox = Outbox(limits.outbox_max_messages, limits.outbox_max_bytes, wake)
+        self._request: Request | None = None  # the request awaiting respond()
+        self._prefix = b""  # output that must precede the websocket's own (101, pre-close frames)
+        self.token_expire: float | None = None
+        self.close_reason: Closed | None = None  # how the websocket ended, once it has
+
+    @property
+    def finished(self) -> bool:
+        return self.phase is Phase.DONE
+
+    def _go(self, action: str) -> None:
+        self.phase = _TRANSITIONS[(self.phase, action)]
+        if self.phase is Phase.STREAMING and self._stream is not None:
+            self._stream.subscribe(self.outbox)
+        if self.phase in (Phase.CLOSING, Phase.DONE) and self._stream is not None:
+            self._stream.unsubscribe(self.outbox)
+            self._stream = None
+        if self.phase is Phase.DONE:
+            self.outbox.clear()
+
+    # -- input -------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        if self.phase is Phase.DONE:
+            return
+        if self._ws is None:
+            self._http.receive_data(data)
+            if self._http.closed:
+                self._go("end")
+            return
+        self._ws.receive_data(data)
+        self._websocket_events()
+
+    def next_request(self) -> Request | None:
+        if self.phase is not Phase.HTTP:
+            return None
+        request = self._http.next_request()
+        self._request = request or self._request
+        if self._http.closed:  # a protocol error was answered
+            self._go("end")
+        return request
+
+    def _websocket_events(self) -> None:
+        assert self._ws is not None
+        for event in self._ws.events():
+            if isinstance(event, TextReceived):
+                # The reference streams after this exact text and ignores any other.
+                if event.text == READY_MESSAGE and self.phase is Phase.AWAIT_READY:
+                    self._go("ready")
+            elif isinstance(event, Closed):
+                self.close_reason = event
+                if self.phase in (Phase.AWAIT_READY, Phase.STREAMING):
+                    self._go("close")
+        if self._ws.closed and self.phase is not Phase.DONE:
+            self._go("end")
+
+    # -- decisions from the binding -------------------------------------------
+    def respond(self, outcome: Outcome) -> None:
+        """Answer the request from :meth:`next_request` with the app's outcome."""
+        if self.phase is not Phase.HTTP:
+            return
+        if isinstance(outcome, Response):
+            self._http.send_response(outcome)
+            self._request = None
+            if self._http.closed:
+                self._go("end")
+            return
+        assert isinstance(outcome, AcceptWebSocket)
+        assert self._request is not None
+        self._stream = self._streams[outcome.stream]
+        trailing = self._http.accept_websocket(self._request)
+        self._request = None
+        self._prefix = self._http.data_to_send()
+        self._ws = WebSocketSession(max_message_bytes=self.limits.max_ws_message_bytes)
+        self.token_expire = outcome.token_expire
+        self._go("upgrade")
+        if trailing:
+            self._ws.receive_data(trailing)
+            self._websocket_events()
+
+    def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
+        """Close politely: a websocket gets what is queued, then a close frame."""
+        if self._ws is None:
+            if self.phase is Phase.HTTP:
+                self._go("end")
+            return
+        if self.phase in (Phase.AWAIT_READY, Phase.STREAMING):
+            self._prefix += self.outbox.drain(self.outbox.queued_bytes)
+            self._ws.close(code, reason)
+            self._websocket_events()
+
+    # -- output ------------------------------------------------------------
+    def data_to_send(self) -> bytes:
+        if self._ws is None:
+            return self._http.data_to_send()
+        head, self._prefix = self._prefix, b""
+        if self.outbox.overflowed and self._ws.open:
+            self._ws.close(self._overflow.code, self._overflow.reason)
+            self._websocket_events()
+        control = self._ws.data_to_send()
+        if self.phase is Phase.STREAMING and self._ws.open:
+            return head + control + self.outbox.drain(self.limits.write_chunk_bytes)
+        return head + control
+
+    @property
+    def wants_write(self) -> bool:
+        """True if :meth:`data_to_send` would return something now."""
+        return bool(len(self.outbox) or self.outbox.overflowed)
+

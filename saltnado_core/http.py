@@ -1,0 +1,307 @@
+"""HTTP/1.1 server side on h11: whole requests in, responses out, with limits.
+
+:class:`HTTPConnection` assembles complete :class:`Request` objects (headers
+bounded by ``max_header_bytes`` → 431, bodies by ``max_body_bytes`` → 413,
+malformed input → 400), keeps connections alive between requests, and hands
+over the bytes that follow a websocket upgrade request so none are lost.
+Every error it produces itself is a short JSON body with a reason.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from urllib.parse import unquote
+
+import h11
+from wsproto.utilities import generate_accept_token
+
+from .messages import dumps
+
+SERVER_NAME = b"saltnado"
+
+
+class HTTPError(Exception):
+    """A request that must be answered with ``status`` and a JSON reason."""
+
+    def __init__(self, status: int, reason: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = tuple(headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    target: str  # raw request target, e.g. "/all_events/abc?x=1"
+    headers: tuple[tuple[str, str], ...]  # names lower-cased
+    body: bytes = b""
+
+    @property
+    def path(self) -> str:
+        return unquote(self.target.split("?", 1)[0])
+
+    @property
+    def query(self) -> str:
+        parts = self.target.split("?", 1)
+        return parts[1] if len(parts) == 2 else ""
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The last value of header ``name`` (case-insensitive)."""
+        name = name.lower()
+        found = default
+        for key, value in self.headers:
+            if key == name:
+                found = value
+        return found
+
+    def header_tokens(self, name: str) -> set[str]:
+        """Comma-separated tokens of every ``name`` header, lower-cased."""
+        name = name.lower()
+        return {
+            token.strip().lower()
+            for key, value in self.headers
+            if key == name
+            for token in value.split(",")
+            if token.strip()
+        }
+
+    @property
+    def wants_websocket(self) -> bool:
+        return "websocket" in self.header_tokens("upgrade")
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    content_type: str | None = "application/json"
+
+
+def _phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+def status_line(status: int) -> str:
+    """``"401 Unauthorized"``, the reference's ``status`` field format."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
+
+
+def json_response(
+    status: int, payload: object, headers: Iterable[tuple[str, str]] = ()
+) -> Response:
+    return Response(status, dumps(payload).encode("utf-8"), tuple(headers))
+
+
+def error_response(status: int, reason: str, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    """The JSON error body every saltnado error uses: ``{"status", "return"}``."""
+    return json_response(status, {"status": status_line(status), "return": reason}, headers)
+
+
+class HTTPConnection:
+    """One client connection's HTTP/1.1 phase.
+
+    Verbs: ``receive_data(bytes)`` (``b""`` means EOF), ``next_request()``,
+    ``send_response(response)``, ``accept_websocket(request)``,
+    ``data_to_send()``. After ``closed`` is true and output is flushed, the
+    binding closes the socket.
+    """
+
+    def __init__(self, max_header_bytes: int = 16 * 1024, max_body_bytes: int = 1024 * 1024) -> None:
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        self._max_body = max_body_bytes
+        self._out: list[bytes] = []
+        self._pending: h11.Request | None = None
+        self._body = bytearray()
+        self._busy = False  # a request was handed out and awaits its response
+        self.closed = False
+
+    # -- input -----------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self._h11.receive_data(data)
+        except h11.RemoteProtocolError:  # data after EOF
+            self._close()
+
+    def next_request(self) -> Request | None:
+        """The next complete request, or None until more bytes arrive.
+
+        Errors in the peer's bytes are answered here (400/413/431) and close
+        the connection.
+        """
+        if self.closed or self._busy:
+            return None
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint
+                reason = "request header block too large" if status == 431 else f"malformed request: {exc}"
+                self._fail(status, reason)
+                return None
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return None
+            if isinstance(event, h11.Request):
+                self._pending = event
+                self._body.clear()
+                length = _content_length(event)
+                if length is not None and length > self._max_body:
+                    self._fail(413, f"request body of {length} bytes exceeds the {self._max_body}-byte limit")
+                    return None
+            elif isinstance(event, h11.Data):
+                if len(self._body) + len(event.data) > self._max_body:
+                    self._fail(413, f"request body exceeds the {self._max_body}-byte limit")
+                    return None
+                self._body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                assert self._pending is not None
+                request = _to_request(self._pending, bytes(self._body))
+                self._pending = None
+                self._body.clear()
+                self._busy = True
+                return request
+            elif isinstance(event, h11.ConnectionClosed):
+                self._close()
+                return None
+
+    # -- output ----------------------------------------------------------
+    def send_response(self, response: Response) -> None:
+        """Answer the request last returned by :meth:`next_request`."""
+        if self.closed:
+            return
+        headers = [(b"server", SERVER_NAME)]
+        if response.content_type is not None:
+            headers.append((b"content-type", response.content_type.encode("latin-1")))
+        headers.append((b"content-length", str(len(response.body)).encode()))
+        headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers)
+        try:
+            self._send(
+                h11.Response(status_code=response.status, headers=headers, reason=_phrase(response.status))
+            )
+            if response.body:
+                self._send(h11.Data(data=response.body))
+            self._send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            self._close()
+            return
+        self._busy = False
+        self._next_cycle()
+
+    def accept_websocket(self, request: Request) -> bytes:
+        """Send the 101 for a validated upgrade request (see :func:`websocket_key`).
+
+        Returns the bytes the client sent after its request (they belong to
+        the websocket). The connection is then closed for HTTP.
+        """
+        key = websocket_key(request)
+        self._send(
+            h11.InformationalResponse(
+                status_code=101,
+                headers=[
+                    (b"upgrade", b"websocket"),
+                    (b"connection", b"Upgrade"),
+                    (b"sec-websocket-accept", generate_accept_token(key.encode("ascii"))),
+                ],
+            )
+        )
+        trailing, _ = self._h11.trailing_data
+        self.closed = True
+        self._busy = False
+        return bytes(trailing)
+
+    def data_to_send(self) -> bytes:
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    # -- internals -------------------------------------------------------
+    def _send(self, event: h11.Event) -> None:
+        data = self._h11.send(event)
+        if data:
+            self._out.append(data)
+
+    def _next_cycle(self) -> None:
+        if self._h11.our_state is h11.MUST_CLOSE or self._h11.their_state in (h11.MUST_CLOSE, h11.CLOSED):
+            self._close()
+            return
+        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+            self._h11.start_next_cycle()
+        else:  # we answered before reading the whole body: the stream is unusable
+            self._close()
+
+    def _fail(self, status: int, reason: str) -> None:
+        response = error_response(status, reason, [("connection", "close")])
+        self._busy = False
+        if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            try:
+                self.send_response(response)
+            except h11.LocalProtocolError:
+                pass
+            else:
+                self._close()
+                return
+        # h11 refuses to respond after a parse error in some states; write it raw.
+        self._out.append(_raw_response(response))
+        self._close()
+
+    def _close(self) -> None:
+        self.closed = True
+        self._busy = False
+
+
+def websocket_key(request: Request) -> str:
+    """Validate a websocket upgrade request (RFC 6455 §4.2.1); return its key.
+
+    Raises :class:`HTTPError` (400, or 426 for an unsupported version).
+    """
+    if request.method != "GET":
+        raise HTTPError(400, "websocket upgrade requires GET")
+    if "upgrade" not in request.header_tokens("connection"):
+        raise HTTPError(400, "websocket upgrade requires 'Connection: Upgrade'")
+    if request.header("sec-websocket-version") != "13":
+        raise HTTPError(426, "unsupported websocket version; use 13", [("sec-websocket-version", "13")])
+    key = request.header("sec-websocket-key") or ""
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            raise ValueError
+    except ValueError:
+        raise HTTPError(400, "missing or invalid Sec-WebSocket-Key") from None
+    return key
+
+
+def _content_length(event: h11.Request) -> int | None:
+    for name, value in event.headers:
+        if name == b"content-length":
+            return int(value)  # h11 has validated it
+    return None
+
+
+def _to_request(event: h11.Request, body: bytes) -> Request:
+    return Request(
+        method=event.method.decode("ascii"),
+        target=event.target.decode("latin-1"),
+        headers=tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers),
+        body=body,
+    )
+
+
+def _raw_response(response: Response) -> bytes:
+    head = [f"HTTP/1.1 {status_line(response.status)}"]
+    head.append(f"server: {SERVER_NAME.decode()}")
+    if response.content_type:
+        head.append(f"content-type: {response.content_type}")
+    head.append(f"content-length: {len(response.body)}")
+    head.extend(f"{k}: {v}" for k, v in response.headers)
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body

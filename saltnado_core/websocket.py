@@ -1,0 +1,140 @@
+"""Websocket server session on wsproto, after the HTTP upgrade.
+
+:class:`WebSocketSession` turns client bytes into complete :class:`TextReceived`
+/ :class:`BytesReceived` messages (bounded by ``max_message_bytes`` → close
+1009), answers pings, and runs the close handshake (RFC 6455 §5.5.1: echo the
+peer's close, then the TCP connection may close). Server messages are written
+either through :meth:`send_text` or as prebuilt frames handed to the binding
+directly (see :mod:`saltnado_core.messages`), which is safe because the session
+never fragments outgoing messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.frame_protocol import CloseReason
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
+
+
+@dataclass(frozen=True, slots=True)
+class TextReceived:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class BytesReceived:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The session is over; ``code``/``reason`` say who closed it and why."""
+
+    code: int
+    reason: str = ""
+
+
+WebSocketEvent = TextReceived | BytesReceived | Closed
+
+
+class WebSocketSession:
+    def __init__(self, trailing_data: bytes = b"", max_message_bytes: int = 64 * 1024) -> None:
+        self._ws = Connection(ConnectionType.SERVER)
+        self._max = max_message_bytes
+        self._parts: list[str | bytes] = []
+        self._size = 0
+        self._out: list[bytes] = []
+        self._events: list[WebSocketEvent] = []
+        self._close_reported = False
+        self.closed = False  # no more frames can be sent; flush, then drop TCP
+        if trailing_data:
+            self.receive_data(trailing_data)
+
+    @property
+    def open(self) -> bool:
+        return self._ws.state is ConnectionState.OPEN
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed client bytes; ``b""`` means the TCP stream ended."""
+        if self.closed:
+            return
+        if not data:
+            self._ws.receive_data(None)
+        else:
+            self._ws.receive_data(data)
+        for event in self._ws.events():
+            if isinstance(event, (TextMessage, BytesMessage)):
+                self._message_part(event)
+            elif isinstance(event, Ping):
+                self._send(event.response())
+            elif isinstance(event, CloseConnection):
+                self._remote_close(event)
+            if self.closed:
+                break
+
+    def events(self) -> list[WebSocketEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def send_text(self, text: str) -> None:
+        if self.open:
+            self._send(TextMessage(data=text))
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Start the close handshake (no-op once closing)."""
+        if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            self._send(CloseConnection(code=code, reason=reason))
+            if not self._close_reported:
+                self._report(Closed(code, reason))
+        if self._ws.state is ConnectionState.CLOSED:
+            self.closed = True
+
+    def data_to_send(self) -> bytes:
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    # -- internals -------------------------------------------------------
+    def _send(self, event: TextMessage | CloseConnection | object) -> None:
+        self._out.append(self._ws.send(event))  # type: ignore[arg-type]
+
+    def _message_part(self, event: TextMessage | BytesMessage) -> None:
+        if not self.open:  # RFC 6455 §5.5.1: after sending close, ignore data
+            return
+        self._size += len(event.data)
+        if self._size > self._max:
+            self._parts.clear()
+            self.close(CLOSE_TOO_BIG, f"message exceeds {self._max} bytes")
+            return
+        self._parts.append(event.data)
+        if event.message_finished:
+            parts, self._parts, self._size = self._parts, [], 0
+            if isinstance(event, TextMessage):
+                self._events.append(TextReceived("".join(parts)))  # type: ignore[arg-type]
+            else:
+                self._events.append(BytesReceived(b"".join(parts)))  # type: ignore[arg-type]
+
+    def _remote_close(self, event: CloseConnection) -> None:
+        state = self._ws.state
+        if state is ConnectionState.REMOTE_CLOSING:
+            # The peer started the close handshake: echo its code (§5.5.1).
+            self._send(event.response())
+            self._report(Closed(event.code, event.reason or ""))
+        elif state is ConnectionState.OPEN:
+            # wsproto reports a peer's protocol violation (bad frame, bad UTF-8)
+            # as a close event without changing state: we close with its code.
+            self.close(event.code, event.reason or "")
+        elif event.code == CloseReason.ABNORMAL_CLOSURE and not self._close_reported:
+            self._report(Closed(CloseReason.ABNORMAL_CLOSURE, "connection lost"))
+        # else: the peer answered our close; the handshake is complete.
+        self.closed = True
+
+    def _report(self, event: Closed) -> None:
+        self._close_reported = True
+        self._events.append(event)
