@@ -119,6 +119,7 @@ class HTTPConnection:
 
     def __init__(self, max_header_bytes: int = 16 * 1024, max_body_bytes: int = 1024 * 1024) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        self._max_header = max_header_bytes
         self._max_body = max_body_bytes
         self._out: list[bytes] = []
         self._pending: h11.Request | None = None
@@ -156,6 +157,11 @@ class HTTPConnection:
             if isinstance(event, h11.Request):
                 self._pending = event
                 self._body.clear()
+                # h11 bounds only an *incomplete* head; a whole one that arrived
+                # in a single read is measured here.
+                if _head_size(event) > self._max_header:
+                    self._fail(431, "request header block too large")
+                    return None
                 length = _content_length(event)
                 if length is not None and length > self._max_body:
                     self._fail(413, f"request body of {length} bytes exceeds the {self._max_body}-byte limit")
@@ -279,6 +285,14 @@ def websocket_key(request: Request) -> str:
     except ValueError:
         raise HTTPError(400, "missing or invalid Sec-WebSocket-Key") from None
     return key
+
+
+def _head_size(event: h11.Request) -> int:
+    """Bytes of the request line and headers as sent (give or take whitespace)."""
+    size = len(event.method) + len(event.target) + 12
+    for name, value in event.headers:
+        size += len(name) + len(value) + 4
+    return size
 
 
 def _content_length(event: h11.Request) -> int | None:

@@ -71,6 +71,7 @@ class Server:
         self.feed = EventFeed(settings.sock_dir, self.streams, settings.limits.max_event_bytes)
         self._connections: dict[ServerConnection, _Wakeup] = {}
         self._nursery: trio.Nursery | None = None
+        self._accepting = trio.CancelScope()
         self.listeners: list[trio.abc.Listener[Any]] = []
 
     # -- lifecycle -----------------------------------------------------------
@@ -89,8 +90,18 @@ class Server:
             self._nursery = nursery
             nursery.start_soon(self.feed.run)
             nursery.start_soon(trio.to_thread.run_sync, self.bridge.load_auth)  # warm up eauth
-            await nursery.start(trio.serve_listeners, self._serve_connection, listeners)
+            await nursery.start(self._accept, listeners, nursery)
             task_status.started(listeners)
+
+    async def _accept(
+        self, listeners: list[trio.abc.Listener[Any]], nursery: trio.Nursery, *, task_status: Any
+    ) -> None:
+        # Connections live in the server's nursery, so stopping the accept loop
+        # (shutdown) does not cut them off.
+        with self._accepting:
+            await trio.serve_listeners(
+                self._serve_connection, listeners, handler_nursery=nursery, task_status=task_status
+            )
 
     def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -100,6 +111,7 @@ class Server:
 
     async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Stop accepting, close websockets with 1001, give them ``grace`` s to flush."""
+        self._accepting.cancel()
         for listener in self.listeners:
             await listener.aclose()
         for conn, wake in list(self._connections.items()):
