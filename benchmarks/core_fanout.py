@@ -1,0 +1,74 @@
+"""Core-only hot path: event-bus bytes in → frames queued for N subscribers → drained.
+
+Prints ns per event (decode + encode once) and ns per event per subscriber
+(offer + drain), for a realistic job-return event. No sockets, no event loop.
+
+    .venv/bin/python benchmarks/core_fanout.py [--subscribers 1,100,1000] [--events 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from saltnado_core import EventBusDecoder, EventStreams, Outbox, encode_pub_message
+
+SAMPLE = {
+    "cmd": "_return",
+    "id": "minion1",
+    "success": True,
+    "return": True,
+    "retcode": 0,
+    "jid": "20261129084435982594",
+    "fun": "test.ping",
+    "fun_args": [],
+    "user": "root",
+    "_stamp": "2026-11-29T08:44:36.130650+00:00",
+}
+
+
+def run(subscribers: int, events: int) -> dict[str, float]:
+    wire = b"".join(
+        encode_pub_message(f"salt/job/{i:020d}/ret/minion1", SAMPLE) for i in range(events)
+    )
+    streams = EventStreams()
+    outboxes = [Outbox(events + 1, 1 << 40) for _ in range(subscribers)]
+    for outbox in outboxes:
+        streams.all_events.subscribe(outbox)
+    decoder = EventBusDecoder()
+
+    t0 = time.perf_counter()
+    for start in range(0, len(wire), 65536):  # as the binding reads: 64 KiB at a time
+        decoder.feed(wire[start : start + 65536])
+        for event in decoder.events():
+            streams.dispatch(event)
+    t1 = time.perf_counter()
+    drained = sum(len(outbox.drain(1 << 40)) for outbox in outboxes)
+    t2 = time.perf_counter()
+    return {
+        "subscribers": subscribers,
+        "events": events,
+        "total_s": t2 - t0,
+        "ns_per_event": (t1 - t0) / events * 1e9,
+        "ns_per_event_per_subscriber": (t2 - t0) / (events * subscribers) * 1e9,
+        "delivered_bytes": drained,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subscribers", default="1,100,1000")
+    parser.add_argument("--events", type=int, default=20000)
+    args = parser.parse_args()
+    print(f"{'subscribers':>11} {'events':>7} {'ns/event':>10} {'ns/event/sub':>13} {'msgs/s':>12}")
+    for n in (int(x) for x in args.subscribers.split(",")):
+        r = run(n, args.events)
+        rate = n * args.events / r["total_s"]
+        print(
+            f"{n:>11} {args.events:>7} {r['ns_per_event']:>10.0f} "
+            f"{r['ns_per_event_per_subscriber']:>13.1f} {rate:>12,.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
