@@ -30,6 +30,7 @@ def configure_logging(debug: bool) -> None:
         stream=sys.stderr,
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        force=True,  # salt installs its own root handler on import
     )
     # Salt's own loggers are chatty at INFO and some print request payloads.
     logging.getLogger("salt").setLevel(logging.WARNING)
