@@ -80,7 +80,8 @@ class Exchange:
         try:
             return advance()
         except StopIteration as stop:
-            return stop.value
+            outcome: Outcome = stop.value
+            return outcome
         except HTTPError as exc:
             return error_response(exc.status, exc.reason, exc.headers)
         except Exception as exc:  # a bug: answer 500, never a traceback to the client
@@ -165,7 +166,7 @@ class App:
 def sum_permissions(token: Mapping[str, Any], eauth: Mapping[str, Any]) -> list[Any]:
     """User + ``*`` + group permissions (``salt.netapi.sum_permissions``, without
     its side effect of growing the configured list on every login)."""
-    perms = list(eauth.get(token.get("name"), None) or [])
+    perms = list(eauth.get(str(token.get("name")), None) or [])
     perms.extend(eauth.get("*", None) or [])
     groups = set(token.get("groups") or ())
     for group in sorted(groups & {k[:-1] for k in eauth if isinstance(k, str) and k.endswith("%")}):

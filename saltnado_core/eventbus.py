@@ -44,9 +44,20 @@ class EventBusDecoder:
     """
 
     def __init__(self, max_event_bytes: int = 16 * 1024 * 1024) -> None:
+        # surrogateescape: a legacy str-typed body carries raw msgpack bytes that
+        # need not be UTF-8; decode_body turns it back into those exact bytes.
         self._unpacker = msgpack.Unpacker(
-            raw=False, strict_map_key=False, max_buffer_size=max_event_bytes
+            raw=False,
+            strict_map_key=False,
+            max_buffer_size=max_event_bytes,
+            unicode_errors="surrogateescape",
         )
+        # msgpack bounds only its *unconsumed* buffer; a message whose prefix is
+        # parsed incrementally (a long head array) slips past that, so the size
+        # of the current message is counted here: bytes fed minus its start.
+        self._max = max_event_bytes
+        self._fed = 0
+        self._start = 0
         self._failed: str | None = None
 
     def feed(self, data: bytes) -> None:
@@ -56,6 +67,7 @@ class EventBusDecoder:
             self._unpacker.feed(data)
         except msgpack.BufferFull:
             self._fail("an event-bus message exceeds the size limit")
+        self._fed += len(data)
 
     def events(self) -> Iterator[SaltEvent]:
         if self._failed:
@@ -64,10 +76,20 @@ class EventBusDecoder:
             try:
                 message = next(self._unpacker)
             except StopIteration:
+                if self._fed - self._start > self._max:
+                    self._fail("an event-bus message exceeds the size limit")
                 return
             except Exception as exc:  # msgpack raises several unrelated types
                 self._fail(f"malformed event-bus stream: {type(exc).__name__}: {exc}")
-            yield decode_message(message)
+            end = self._unpacker.tell()
+            size, self._start = end - self._start, end
+            if size > self._max:
+                self._fail("an event-bus message exceeds the size limit")
+            try:
+                event = decode_message(message)
+            except EventBusError as exc:  # no resync after a bad message either
+                self._fail(str(exc))
+            yield event
 
     def _fail(self, reason: str) -> None:
         self._failed = reason

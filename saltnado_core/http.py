@@ -153,6 +153,9 @@ class HTTPConnection:
                 self._fail(status, reason)
                 return None
             if event is h11.NEED_DATA or event is h11.PAUSED:
+                if self._pending is not None and self._h11.they_are_waiting_for_100_continue:
+                    # RFC 9110 §10.1.1: curl waits ~1 s for this before sending a body.
+                    self._send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
                 return None
             if isinstance(event, h11.Request):
                 self._pending = event
@@ -220,6 +223,7 @@ class HTTPConnection:
                     (b"connection", b"Upgrade"),
                     (b"sec-websocket-accept", generate_accept_token(key.encode("ascii"))),
                 ],
+                reason=_phrase(101),  # "Switching Protocols", as Tornado sends
             )
         )
         trailing, _ = self._h11.trailing_data

@@ -72,7 +72,10 @@ class WebSocketSession:
             if isinstance(event, (TextMessage, BytesMessage)):
                 self._message_part(event)
             elif isinstance(event, Ping):
-                self._send(event.response())
+                # Once our close is sent wsproto refuses a pong (and the peer
+                # expects none): answering would raise LocalProtocolError.
+                if self.open:
+                    self._send(event.response())
             elif isinstance(event, CloseConnection):
                 self._remote_close(event)
             if self.closed:
@@ -107,12 +110,13 @@ class WebSocketSession:
     def _message_part(self, event: TextMessage | BytesMessage) -> None:
         if not self.open:  # RFC 6455 §5.5.1: after sending close, ignore data
             return
-        self._size += len(event.data)
+        data = event.data
+        self._size += len(data.encode()) if isinstance(data, str) else len(data)
         if self._size > self._max:
             self._parts.clear()
             self.close(CLOSE_TOO_BIG, f"message exceeds {self._max} bytes")
             return
-        self._parts.append(event.data)
+        self._parts.append(data if isinstance(data, str) else bytes(data))
         if event.message_finished:
             parts, self._parts, self._size = self._parts, [], 0
             if isinstance(event, TextMessage):

@@ -1,0 +1,392 @@
+"""Start and stop a real, private Salt master + minion(s) for demos and tests.
+
+Everything lives in one temporary root directory, on free loopback ports, as the
+current user, so it never touches (or collides with) a system Salt and needs no root.
+
+Layout under ``root``::
+
+    conf/master, conf/minion      the master's and the first minion's config files
+    minion-<id>/conf/minion       config of every further minion (own root_dir, so the
+                                  pki/cache/sock dirs of several minions never collide)
+    logs/<name>.log, <name>.out   Salt's log file and the process' stdout/stderr
+    etc/salt/pki/{master,minion}, var/cache/salt/{master,minion},
+    var/run/salt/{master,minion}  Salt's own dirs (root_dir-prefixed defaults)
+
+The master and minion(s) run as non-daemonized children, each the leader of its own
+process group, so stop() can always kill them together with every worker they forked.
+Salt itself is only imported by master_opts()/fire_event(), never at module import.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+NETAPI_CLIENTS = ["local", "local_async", "runner", "runner_async", "wheel", "wheel_async"]
+
+# Minion options that make the first test.ping after key acceptance fast: the minion
+# re-tries authentication every acceptance_wait_time seconds (default 10).
+FAST_MINION_OPTS = {
+    "acceptance_wait_time": 1,
+    "acceptance_wait_time_max": 1,
+    "random_reauth_delay": 0,
+    "auth_timeout": 5,
+    "recon_default": 100,
+    "recon_max": 1000,
+    "recon_randomize": False,
+    "enable_fqdns_grains": False,
+}
+
+
+def _free_ports(n: int) -> list[int]:
+    """Return ``n`` distinct free TCP ports on 127.0.0.1."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _script(name: str) -> str:
+    """Path of a Salt console script: next to sys.executable, else on PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"cannot find the {name!r} script (is salt installed?)")
+    return found
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no output)"
+
+
+def _ipc_accepts(path: Path) -> bool:
+    """True when a Unix stream socket at ``path`` accepts a connection."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+            return True
+        except OSError:
+            return False
+
+
+def _import_salt():
+    """Import salt.config and salt.utils.event, undoing salt's global sys.excepthook."""
+    hook = sys.excepthook
+    try:
+        import salt.config
+        import salt.utils.event
+
+        return salt
+    finally:
+        sys.excepthook = hook
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a non-zombie process of process group ``pgid`` exists."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        import psutil
+    except ImportError:
+        return True
+    for p in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, PermissionError):
+            continue
+    return False
+
+
+def _kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM the process group of ``proc`` (skipped when ``grace`` is 0), SIGKILL it
+    after ``grace`` seconds, and wait until no live process of the group remains."""
+    steps = [(signal.SIGTERM, grace)] if grace > 0 else []
+    for sig, wait in steps + [(signal.SIGKILL, 5.0)]:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if proc.poll() is not None and not _group_alive(proc.pid):
+                return
+            time.sleep(0.05)
+    proc.wait(timeout=5)
+
+
+@dataclass
+class PrivateSalt:
+    """A private Salt master + minion(s) running as child processes of this one."""
+
+    root: Path | None = None
+    minion_ids: tuple[str, ...] = ("minion1",)
+    api_port: int = 0
+    username: str = "saltdev"
+    extra_master_opts: dict = field(default_factory=dict)
+
+    config_dir: Path = field(init=False, default=None)
+    master_config_path: Path = field(init=False, default=None)
+    sock_dir: Path = field(init=False, default=None)
+    publish_port: int = field(init=False, default=0)
+    ret_port: int = field(init=False, default=0)
+    _pki_dir: Path = field(init=False, default=None, repr=False)
+    _created_root: bool = field(init=False, default=False, repr=False)
+    _procs: dict = field(init=False, default_factory=dict, repr=False)
+    _minion_conf: dict = field(init=False, default_factory=dict, repr=False)
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self, progress: Callable[[str], None] = lambda s: None, timeout: float = 180) -> None:
+        """Write the configs, start master and minion(s), accept the keys and return
+        once every minion answers test.ping. On failure stop everything and raise
+        RuntimeError with the tail of the logs."""
+        deadline = time.monotonic() + timeout
+        t0 = time.monotonic()
+        try:
+            self._write_configs()
+            progress(f"starting salt-master (config in {self.config_dir})…")
+            self._spawn("master", "salt-master", self.config_dir)
+            for mid in self.minion_ids:
+                progress(f"starting salt-minion {mid}…")
+                self._spawn(f"minion-{mid}", "salt-minion", self._minion_conf[mid])
+            self._wait_event_bus(deadline)
+            progress("waiting for minion key…")
+            pending = self._pki_dir / "minions_pre"
+            self._poll(lambda: all((pending / m).exists() for m in self.minion_ids),
+                       deadline, "minion key(s) to show up in salt-key -L")
+            res = self._run("salt-key", "-A", "-y", timeout=60)
+            accepted = self._pki_dir / "minions"
+            if res.returncode or not all((accepted / m).exists() for m in self.minion_ids):
+                raise RuntimeError(f"salt-key -A failed: {res.stdout}{res.stderr}")
+            progress(f"accepted key {', '.join(self.minion_ids)}")
+            progress("waiting for test.ping…")
+            self._wait_ping(deadline)
+            progress(f"{', '.join(self.minion_ids)} answered test.ping after "
+                     f"{time.monotonic() - t0:.1f} s")
+        except BaseException as exc:
+            logs = self._log_tails()
+            self.stop()
+            if isinstance(exc, RuntimeError):
+                raise RuntimeError(f"{exc}\n{logs}") from exc
+            raise
+
+    def stop(self) -> None:
+        """Stop every process started here (idempotent); remove root if we created it."""
+        # Minions first (SIGKILL: salt-minion sleeps 5 s on SIGTERM before it exits),
+        # then the master, which exits cleanly on SIGTERM in under a second.
+        for name in sorted(self._procs, key=lambda n: n == "master"):
+            _kill_group(self._procs.pop(name), grace=0 if name.startswith("minion-") else 5)
+        if self._created_root and self.root is not None and self.root.exists():
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def stop_master(self) -> None:
+        """Kill only the master (and its workers) at once; the minion(s) keep running.
+
+        SIGKILL on purpose: on SIGTERM the master closes its publisher ~0.3 s before its
+        request server, a minion that reconnects in that window loses its return
+        channel, and its first test.ping after start_master() then takes ~60 s."""
+        proc = self._procs.pop("master", None)
+        if proc is not None:
+            _kill_group(proc, grace=0)
+
+    def start_master(self, timeout: float = 60) -> None:
+        """(Re)start the master; return once its event bus accepts connections and
+        every minion answers test.ping again."""
+        if "master" in self._procs:
+            raise RuntimeError("the master is already running")
+        deadline = time.monotonic() + timeout
+        self._spawn("master", "salt-master", self.config_dir)
+        try:
+            self._wait_event_bus(deadline)
+            self._wait_ping(deadline)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{self._log_tails()}") from exc
+
+    def __enter__(self) -> PrivateSalt:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- helpers for users
+    def salt_cmd(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run ``salt -c config_dir --out json <args>`` and return the finished process."""
+        return self._run("salt", "--out", "json", *args, timeout=timeout)
+
+    def fire_event(self, data: dict, tag: str) -> bool:
+        """Fire one event on the master's event bus (Salt's own client code)."""
+        salt = _import_salt()
+        event = salt.utils.event.get_master_event(self.master_opts(), str(self.sock_dir), listen=False)
+        try:
+            return bool(event.fire_event(data, tag))
+        finally:
+            event.destroy()
+
+    def master_opts(self) -> dict:
+        """The master's fully parsed options (salt.config.master_config)."""
+        return _import_salt().config.master_config(str(self.master_config_path))
+
+    # ---------------------------------------------------------------- internals
+    def _write_configs(self) -> None:
+        import yaml  # PyYAML is a dependency of salt
+
+        if self.root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="saltnado-"))
+            self._created_root = True
+        self.root = Path(self.root).resolve()
+        user = getpass.getuser()
+        self.config_dir = self.root / "conf"
+        self.master_config_path = self.config_dir / "master"
+        (self.root / "logs").mkdir(parents=True, exist_ok=True)
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        self.publish_port, self.ret_port, free_api = _free_ports(3)
+        self.api_port = self.api_port or free_api
+        master = {
+            "root_dir": str(self.root),
+            "user": user,
+            "interface": "127.0.0.1",
+            "publish_port": self.publish_port,
+            "ret_port": self.ret_port,
+            "log_file": str(self.root / "logs" / "master.log"),
+            "key_logfile": str(self.root / "logs" / "key.log"),
+            "log_level_logfile": "warning",
+            "presence_events": True,
+            "loop_interval": 5,
+            "netapi_enable_clients": NETAPI_CLIENTS,
+            "external_auth": {"auto": {self.username: [".*", "@runner", "@wheel", "@jobs"]}},
+            "open_mode": False,
+            "auto_accept": False,
+            "rest_tornado": {"port": self.api_port, "address": "127.0.0.1",
+                             "disable_ssl": True, "websockets": True},
+            **self.extra_master_opts,
+        }
+        self.master_config_path.write_text(yaml.safe_dump(master, sort_keys=False))
+        for i, mid in enumerate(self.minion_ids):
+            mroot = self.root if i == 0 else self.root / f"minion-{mid}"
+            mconf = self.config_dir if i == 0 else mroot / "conf"
+            mconf.mkdir(parents=True, exist_ok=True)
+            minion = {
+                "root_dir": str(mroot),
+                "id": mid,
+                "user": user,
+                "master": "127.0.0.1",
+                "master_port": self.ret_port,
+                "log_file": str(self.root / "logs" / f"minion-{mid}.log"),
+                "log_level_logfile": "warning",
+                **FAST_MINION_OPTS,
+            }
+            (mconf / "minion").write_text(yaml.safe_dump(minion, sort_keys=False))
+            self._minion_conf[mid] = mconf
+        # Ask salt where things are: an explicit sock_dir longer than cachedir + 10
+        # characters is silently replaced by <cachedir>/.salt-unix, so we keep the
+        # default (<root>/var/run/salt/master) and only read it back.
+        opts = self.master_opts()
+        self.sock_dir, self._pki_dir = Path(opts["sock_dir"]), Path(opts["pki_dir"])
+        longest = self.root / f"minion-{max(self.minion_ids, key=len)}" / "var/run/salt/minion"
+        if len(str(longest)) + 40 > 107:  # AF_UNIX paths are limited to 107 bytes
+            raise RuntimeError(f"root {self.root} is too deep for Unix socket paths")
+
+    def _spawn(self, name: str, script: str, conf: Path) -> None:
+        cmd = [_script(script), "-c", str(conf), "-l", "warning"]
+        if script == "salt-minion":
+            # Without it salt-minion runs the minion in a "keepalive" child that
+            # ignores SIGTERM for many seconds.
+            cmd.append("--disable-keepalive")
+        with open(self.root / "logs" / f"{name}.out", "ab") as out:
+            self._procs[name] = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=self.root,
+            )
+
+    def _run(self, script: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+        return subprocess.run([_script(script), "-c", str(self.config_dir), *args],
+                              capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+    def _poll(self, check: Callable[[], bool], deadline: float, what: str, every: float = 0.1) -> None:
+        while not check():
+            for name, proc in self._procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with code {proc.returncode} "
+                                       f"while waiting for {what}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what}")
+            time.sleep(every)
+
+    def _wait_event_bus(self, deadline: float) -> None:
+        ipc = self.sock_dir / "master_event_pub.ipc"
+        self._poll(lambda: _ipc_accepts(ipc), deadline, f"the master event bus {ipc}")
+
+    def _wait_ping(self, deadline: float) -> None:
+        def answered() -> bool:
+            # A test.ping published just before the minion (re)connected is lost; the
+            # CLI then waits -t plus gather_job_timeout (10 s) before it gives up, so
+            # cut each attempt short and simply try again.
+            try:
+                res = self.salt_cmd("--static", "-t", "2", "-L", ",".join(self.minion_ids),
+                                    "test.ping", timeout=6)
+                out = json.loads(res.stdout or "{}")
+            except (subprocess.TimeoutExpired, ValueError):
+                return False
+            return all(out.get(m) is True for m in self.minion_ids)
+
+        self._poll(answered, deadline, "test.ping to answer", every=0.2)
+
+    def _log_tails(self) -> str:
+        if self.root is None:
+            return ""
+        logs = sorted((self.root / "logs").glob("*.out")) if (self.root / "logs").exists() else []
+        return "\n".join(f"--- {p.name} (tail) ---\n{_tail(p)}" for p in logs if p.stat().st_size)
+
+
+if __name__ == "__main__":
+    def say(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    ps = PrivateSalt()
+    t = time.monotonic()
+    ps.start(progress=say)
+    say(f"started in {time.monotonic() - t:.1f} s; config_dir={ps.config_dir} "
+        f"sock_dir={ps.sock_dir} api_port={ps.api_port}")
+    try:
+        say(f"fire_event -> {ps.fire_event({'hello': 'world'}, 'saltnado/demo/hello')}")
+        res = ps.salt_cmd("*", "test.ping")
+        say(f"salt '*' test.ping -> rc={res.returncode} {res.stdout.strip()}")
+        t = time.monotonic()
+        ps.stop_master()
+        say(f"stop_master took {time.monotonic() - t:.1f} s")
+        t = time.monotonic()
+        ps.start_master()
+        say(f"start_master (to test.ping) took {time.monotonic() - t:.1f} s")
+    finally:
+        pids = [p.pid for p in ps._procs.values()]
+        t = time.monotonic()
+        ps.stop()
+        say(f"stop took {time.monotonic() - t:.1f} s")
+    left = [pg for pg in pids if _group_alive(pg)]
+    say("no salt process left" if not left else f"LEFTOVER process groups: {left}")
+    sys.exit(1 if left else 0)

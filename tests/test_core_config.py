@@ -1,0 +1,172 @@
+"""Settings from a master's options, and the token checks that depend on them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from saltnado_core import ConfigError, Limits, Settings, TokenStatus, check_token, redact
+from saltnado_core.tokens import is_token_shaped, redact_path, same_token
+
+PLAIN = {"rest_tornado": {"port": 8000, "disable_ssl": True}}
+
+
+# -- Settings.from_opts ----------------------------------------------------------
+
+
+def test_minimal_plain_http_config() -> None:
+    settings = Settings.from_opts(PLAIN)
+    assert settings == Settings(port=8000, disable_ssl=True)
+    assert settings.limits == Limits()
+    assert settings.hash_type == "sha256"
+    assert settings.sock_dir == "/var/run/salt/master"
+
+
+def test_full_config() -> None:
+    opts: dict[str, Any] = {
+        "rest_tornado": {
+            "port": "8443",
+            "address": "127.0.0.1",
+            "ssl_crt": "/etc/pki/api.crt",
+            "ssl_key": "/etc/pki/api.key",
+            "websockets": True,
+            "debug": True,
+            "cors_origin": ["https://a.example", "https://b.example"],
+            "max_body_bytes": 4096,
+            "outbox_max_messages": "50",
+        },
+        "sock_dir": "/run/salt/master",
+        "hash_type": "sha512",
+        "external_auth": {"pam": {"saltuser": [".*"]}},
+        "netapi_enable_clients": ["wheel", "local", "ssh", "runner_async"],
+    }
+    settings = Settings.from_opts(opts)
+    assert settings == Settings(
+        port=8443,
+        address="127.0.0.1",
+        disable_ssl=False,
+        ssl_crt="/etc/pki/api.crt",
+        ssl_key="/etc/pki/api.key",
+        websockets=True,
+        debug=True,
+        cors_origin=["https://a.example", "https://b.example"],
+        sock_dir="/run/salt/master",
+        hash_type="sha512",
+        external_auth={"pam": {"saltuser": [".*"]}},
+        netapi_enable_clients=("wheel", "local", "ssh", "runner_async"),
+        limits=Limits(max_body_bytes=4096, outbox_max_messages=50),
+    )
+    # Only clients saltnado supports, in its own order; "ssh" is not one of them.
+    assert settings.enabled_clients == ("local", "runner_async", "wheel")
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [{}, {"rest_tornado": None}, {"rest_tornado": "yes"}, {"rest_tornado": [8000]}, {"rest_cherrypy": {"port": 8000}}],
+)
+def test_missing_block(opts: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="rest_tornado"):
+        Settings.from_opts(opts)
+
+
+def test_missing_port() -> None:
+    with pytest.raises(ConfigError, match="port.*required"):
+        Settings.from_opts({"rest_tornado": {"disable_ssl": True}})
+
+
+@pytest.mark.parametrize("port", ["http", None, [8000], 65536, -1])
+def test_bad_port(port: Any) -> None:
+    with pytest.raises(ConfigError, match="port"):
+        Settings.from_opts({"rest_tornado": {"port": port, "disable_ssl": True}})
+
+
+@pytest.mark.parametrize("block", [{"port": 8000}, {"port": 8000, "ssl_key": "/k"}, {"port": 8000, "ssl_crt": ""}])
+def test_tls_without_certificate(block: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="ssl_crt"):
+        Settings.from_opts({"rest_tornado": block})
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("hash_type", ["nope", "sha257", "shake_128"])
+def test_bad_hash_type(hash_type: str) -> None:
+    with pytest.raises(ConfigError, match="hash_type"):
+        Settings.from_opts({**PLAIN, "hash_type": hash_type})
+
+
+@pytest.mark.parametrize(("hash_type", "length"), [("md5", 32), ("sha1", 40), ("sha256", 64), ("sha512", 128)])
+def test_token_length(hash_type: str, length: int) -> None:
+    assert Settings.from_opts({**PLAIN, "hash_type": hash_type}).token_length == length
+
+
+def test_bad_limit_value() -> None:
+    with pytest.raises(ConfigError, match="max_header_bytes"):
+        Settings.from_opts({"rest_tornado": {"port": 8000, "disable_ssl": True, "max_header_bytes": "16k"}})
+
+
+def test_no_netapi_clients_enabled_by_default() -> None:
+    assert Settings.from_opts(PLAIN).enabled_clients == ()
+
+
+# -- tokens ----------------------------------------------------------------------
+
+NOW = 1_700_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("record", "status"),
+    [
+        ({"token": "t", "start": NOW - 10, "expire": NOW + 100, "name": "u", "eauth": "pam"}, TokenStatus.VALID),
+        ({"expire": NOW + 0.001}, TokenStatus.VALID),
+        ({"expire": int(NOW) + 1}, TokenStatus.VALID),
+        ({"expire": NOW}, TokenStatus.EXPIRED),  # expiry is exclusive
+        ({"expire": NOW - 1, "name": "u"}, TokenStatus.EXPIRED),
+        ({}, TokenStatus.UNKNOWN),  # get_tok's answer for unknown or deleted tokens
+        (None, TokenStatus.UNKNOWN),
+        ({"name": "u"}, TokenStatus.UNKNOWN),
+        ({"expire": None}, TokenStatus.UNKNOWN),
+        ({"expire": "9999999999"}, TokenStatus.UNKNOWN),
+        ({"expire": True}, TokenStatus.UNKNOWN),
+        ({"expire": [NOW + 100]}, TokenStatus.UNKNOWN),
+    ],
+)
+def test_check_token(record: Any, status: TokenStatus) -> None:
+    assert check_token(record, NOW) is status
+
+
+def test_is_token_shaped() -> None:
+    assert is_token_shaped("a" * 64, 64)
+    assert is_token_shaped("0123456789abcdefABCDEF" + "0" * 42, 64)
+    assert not is_token_shaped("a" * 63, 64)
+    assert not is_token_shaped("a" * 65, 64)
+    assert not is_token_shaped("g" * 64, 64)
+    assert not is_token_shaped("", 64)
+
+
+def test_same_token() -> None:
+    assert same_token("abc", "abc")
+    assert not same_token("abc", "abd")
+    assert not same_token("abc", "abcd")
+
+
+def test_redact() -> None:
+    token = "deadbeef" * 8
+    assert redact(f"bad token {token} from {token}", token) == "bad token dead… from dead…"
+    assert redact("nothing here", token) == "nothing here"
+    assert redact("text", None) == "text"
+    assert redact("text", "") == "text"
+
+
+def test_redact_path() -> None:
+    token = "0f" * 32
+    assert redact_path(f"/all_events/{token}", 64) == "/all_events/<token>"
+    assert redact_path(f"/all_events/{token}?x=1", 64) == "/all_events/<token>?x=1"
+    assert redact_path(f"/formatted_events/{token.upper()}/", 64) == "/formatted_events/<token>/"
+    # Only the master's token shape is masked.
+    assert redact_path(f"/all_events/{token}0", 64) == f"/all_events/{token}0"
+    assert redact_path("/jobs/20240101120000123456", 64) == "/jobs/20240101120000123456"
+    assert redact_path(f"/all_events/{'a' * 32}", 32) == "/all_events/<token>"
+    assert redact_path("/", 64) == "/"

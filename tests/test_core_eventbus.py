@@ -1,0 +1,361 @@
+"""The Salt event-bus codec, fed literal Salt 3008 bytes in every split."""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from saltnado_core import EventBusDecoder, EventBusError, SaltEvent, encode_pub_message, encode_pull_message
+
+FUZZ_EXAMPLES = int(os.environ.get("SALTNADO_FUZZ_EXAMPLES", "200"))
+
+
+def salt_pub_message(tag: str, data: Any) -> bytes:
+    """One message exactly as Salt 3008's publisher writes it (``frame_msg`` + ``SaltEvent.pack``)."""
+    return msgpack.packb(
+        {"head": {}, "body": tag.encode() + b"\n\n" + msgpack.packb(data, use_bin_type=True)},
+        use_bin_type=True,
+    )
+
+
+def decode(chunks: Iterable[bytes], max_event_bytes: int = 16 * 1024 * 1024) -> list[SaltEvent]:
+    """Feed ``chunks`` one by one, collecting events after each (as a binding does)."""
+    decoder = EventBusDecoder(max_event_bytes)
+    events: list[SaltEvent] = []
+    for chunk in chunks:
+        decoder.feed(chunk)
+        events.extend(decoder.events())
+    return events
+
+
+def bytewise(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+JOB_RET = {
+    "cmd": "_return",
+    "id": "minion1",
+    "success": True,
+    "return": {"pkg_|-vim_|-vim_|-installed": {"result": True, "comment": "ünïcode ✓"}},
+    "retcode": 0,
+    "jid": "20240101120000123456",
+    "fun": "state.apply",
+    "fun_args": ["vim", {"test": True}],
+    "_stamp": "2024-01-01T12:00:00.123456",
+}
+TAG = "salt/job/20240101120000123456/ret/minion1"
+EVENTS = [
+    SaltEvent(TAG, JOB_RET),
+    SaltEvent("salt/auth", {"act": "accept", "id": "minion1", "result": True}),
+    SaltEvent("minion_start", {"data": "Minion minion1 started", "cmd": "_minion_event"}),
+    SaltEvent("salt/key", {}),
+]
+STREAM = b"".join(salt_pub_message(e.tag, e.data) for e in EVENTS)
+
+
+# -- the wire format -------------------------------------------------------------
+
+
+def test_encode_pub_message_is_salts_format() -> None:
+    assert encode_pub_message(TAG, JOB_RET) == salt_pub_message(TAG, JOB_RET)
+    assert encode_pub_message("a/b", {"x": 1}) == (
+        b"\x82\xa4head\x80\xa4body\xc4\x09a/b\n\n\x81\xa1x\x01"
+    )
+
+
+def test_encode_pull_message_has_big_endian_length_prefix() -> None:
+    payload = salt_pub_message("a/b", {"x": 1})
+    framed = encode_pull_message("a/b", {"x": 1})
+    assert framed == b"\x00\x00\x00\x17" + payload
+    assert struct.unpack(">I", framed[:4]) == (len(payload),)
+
+
+def test_encode_pull_message_length_above_one_byte() -> None:
+    framed = encode_pull_message("big", {"blob": "x" * 70_000})
+    assert framed[:4] == len(framed[4:]).to_bytes(4, "big")
+    assert framed[:2] == b"\x00\x01"  # > 65535, so the high bytes matter
+
+
+# -- decoding valid streams ------------------------------------------------------
+
+
+def test_one_event_whole() -> None:
+    assert decode([salt_pub_message(TAG, JOB_RET)]) == [SaltEvent(TAG, JOB_RET)]
+
+
+def test_event_keeps_raw_body_out_of_equality() -> None:
+    (event,) = decode([salt_pub_message("t", {"a": 1})])
+    assert event.raw == b"t\n\n\x81\xa1a\x01"
+    assert event == SaltEvent("t", {"a": 1}, b"different raw")
+
+
+def test_one_event_byte_by_byte() -> None:
+    message = salt_pub_message(TAG, JOB_RET)
+    decoder = EventBusDecoder()
+    for byte in bytewise(message)[:-1]:
+        decoder.feed(byte)
+        assert list(decoder.events()) == []  # nothing until the last byte
+    decoder.feed(message[-1:])
+    assert list(decoder.events()) == [SaltEvent(TAG, JOB_RET)]
+
+
+def test_many_events_concatenated() -> None:
+    assert decode([STREAM]) == EVENTS
+
+
+def test_many_events_byte_by_byte() -> None:
+    assert decode(bytewise(STREAM)) == EVENTS
+
+
+def test_stream_split_at_every_offset() -> None:
+    for offset in range(len(STREAM) + 1):
+        assert decode([STREAM[:offset], STREAM[offset:]]) == EVENTS, offset
+
+
+def test_trailing_partial_message_waits() -> None:
+    partial = salt_pub_message("next", {"n": 2})
+    decoder = EventBusDecoder()
+    decoder.feed(salt_pub_message("first", {"n": 1}) + partial[:5])
+    assert list(decoder.events()) == [SaltEvent("first", {"n": 1})]
+    assert list(decoder.events()) == []
+    decoder.feed(partial[5:])
+    assert list(decoder.events()) == [SaltEvent("next", {"n": 2})]
+
+
+def test_empty_feed_is_harmless() -> None:
+    assert decode([b"", STREAM, b""]) == EVENTS
+
+
+def test_empty_data_part_is_empty_dict() -> None:
+    message = msgpack.packb({"head": {}, "body": b"salt/empty\n\n"}, use_bin_type=True)
+    assert decode([message]) == [SaltEvent("salt/empty", {})]
+
+
+def test_non_dict_data_and_bytes_values() -> None:
+    data = {"blob": b"\x00\xff", "list": [1, 2.5, None, True], "neg": -(2**40)}
+    message = salt_pub_message("t", data)
+    assert decode([message]) == [SaltEvent("t", data)]
+    assert decode([salt_pub_message("t", [1, "two"])]) == [SaltEvent("t", [1, "two"])]
+
+
+def test_non_ascii_tag() -> None:
+    assert decode([salt_pub_message("salt/ünï/✓", {"a": "ß"})]) == [SaltEvent("salt/ünï/✓", {"a": "ß"})]
+
+
+def test_extra_head_fields_are_ignored() -> None:
+    message = msgpack.packb(
+        {"head": {"mid": 7, "topic_lst": ["x"]}, "body": b"t\n\n\x01"}, use_bin_type=True
+    )
+    assert decode([message]) == [SaltEvent("t", 1)]
+
+
+def test_body_with_str_type_utf8() -> None:
+    # Older publishers packed the body as a msgpack str, not bin.
+    message = msgpack.packb({"head": {}, "body": "salt/é\n\n\x05"}, use_bin_type=True)
+    assert message[12:13] == b"\xaa"  # fixstr: the body really is str-typed here
+    assert decode([message]) == [SaltEvent("salt/é", 5)]
+
+
+def test_body_with_str_type_carrying_raw_msgpack() -> None:
+    # use_bin_type=False packs bytes as (non-UTF-8) str: the body must still decode.
+    body = TAG.encode() + b"\n\n" + msgpack.packb(JOB_RET, use_bin_type=True)
+    message = msgpack.packb({"head": {}, "body": body}, use_bin_type=False)
+    assert decode([message]) == [SaltEvent(TAG, JOB_RET)]
+    assert decode(bytewise(message)) == [SaltEvent(TAG, JOB_RET)]
+
+
+def test_message_at_the_size_limit_is_accepted() -> None:
+    message = salt_pub_message("t", {"blob": "x" * 1000})
+    assert decode([message], max_event_bytes=len(message)) == [SaltEvent("t", {"blob": "x" * 1000})]
+    assert decode(bytewise(message), max_event_bytes=len(message)) == [
+        SaltEvent("t", {"blob": "x" * 1000})
+    ]
+
+
+def test_limit_applies_per_message_not_per_stream() -> None:
+    message = salt_pub_message("t", {"blob": "x" * 100})
+    chunks = [message] * 50  # 50x the limit in total, one message at a time
+    assert decode(chunks, max_event_bytes=len(message) + 10) == [
+        SaltEvent("t", {"blob": "x" * 100})
+    ] * 50
+
+
+# -- garbage ---------------------------------------------------------------------
+
+GARBAGE = {
+    "non-map int": msgpack.packb(42),
+    "non-map list": msgpack.packb([{"head": {}, "body": b"t\n\n\x01"}]),
+    "non-map str": msgpack.packb("salt/tag\n\n\x01"),
+    "map without body": msgpack.packb({"head": {}}, use_bin_type=True),
+    "body is int": msgpack.packb({"head": {}, "body": 7}, use_bin_type=True),
+    "body is map": msgpack.packb({"head": {}, "body": {"tag": "x"}}, use_bin_type=True),
+    "body without separator": msgpack.packb({"head": {}, "body": b"salt/tag\n{}"}, use_bin_type=True),
+    "body data not msgpack": msgpack.packb({"head": {}, "body": b"t\n\n\xc1"}, use_bin_type=True),
+    "body data has extra bytes": msgpack.packb({"head": {}, "body": b"t\n\n\x01\x02"}, use_bin_type=True),
+    "body data truncated": msgpack.packb({"head": {}, "body": b"t\n\n\x82\xa1a"}, use_bin_type=True),
+    "reserved byte 0xc1": b"\xc1",
+    "unhashable map key": b"\x81\x81\x01\x02\x03",  # {{1: 2}: 3}
+    "random bytes": bytes.fromhex("c1d4e8f7a09b3c5e2f81004412deadbeef"),
+}
+
+
+@pytest.mark.parametrize("garbage", GARBAGE.values(), ids=GARBAGE.keys())
+def test_garbage_raises_and_decoder_stays_failed(garbage: bytes) -> None:
+    decoder = EventBusDecoder()
+    decoder.feed(garbage)
+    with pytest.raises(EventBusError):
+        list(decoder.events())
+    # No resync: a good message afterwards is refused, by feed and by events.
+    with pytest.raises(EventBusError):
+        decoder.feed(salt_pub_message("good", {}))
+    with pytest.raises(EventBusError):
+        list(decoder.events())
+
+
+@pytest.mark.parametrize("garbage", GARBAGE.values(), ids=GARBAGE.keys())
+def test_garbage_byte_by_byte_raises(garbage: bytes) -> None:
+    with pytest.raises(EventBusError):
+        decode(bytewise(garbage))
+
+
+def test_good_events_before_garbage_are_delivered_first() -> None:
+    decoder = EventBusDecoder()
+    decoder.feed(STREAM + GARBAGE["map without body"] + salt_pub_message("after", {}))
+    seen: list[SaltEvent] = []
+    with pytest.raises(EventBusError, match="not a {head, body} map"):
+        for event in decoder.events():
+            seen.append(event)
+    assert seen == EVENTS
+    with pytest.raises(EventBusError):
+        list(decoder.events())  # "after" is never delivered
+
+
+def test_oversized_message_whole() -> None:
+    message = salt_pub_message("t", {"blob": "x" * 2000})
+    decoder = EventBusDecoder(max_event_bytes=1024)
+    with pytest.raises(EventBusError, match="size limit"):
+        decoder.feed(message)
+    with pytest.raises(EventBusError):
+        list(decoder.events())
+    with pytest.raises(EventBusError):
+        decoder.feed(b"")
+
+
+def test_oversized_message_byte_by_byte_fails_by_the_limit() -> None:
+    message = salt_pub_message("t", {"blob": "x" * 2000})
+    decoder = EventBusDecoder(max_event_bytes=1024)
+    fed = 0
+    with pytest.raises(EventBusError, match="size limit"):
+        for byte in bytewise(message):
+            decoder.feed(byte)
+            fed += 1
+            assert list(decoder.events()) == []
+    assert fed == 1024 + 1  # refused on the first byte past the limit
+
+
+def test_oversized_message_with_incrementally_parsed_head() -> None:
+    # msgpack consumes a long head array as it arrives, so its own buffer bound
+    # never trips; the decoder still counts the whole message.
+    message = msgpack.packb({"head": [[0] * 1000] * 100, "body": b"t\n\n\x01"}, use_bin_type=True)
+    decoder = EventBusDecoder(max_event_bytes=4096)
+    fed = 0
+    with pytest.raises(EventBusError, match="size limit"):
+        for offset in range(0, len(message), 100):
+            decoder.feed(message[offset : offset + 100])
+            fed += 100
+            assert list(decoder.events()) == []
+    assert fed == 4100
+
+
+def test_oversized_message_completed_in_one_chunk_is_refused() -> None:
+    message = msgpack.packb({"head": [[0] * 100] * 7, "body": b"t\n\n\x01"}, use_bin_type=True)
+    assert 512 < len(message) < 1024
+    decoder = EventBusDecoder(max_event_bytes=512)
+    decoder.feed(message[:400])  # each chunk fits the limit, the message does not
+    assert list(decoder.events()) == []
+    decoder.feed(message[400:])
+    with pytest.raises(EventBusError, match="size limit"):
+        list(decoder.events())
+
+
+def test_huge_declared_length_never_buffers_past_the_limit() -> None:
+    # A bin32 header announcing 4 GiB: the decoder waits, but only up to the limit.
+    decoder = EventBusDecoder(max_event_bytes=4096)
+    decoder.feed(b"\x82\xa4head\x80\xa4body\xc6\xff\xff\xff\xff")
+    assert list(decoder.events()) == []
+    with pytest.raises(EventBusError, match="size limit"):
+        for _ in range(5):
+            decoder.feed(b"\x00" * 1024)
+            assert list(decoder.events()) == []
+
+
+# -- properties ------------------------------------------------------------------
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+)
+json_like = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+# Salt tags never contain the "\n\n" separator (nor end with "\n", which would move it).
+tags = st.text(min_size=0, max_size=40).filter(lambda t: "\n\n" not in t and not t.endswith("\n"))
+
+
+@st.composite
+def chunked(draw: st.DrawFn, data: bytes) -> list[bytes]:
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
+    bounds = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(st.lists(st.tuples(tags, json_like), max_size=6), st.data())
+def test_roundtrip_under_any_chunking(items: list[tuple[str, Any]], data: st.DataObject) -> None:
+    stream = b"".join(encode_pub_message(tag, value) for tag, value in items)
+    chunks = data.draw(chunked(stream))
+    assert b"".join(chunks) == stream
+    assert decode(chunks) == [SaltEvent(tag, value) for tag, value in items]
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(st.binary(max_size=300), st.data())
+def test_arbitrary_bytes_give_events_or_event_bus_error(garbage: bytes, data: st.DataObject) -> None:
+    decoder = EventBusDecoder(max_event_bytes=256)
+    try:
+        for chunk in data.draw(chunked(garbage)):
+            decoder.feed(chunk)
+            for event in decoder.events():
+                assert isinstance(event, SaltEvent)
+                assert isinstance(event.tag, str)
+    except EventBusError:
+        with pytest.raises(EventBusError):  # and it stays failed
+            list(decoder.events())
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(st.lists(st.tuples(tags, json_like), min_size=1, max_size=3), st.binary(min_size=1, max_size=40))
+def test_valid_events_then_garbage(items: list[tuple[str, Any]], garbage: bytes) -> None:
+    stream = b"".join(encode_pub_message(tag, value) for tag, value in items)
+    decoder = EventBusDecoder()
+    decoder.feed(stream + garbage)
+    seen: list[SaltEvent] = []
+    try:
+        for event in decoder.events():
+            seen.append(event)
+    except EventBusError:
+        pass
+    # Every valid event before the garbage comes out, in order, whatever follows.
+    assert seen[: len(items)] == [SaltEvent(tag, value) for tag, value in items]

@@ -1,0 +1,476 @@
+"""HTTP/1.1 through ServerConnection + App: literal request bytes in, literal response bytes out.
+
+Every request is fed whole, one byte at a time, and followed by trailing data
+(the next request, or part of it), as h11's own tests do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from http import HTTPStatus
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from saltnado_core import (
+    App,
+    EventStreams,
+    GetToken,
+    HTTPConnection,
+    Limits,
+    MakeToken,
+    Phase,
+    Request,
+    Response,
+    ServerConnection,
+    Settings,
+    error_response,
+)
+
+FUZZ_EXAMPLES = int(os.environ.get("SALTNADO_FUZZ_EXAMPLES", "200"))
+NOW = 1_700_000_000.0
+TOKEN = "0123456789abcdef" * 4
+RECORD = {"token": TOKEN, "start": NOW, "expire": NOW + 100, "name": "saltuser", "eauth": "pam"}
+SETTINGS = Settings(
+    websockets=True,
+    disable_ssl=True,
+    external_auth={"pam": {"saltuser": [".*"]}},
+    netapi_enable_clients=("local", "runner"),
+)
+# Python 3.13 renamed 413's phrase ("Content Too Large"); the server sends the running one.
+PHRASE_413 = HTTPStatus(413).phrase.encode()
+
+GET_ROOT = b"GET / HTTP/1.1\r\nHost: salt.example\r\n\r\n"
+WELCOME = b'{"clients": ["local", "runner"], "return": "Welcome"}'
+WELCOME_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"server: saltnado\r\n"
+    b"content-type: application/json\r\n"
+    b"content-length: 53\r\n"
+    b"\r\n" + WELCOME
+)
+GET_NOPE = b"GET /nope HTTP/1.1\r\nHost: salt.example\r\n\r\n"
+NOPE_RESPONSE = (
+    b"HTTP/1.1 404 Not Found\r\n"
+    b"server: saltnado\r\n"
+    b"content-type: application/json\r\n"
+    b"content-length: 64\r\n"
+    b"\r\n"
+    b'{"status": "404 Not Found", "return": "no such resource: /nope"}'
+)
+LOGIN_FORM = b"username=saltuser&password=s3cret&eauth=pam"
+LOGIN_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"server: saltnado\r\n"
+    b"content-type: application/json\r\n"
+    b"content-length: 191\r\n"
+    b"set-cookie: session_id=" + TOKEN.encode() + b"; Path=/; HttpOnly; SameSite=Lax\r\n"
+    b"\r\n"
+    b'{"return": [{"token": "' + TOKEN.encode() + b'", "expire": 1700000100.0, "start": 1700000000.0, '
+    b'"user": "saltuser", "eauth": "pam", "perms": [".*"]}]}'
+)
+
+
+class Binding:
+    """Plays a binding's loop over one ServerConnection; Salt calls are answered from a table."""
+
+    def __init__(self, limits: Limits = Limits(), record: Any = RECORD) -> None:
+        self.app = App(SETTINGS)
+        self.conn = ServerConnection(limits, EventStreams())
+        self.record = record
+        self.calls: list[Any] = []
+        self.requests: list[Request] = []
+
+    def feed(self, *chunks: bytes) -> bytes:
+        out = b""
+        for chunk in chunks:
+            self.conn.receive_data(chunk)
+            self.serve()
+            out += self.conn.data_to_send()
+        return out
+
+    def serve(self) -> None:
+        while (request := self.conn.next_request()) is not None:
+            self.requests.append(request)
+            exchange = self.app.handle(request, NOW)
+            step = exchange.start()
+            while isinstance(step, (GetToken, MakeToken)):
+                self.calls.append(step)
+                step = exchange.resume(self.record)
+            self.conn.respond(step)
+
+
+def bytewise(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def split_response(raw: bytes) -> tuple[bytes, dict[str, str], Any]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    assert int(headers["content-length"]) == len(body)
+    return status.encode(), headers, json.loads(body)
+
+
+# -- GET ---------------------------------------------------------------------------
+
+
+def test_get_whole() -> None:
+    binding = Binding()
+    assert binding.feed(GET_ROOT) == WELCOME_RESPONSE
+    assert binding.conn.phase is Phase.HTTP  # keep-alive
+    assert not binding.conn.finished
+
+
+def test_get_byte_by_byte() -> None:
+    binding = Binding()
+    chunks = bytewise(GET_ROOT)
+    assert binding.feed(*chunks[:-1]) == b""  # nothing until the request is complete
+    assert binding.feed(chunks[-1]) == WELCOME_RESPONSE
+
+
+def test_get_with_trailing_partial_request() -> None:
+    binding = Binding()
+    assert binding.feed(GET_ROOT + GET_NOPE[:10]) == WELCOME_RESPONSE
+    assert binding.feed(GET_NOPE[10:]) == NOPE_RESPONSE
+    assert [r.target for r in binding.requests] == ["/", "/nope"]
+
+
+def test_pipelined_requests_answered_in_order() -> None:
+    binding = Binding()
+    assert binding.feed(GET_ROOT + GET_NOPE) == WELCOME_RESPONSE + NOPE_RESPONSE
+    assert binding.conn.phase is Phase.HTTP
+
+
+def test_pipelined_requests_byte_by_byte() -> None:
+    binding = Binding()
+    assert binding.feed(*bytewise(GET_NOPE + GET_ROOT + GET_NOPE)) == NOPE_RESPONSE + WELCOME_RESPONSE + NOPE_RESPONSE
+
+
+def test_next_request_waits_for_the_response() -> None:
+    conn = ServerConnection(Limits(), EventStreams())
+    conn.receive_data(GET_ROOT + GET_NOPE)
+    first = conn.next_request()
+    assert first is not None and first.target == "/"
+    assert conn.next_request() is None  # one request in flight at a time
+    conn.respond(Response(204, content_type=None))
+    second = conn.next_request()
+    assert second is not None and second.target == "/nope"
+    assert conn.data_to_send() == b"HTTP/1.1 204 No Content\r\nserver: saltnado\r\ncontent-length: 0\r\n\r\n"
+
+
+def test_connection_close_request() -> None:
+    binding = Binding()
+    out = binding.feed(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" + GET_NOPE)
+    assert out == (
+        b"HTTP/1.1 200 OK\r\nserver: saltnado\r\ncontent-type: application/json\r\n"
+        b"content-length: 53\r\nConnection: close\r\n\r\n" + WELCOME
+    )
+    assert binding.conn.finished  # the pipelined request after "close" is never read
+    assert [r.target for r in binding.requests] == ["/"]
+
+
+def test_http_1_0_closes_after_response() -> None:
+    binding = Binding()
+    out = binding.feed(b"GET / HTTP/1.0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nConnection: close\r\n" in out
+    assert binding.conn.finished
+
+
+def test_eof_between_requests() -> None:
+    binding = Binding()
+    assert binding.feed(GET_ROOT, b"") == WELCOME_RESPONSE
+    assert binding.conn.finished
+    assert binding.feed(GET_ROOT) == b""  # nothing after EOF
+
+
+def test_request_parsing() -> None:
+    binding = Binding()
+    binding.feed(
+        b"GET /jobs/a%20b?limit=5&x=%2F HTTP/1.1\r\nHost: x\r\nX-Auth-Token: abc\r\n"
+        b"Accept: text/html\r\nAccept: application/json, */*\r\n\r\n"
+    )
+    (request,) = binding.requests
+    assert request.method == "GET"
+    assert request.target == "/jobs/a%20b?limit=5&x=%2F"
+    assert (request.path, request.query) == ("/jobs/a b", "limit=5&x=%2F")
+    assert request.header("X-AUTH-TOKEN") == "abc"
+    assert request.header("accept") == "application/json, */*"  # the last one
+    assert request.header("missing", "dflt") == "dflt"
+    assert request.header_tokens("accept") == {"text/html", "application/json", "*/*"}
+    assert not request.wants_websocket
+
+
+# -- POST bodies -------------------------------------------------------------------
+
+LOGIN_POST = (
+    b"POST /login HTTP/1.1\r\nHost: salt.example\r\n"
+    b"Content-Type: application/x-www-form-urlencoded\r\n"
+    b"Content-Length: 43\r\n\r\n" + LOGIN_FORM
+)
+LOGIN_CHUNKED = (
+    b"POST /login HTTP/1.1\r\nHost: salt.example\r\n"
+    b"Content-Type: application/x-www-form-urlencoded\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+    b"10\r\nusername=saltuse\r\n"
+    b"1b\r\nr&password=s3cret&eauth=pam\r\n"
+    b"0\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("raw", [LOGIN_POST, LOGIN_CHUNKED], ids=["content-length", "chunked"])
+def test_post_login_whole_bytewise_and_pipelined(raw: bytes) -> None:
+    whole = Binding()
+    assert whole.feed(raw) == LOGIN_RESPONSE
+    assert whole.calls == [MakeToken("saltuser", "s3cret", "pam")]
+    assert whole.requests[0].body == LOGIN_FORM
+
+    one_by_one = Binding()
+    assert one_by_one.feed(*bytewise(raw)) == LOGIN_RESPONSE
+
+    trailing = Binding()
+    assert trailing.feed(raw + GET_ROOT + raw) == LOGIN_RESPONSE + WELCOME_RESPONSE + LOGIN_RESPONSE
+
+
+def test_post_login_wrong_credentials() -> None:
+    binding = Binding(record={})
+    assert binding.feed(LOGIN_POST) == (
+        b"HTTP/1.1 401 Unauthorized\r\nserver: saltnado\r\ncontent-type: application/json\r\n"
+        b"content-length: 93\r\nwww-authenticate: Session\r\n\r\n"
+        b'{"status": "401 Unauthorized", "return": "Could not authenticate using provided credentials"}'
+    )
+    assert binding.conn.phase is Phase.HTTP
+
+
+def test_body_exactly_at_limit_is_accepted() -> None:
+    binding = Binding(Limits(max_body_bytes=len(LOGIN_FORM)))
+    assert binding.feed(LOGIN_POST) == LOGIN_RESPONSE
+    binding = Binding(Limits(max_body_bytes=len(LOGIN_FORM)))
+    assert binding.feed(LOGIN_CHUNKED) == LOGIN_RESPONSE
+
+
+# -- limits and errors -------------------------------------------------------------
+
+
+def too_large_431() -> bytes:
+    body = b'{"status": "431 Request Header Fields Too Large", "return": "request header block too large"}'
+    return (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\nserver: saltnado\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+    ) + body
+
+
+BIG_HEADERS = (
+    b"GET / HTTP/1.1\r\nHost: x\r\n"
+    + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"p" * 60) for i in range(40))
+    + b"\r\n"
+)
+
+
+@pytest.mark.parametrize("mode", ["whole", "bytewise", "incomplete"])
+def test_header_block_over_limit_is_431(mode: str) -> None:
+    binding = Binding(Limits(max_header_bytes=1024))
+    assert len(BIG_HEADERS) > 2048
+    if mode == "whole":
+        out = binding.feed(BIG_HEADERS + GET_ROOT)
+    elif mode == "bytewise":
+        out = binding.feed(*bytewise(BIG_HEADERS))
+    else:  # never terminated: must not buffer forever
+        out = binding.feed(BIG_HEADERS[:-2])
+    assert out == too_large_431()
+    assert binding.conn.finished
+    assert binding.requests == []
+
+
+def test_header_block_under_limit_is_served() -> None:
+    binding = Binding(Limits(max_header_bytes=len(BIG_HEADERS) + 100))
+    assert binding.feed(BIG_HEADERS) == WELCOME_RESPONSE
+
+
+def test_content_length_over_limit_is_413_before_the_body() -> None:
+    binding = Binding(Limits(max_body_bytes=42))
+    out = binding.feed(LOGIN_POST[: LOGIN_POST.index(b"\r\n\r\n") + 4])  # head only: no body sent yet
+    body = b'{"status": "413 ' + PHRASE_413 + b'", "return": "request body of 43 bytes exceeds the 42-byte limit"}'
+    assert out == (
+        b"HTTP/1.1 413 " + PHRASE_413 + b"\r\nserver: saltnado\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+    ) + body
+    assert binding.conn.finished
+    assert binding.calls == []
+
+
+@pytest.mark.parametrize("mode", ["whole", "bytewise"])
+def test_chunked_body_over_limit_is_413(mode: str) -> None:
+    binding = Binding(Limits(max_body_bytes=42))
+    out = binding.feed(LOGIN_CHUNKED) if mode == "whole" else binding.feed(*bytewise(LOGIN_CHUNKED))
+    status, headers, payload = split_response(out)
+    assert status == b"HTTP/1.1 413 " + PHRASE_413
+    assert headers["connection"] == "close"
+    assert payload == {"status": f"413 {PHRASE_413.decode()}", "return": "request body exceeds the 42-byte limit"}
+    assert binding.conn.finished
+    assert binding.calls == []
+
+
+def test_endless_chunked_body_is_cut_off() -> None:
+    binding = Binding(Limits(max_body_bytes=1000))
+    binding.feed(b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    out = b""
+    for _ in range(200):
+        out += binding.feed(b"10\r\n" + b"a" * 16 + b"\r\n")
+        if binding.conn.finished:
+            break
+    assert binding.conn.finished
+    assert out.startswith(b"HTTP/1.1 413 ")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"BLAH\r\n\r\n",
+        b"GET /\r\n\r\n",  # HTTP/0.9
+        b"GET / HTTP/1.1\r\n\r\n",  # no Host
+        b"GET / HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # a TLS ClientHello to a plain port
+    ],
+)
+def test_malformed_request_is_400_json(raw: bytes) -> None:
+    binding = Binding()
+    out = binding.feed(raw)
+    status, headers, payload = split_response(out)
+    assert status == b"HTTP/1.1 400 Bad Request"
+    assert headers["server"] == "saltnado"
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert payload["status"] == "400 Bad Request"
+    assert payload["return"].startswith("malformed request")
+    assert binding.conn.finished
+    assert binding.feed(GET_ROOT) == b""
+
+
+def test_malformed_request_line_exact() -> None:
+    binding = Binding()
+    out = binding.feed(b"BLAH\r\n\r\n")
+    assert out.startswith(
+        b"HTTP/1.1 400 Bad Request\r\nserver: saltnado\r\ncontent-type: application/json\r\ncontent-length: "
+    )
+    assert split_response(out)[2]["status"] == "400 Bad Request"
+
+
+def test_malformed_second_request_after_good_one() -> None:
+    binding = Binding()
+    out = binding.feed(GET_ROOT + b"BLAH\r\n\r\n")
+    assert out.startswith(WELCOME_RESPONSE + b"HTTP/1.1 400 Bad Request\r\n")
+    assert binding.conn.finished
+
+
+def test_eof_mid_body() -> None:
+    binding = Binding()
+    out = binding.feed(LOGIN_POST[:-5], b"")
+    assert binding.conn.finished
+    assert binding.calls == []
+    assert out == b"" or out.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+# -- HTTPConnection directly -------------------------------------------------------
+
+
+def test_http_connection_response_with_extra_headers_and_no_content_type() -> None:
+    http = HTTPConnection()
+    http.receive_data(GET_ROOT)
+    assert http.next_request() is not None
+    http.send_response(Response(302, b"", (("location", "/login"),), content_type=None))
+    assert http.data_to_send() == (
+        b"HTTP/1.1 302 Found\r\nserver: saltnado\r\ncontent-length: 0\r\nlocation: /login\r\n\r\n"
+    )
+    assert not http.closed
+
+
+def test_error_response_shape() -> None:
+    assert error_response(418, "short and stout", [("x-a", "b")]) == Response(
+        418, b'{"status": "418 I\'m a Teapot", "return": "short and stout"}', (("x-a", "b"),)
+    )
+    assert error_response(599, "odd").body == b'{"status": "599", "return": "odd"}'
+
+
+# -- fuzz --------------------------------------------------------------------------
+
+FRAGMENTS = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"/",
+    b"/login",
+    b"/nope",
+    b"/all_events/" + TOKEN.encode(),
+    b" HTTP/1.1\r\n",
+    b" HTTP/1.0\r\n",
+    b"Host: x\r\n",
+    b"Content-Length: 5\r\n",
+    b"Content-Length: 43\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Connection: close\r\n",
+    b"Content-Type: application/x-www-form-urlencoded\r\n",
+    b"Content-Type: application/json\r\n",
+    b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+    b"\r\n",
+    b"5\r\nhello\r\n",
+    b"0\r\n\r\n",
+    LOGIN_FORM,
+    b'{"username": "u", "password": "p", "eauth": "pam"}',
+    GET_ROOT,
+    LOGIN_POST,
+]
+http_ish = st.lists(st.sampled_from(FRAGMENTS) | st.binary(max_size=8), max_size=20).map(b"".join)
+
+
+@st.composite
+def chunked(draw: st.DrawFn, data: bytes) -> list[bytes]:
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
+    bounds = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def check_never_raises(chunks: Iterable[bytes], record: Any) -> None:
+    """Bytes in any split, then EOF: responses only, never an exception, always finished."""
+    binding = Binding(Limits(max_header_bytes=512, max_body_bytes=64), record=record)
+    out = binding.feed(*chunks, b"")
+    assert out == b"" or out.startswith(b"HTTP/1.1 ")
+    assert binding.conn.finished  # EOF always ends the connection
+    binding.conn.close()
+    assert binding.conn.data_to_send() == b""
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(st.binary(max_size=400), st.data())
+def test_arbitrary_bytes_never_raise(data: bytes, draw: st.DataObject) -> None:
+    check_never_raises(draw.draw(chunked(data)), RECORD)
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(http_ish, st.data(), st.sampled_from([RECORD, {}]))
+def test_http_like_bytes_never_raise(data: bytes, draw: st.DataObject, record: Any) -> None:
+    check_never_raises(draw.draw(chunked(data)), record)
+
+
+def test_expect_100_continue_is_answered_before_the_body() -> None:
+    from saltnado_core import HTTPConnection
+
+    conn = HTTPConnection()
+    conn.receive_data(
+        b"POST /login HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+    )
+    assert conn.next_request() is None
+    assert conn.data_to_send() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    conn.receive_data(b"{}")
+    request = conn.next_request()
+    assert request is not None and request.body == b"{}"
+    assert conn.data_to_send() == b""  # 100 is sent once

@@ -1,0 +1,110 @@
+"""Event encodings for streaming clients: JSON bytes and prebuilt websocket frames."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from wsproto.frame_protocol import FrameProtocol, Opcode
+
+from saltnado_core import SaltEvent, all_events_frame, event_json, text_frame
+
+FUZZ_EXAMPLES = int(os.environ.get("SALTNADO_FUZZ_EXAMPLES", "200"))
+
+
+def wsproto_server_frame(text: str) -> bytes:
+    return bytes(FrameProtocol(client=False, extensions=[]).send_data(text, True))
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70_000])
+def test_text_frame_equals_wsproto_server_frame(length: int) -> None:
+    text = "x" * length
+    assert text_frame(text.encode()) == wsproto_server_frame(text)
+
+
+@pytest.mark.parametrize(
+    ("length", "header"),
+    [
+        (0, b"\x81\x00"),
+        (125, b"\x81\x7d"),
+        (126, b"\x81\x7e\x00\x7e"),
+        (65535, b"\x81\x7e\xff\xff"),
+        (65536, b"\x81\x7f\x00\x00\x00\x00\x00\x01\x00\x00"),
+    ],
+)
+def test_text_frame_header_bytes(length: int, header: bytes) -> None:
+    payload = b"y" * length
+    frame = text_frame(payload)
+    assert frame == header + payload
+
+
+def test_text_frame_multibyte_payload_uses_byte_length() -> None:
+    text = "ü" * 100  # 200 bytes: the 16-bit length form, not the 7-bit one
+    assert text_frame(text.encode()) == wsproto_server_frame(text)
+    assert text_frame(text.encode())[:4] == b"\x81\x7e\x00\xc8"
+
+
+def test_text_frame_decodes_as_one_unmasked_text_message() -> None:
+    client = FrameProtocol(client=True, extensions=[])
+    client.receive_bytes(text_frame(b'{"a": 1}'))
+    (frame,) = list(client.received_frames())
+    assert (frame.opcode, frame.payload, frame.frame_finished, frame.message_finished) == (
+        Opcode.TEXT,
+        '{"a": 1}',
+        True,
+        True,
+    )
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(st.text(max_size=300))
+def test_text_frame_matches_wsproto_for_any_text(text: str) -> None:
+    assert text_frame(text.encode()) == wsproto_server_frame(text)
+
+
+def test_event_json_exact_bytes() -> None:
+    event = SaltEvent("salt/job/20240101/ret/minion1", {"retcode": 0, "return": True, "id": "minion1"})
+    assert event_json(event) == (
+        b'{"data": {"retcode": 0, "return": true, "id": "minion1"}, "tag": "salt/job/20240101/ret/minion1"}'
+    )
+
+
+def test_event_json_key_order_is_data_then_tag() -> None:
+    raw = event_json(SaltEvent("t", {"z": 1, "a": 2}))
+    assert list(json.loads(raw)) == ["data", "tag"]
+    assert raw.index(b'"data"') < raw.index(b'"tag"')
+    assert raw == b'{"data": {"z": 1, "a": 2}, "tag": "t"}'  # data keys keep their order too
+
+
+def test_event_json_keeps_non_ascii() -> None:
+    raw = event_json(SaltEvent("salt/ünï", {"comment": "✓ ß"}))
+    assert raw == '{"data": {"comment": "✓ ß"}, "tag": "salt/ünï"}'.encode()
+    assert b"\\u" not in raw
+
+
+def test_event_json_bytes_become_strings() -> None:
+    raw = event_json(SaltEvent("t", {"blob": b"abc", "nested": [b"\xc3\xbc"], "bad": b"\xff"}))
+    assert raw == '{"data": {"blob": "abc", "nested": ["ü"], "bad": "\ufffd"}, "tag": "t"}'.encode()
+
+
+def test_event_json_sets_and_unknown_objects() -> None:
+    class Thing:
+        def __str__(self) -> str:
+            return "thing!"
+
+    raw = event_json(SaltEvent("t", {"s": frozenset([1]), "o": Thing()}))
+    assert raw == b'{"data": {"s": [1], "o": "thing!"}, "tag": "t"}'
+
+
+def test_event_json_non_dict_data() -> None:
+    assert event_json(SaltEvent("t", None)) == b'{"data": null, "tag": "t"}'
+    assert event_json(SaltEvent("t", [1, "a"])) == b'{"data": [1, "a"], "tag": "t"}'
+
+
+def test_all_events_frame_is_text_frame_of_event_json() -> None:
+    event = SaltEvent("salt/ünï", {"x": "y" * 200})
+    assert all_events_frame(event) == text_frame(event_json(event))
+    assert all_events_frame(event) == wsproto_server_frame(event_json(event).decode())
