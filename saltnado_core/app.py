@@ -14,7 +14,8 @@ finally returns a :class:`Response` or an :class:`AcceptWebSocket`. The
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
 from typing import Any, Union
 
 from .bodies import parse_body
@@ -26,7 +27,6 @@ from .tokens import TokenStatus, check_token
 
 AUTH_TOKEN_HEADER = "x-auth-token"
 AUTH_COOKIE_NAME = "session_id"
-WEBSOCKET_STREAMS = ("all_events",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,8 @@ class AcceptWebSocket:
 
     stream: str
     token_expire: float
+    token: str = field(default="", repr=False)
+    delta: bool = False  # /formatted_events?delta=1: only changes after the first view
 
 
 Outcome = Union[Response, AcceptWebSocket]
@@ -99,6 +101,7 @@ class App:
             "root": self._root,
             "login": self._login,
             "all_events": self._websocket,
+            "formatted_events": self._websocket,
         }
 
     def handle(self, request: Request, now: float) -> Exchange:
@@ -160,7 +163,8 @@ class App:
         if not request.wants_websocket:
             raise HTTPError(400, 'Can "Upgrade" only to "WebSocket".')
         websocket_key(request)  # validates the handshake (400/426)
-        return AcceptWebSocket(route.name, float(record["expire"]))
+        delta = parse_qs(request.query).get("delta", [""])[-1].lower() in ("1", "true", "yes")
+        return AcceptWebSocket(route.name, float(record["expire"]), route.params[0], delta)
 
 
 def sum_permissions(token: Mapping[str, Any], eauth: Mapping[str, Any]) -> list[Any]:

@@ -17,12 +17,15 @@ a call the binding made itself — i.e. when the fan-out queues a message.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from .app import AcceptWebSocket, Outcome
-from .broadcast import Broadcast, Outbox, Overflow
+from .broadcast import Outbox, Overflow
 from .config import Limits
-from .http import HTTPConnection, Request, Response
+from .http import HTTPConnection, Request, Response, status_line
+from .messages import dumps, text_frame
+from .salt_calls import SaltCall, classify_salt_error
+from .streams import EventStreams
 from .websocket import CLOSE_GOING_AWAY, Closed, TextReceived, WebSocketSession
 
 READY_MESSAGE = "websocket client ready"
@@ -53,7 +56,7 @@ class ServerConnection:
     def __init__(
         self,
         limits: Limits,
-        streams: Mapping[str, Broadcast],
+        streams: EventStreams,
         wake: Callable[[], None] = lambda: None,
         overflow: Overflow = Overflow(),
     ) -> None:
@@ -63,7 +66,9 @@ class ServerConnection:
         self._overflow = overflow
         self._http = HTTPConnection(limits.max_header_bytes, limits.max_body_bytes)
         self._ws: WebSocketSession | None = None
-        self._stream: Broadcast | None = None
+        self._accepted: AcceptWebSocket | None = None  # the stream to join when ready
+        self._attached = False
+        self._salt_calls: list[SaltCall] = []
         self.outbox = Outbox(limits.outbox_max_messages, limits.outbox_max_bytes, wake)
         self._request: Request | None = None  # the request awaiting respond()
         self._prefix = b""  # output that must precede the websocket's own (101, pre-close frames)
@@ -76,11 +81,15 @@ class ServerConnection:
 
     def _go(self, action: str) -> None:
         self.phase = _TRANSITIONS[(self.phase, action)]
-        if self.phase is Phase.STREAMING and self._stream is not None:
-            self._stream.subscribe(self.outbox)
-        if self.phase in (Phase.CLOSING, Phase.DONE) and self._stream is not None:
-            self._stream.unsubscribe(self.outbox)
-            self._stream = None
+        accepted = self._accepted
+        if self.phase is Phase.STREAMING and accepted is not None:
+            self._salt_calls += self._streams.attach(
+                accepted.stream, self.outbox, accepted.token, accepted.delta
+            )
+            self._attached = True
+        if self.phase in (Phase.CLOSING, Phase.DONE) and self._attached and accepted is not None:
+            self._streams.detach(accepted.stream, self.outbox)
+            self._attached = False
         if self.phase is Phase.DONE:
             self.outbox.clear()
 
@@ -132,7 +141,7 @@ class ServerConnection:
             return
         assert isinstance(outcome, AcceptWebSocket)
         assert self._request is not None
-        self._stream = self._streams[outcome.stream]
+        self._accepted = outcome
         trailing = self._http.accept_websocket(self._request)
         self._request = None
         self._prefix = self._http.data_to_send()
@@ -153,6 +162,23 @@ class ServerConnection:
             self._prefix += self.outbox.drain(self.outbox.queued_bytes)
             self._ws.close(code, reason)
             self._websocket_events()
+
+    # -- Salt calls a stream needs (e.g. /formatted_events' grains request) ----
+    def take_salt_calls(self) -> list[SaltCall]:
+        """Salt calls to run for this connection; report each with :meth:`salt_call_done`."""
+        calls, self._salt_calls = self._salt_calls, []
+        return calls
+
+    def salt_call_done(self, call: SaltCall, error: BaseException | None = None) -> None:
+        """A call from :meth:`take_salt_calls` finished; a failure is told to the
+        client as ``{"error": {"status", "return"}}`` and the stream goes on."""
+        if error is None or self.phase is not Phase.STREAMING:
+            return
+        status, reason = classify_salt_error(error)
+        if status == 400:  # e.g. "Client disabled: 'local_async'. Add to 'netapi_enable_clients' …"
+            reason = f"Salt refused the request: {reason}"
+        message = {"error": {"status": status_line(status), "return": reason}}
+        self.outbox.offer(text_frame(dumps(message).encode("utf-8")))
 
     # -- output ------------------------------------------------------------
     def data_to_send(self) -> bytes:

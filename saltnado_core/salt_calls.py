@@ -27,11 +27,22 @@ class GetToken:
     token: str = field(repr=False)
 
 
-SaltCall = MakeToken | GetToken
+@dataclass(frozen=True, slots=True)
+class PublishGrains:
+    """Publish ``grains.items`` (``local_async`` through Salt's ``NetapiClient``,
+    so ``netapi_enable_clients`` and the token's eauth ACLs apply) to ``minions``
+    as a list target, or to every minion (``*``) when None → publish data."""
+
+    minions: tuple[str, ...] | None
+    token: str = field(repr=False)
+
+
+SaltCall = MakeToken | GetToken | PublishGrains
 
 # Salt exception class names (matched along the MRO: the core cannot import salt).
 _UNAVAILABLE = {"SaltDaemonNotRunning", "SaltReqTimeoutError", "SaltClientError", "ConnectionError", "TimeoutError"}
-_UNAUTHORIZED = {"EauthAuthenticationError", "AuthenticationError", "AuthorizationError", "TokenAuthenticationError"}
+_UNAUTHORIZED = {"EauthAuthenticationError", "AuthenticationError", "TokenAuthenticationError"}
+_FORBIDDEN = {"AuthorizationError"}
 _BAD_REQUEST = {"SaltInvocationError"}
 
 
@@ -40,6 +51,8 @@ def classify_salt_error(exc: BaseException) -> tuple[int, str]:
     names = {cls.__name__ for cls in type(exc).__mro__}
     if names & _UNAUTHORIZED:
         return 401, "Please log in"
+    if names & _FORBIDDEN:
+        return 403, "Salt's eauth ACLs do not allow this for your token"
     if names & _BAD_REQUEST:
         return 400, str(exc) or type(exc).__name__
     if names & _UNAVAILABLE:

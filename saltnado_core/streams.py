@@ -1,34 +1,49 @@
 """The event streams a server offers, and how one Salt event reaches them.
 
 :meth:`EventStreams.dispatch` encodes an event once per stream that has
-subscribers (never per subscriber) and publishes the shared bytes.
+subscribers (never per subscriber) and publishes the shared bytes. A
+connection joins a stream with :meth:`attach` once its client is ready and
+leaves with :meth:`detach`; both are by stream name, as routed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-
-from .broadcast import Broadcast
+from .broadcast import Broadcast, Outbox
 from .eventbus import SaltEvent
+from .formatted import FormattedStream, FormattedView
 from .messages import all_events_frame
+from .salt_calls import SaltCall
+
+STREAM_NAMES = ("all_events", "formatted_events")
 
 
-class EventStreams(Mapping[str, Broadcast]):
-    def __init__(self) -> None:
+class EventStreams:
+    def __init__(self, max_jobs: int = 1000, max_job_age: float | None = None) -> None:
         self.all_events = Broadcast()
-        self._by_name = {"all_events": self.all_events}
+        self.formatted = FormattedStream(FormattedView(max_jobs, max_job_age))
         self.dispatched = 0  # events seen, for logs and metrics
 
-    def __getitem__(self, name: str) -> Broadcast:
-        return self._by_name[name]
+    def attach(self, name: str, outbox: Outbox, token: str, delta: bool = False) -> list[SaltCall]:
+        """Subscribe ``outbox`` to stream ``name``; returns Salt calls to run for it."""
+        if name == "all_events":
+            self.all_events.subscribe(outbox)
+            return []
+        if name == "formatted_events":
+            return self.formatted.attach(outbox, token, delta)
+        raise KeyError(name)
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._by_name)
+    def detach(self, name: str, outbox: Outbox) -> None:
+        if name == "all_events":
+            self.all_events.unsubscribe(outbox)
+        elif name == "formatted_events":
+            self.formatted.detach(outbox)
 
-    def __len__(self) -> int:
-        return len(self._by_name)
+    def dispatch(self, event: SaltEvent, now: float = 0.0) -> list[SaltCall]:
+        """Publish ``event`` to every stream; ``now`` dates jobs in the formatted view.
 
-    def dispatch(self, event: SaltEvent) -> None:
+        Returns Salt calls the formatted view needs (grains of new minions).
+        """
         self.dispatched += 1
         if self.all_events:
             self.all_events.publish(all_events_frame(event))
+        return self.formatted.dispatch(event, now)

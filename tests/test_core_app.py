@@ -385,7 +385,13 @@ def websocket_step(req: Request, record: Any) -> Any:
 
 def test_websocket_accepted_with_valid_token() -> None:
     step = websocket_step(request("GET", f"/all_events/{TOKEN}", headers=UPGRADE_HEADERS), dict(RECORD))
-    assert step == AcceptWebSocket("all_events", NOW + 43200)
+    assert step == AcceptWebSocket("all_events", NOW + 43200, TOKEN)
+
+
+@pytest.mark.parametrize(("query", "delta"), [("", False), ("?delta=1", True), ("?delta=true", True), ("?delta=0", False)])
+def test_formatted_events_accepted_with_delta_option(query: str, delta: bool) -> None:
+    req = request("GET", f"/formatted_events/{TOKEN}{query}", headers=UPGRADE_HEADERS)
+    assert websocket_step(req, dict(RECORD)) == AcceptWebSocket("formatted_events", NOW + 43200, TOKEN, delta)
 
 
 @pytest.mark.parametrize("record", [{}, None, {**RECORD, "expire": NOW}, {**RECORD, "expire": NOW - 1}])

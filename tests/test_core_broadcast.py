@@ -223,14 +223,18 @@ def test_event_streams_encode_once_per_event() -> None:
     assert first == all_events_frame(event)
 
 
-def test_event_streams_without_subscribers_counts_but_encodes_nothing() -> None:
+def test_event_streams_without_subscribers_counts_but_encodes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import saltnado_core.streams as streams_module
+
+    encoded: list[SaltEvent] = []
+    monkeypatch.setattr(streams_module, "all_events_frame", lambda e: encoded.append(e) or b"")
     streams = EventStreams()
-    streams.dispatch(SaltEvent("t", {}))
+    assert streams.dispatch(SaltEvent("t", {})) == []
     assert streams.dispatched == 1
-    assert dict(streams) == {"all_events": streams.all_events}
+    assert encoded == []  # nobody subscribed: nothing encoded
 
 
-@pytest.mark.parametrize("name", ["formatted_events", "events", ""])
+@pytest.mark.parametrize("name", ["events", "", "all"])
 def test_event_streams_unknown_name(name: str) -> None:
     with pytest.raises(KeyError):
-        EventStreams()[name]
+        EventStreams().attach(name, Outbox(1, 1), "tok")

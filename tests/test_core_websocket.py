@@ -29,6 +29,7 @@ from saltnado_core import (
     Settings,
     all_events_frame,
 )
+from saltnado_core.salt_calls import PublishGrains
 from saltnado_core.websocket import Closed
 
 FUZZ_EXAMPLES = int(os.environ.get("SALTNADO_FUZZ_EXAMPLES", "200"))
@@ -248,9 +249,34 @@ def test_wrong_websocket_version_is_426() -> None:
     assert binding.conn.phase is Phase.HTTP
 
 
-def test_formatted_events_is_not_implemented() -> None:
-    out = Binding().feed(upgrade_request(path="formatted_events"))
-    assert out.startswith(b"HTTP/1.1 501 Not Implemented\r\n")
+def test_formatted_events_sends_the_view_and_asks_for_grains_with_the_clients_token() -> None:
+    binding = Binding()
+    out = binding.feed(upgrade_request(path="formatted_events") + READY)
+    assert out.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    body = out.partition(b"\r\n\r\n")[2]
+    assert decode_server(body) == [(Opcode.TEXT, '{"minions": {}}'), (Opcode.TEXT, '{"jobs": {}}')]
+    assert binding.conn.take_salt_calls() == [PublishGrains(None, TOKEN)]
+    assert binding.conn.take_salt_calls() == []  # handed out once
+    assert len(binding.streams.formatted) == 1
+
+
+def test_formatted_events_tells_the_client_when_salt_refuses() -> None:
+    binding = Binding()
+    binding.feed(upgrade_request(path="formatted_events") + READY)
+    [call] = binding.conn.take_salt_calls()
+
+    class SaltInvocationError(Exception):
+        pass
+
+    binding.conn.salt_call_done(call, SaltInvocationError("Client disabled: 'local_async'"))
+    assert decode_server(binding.conn.data_to_send()) == [
+        (
+            Opcode.TEXT,
+            '{"error": {"status": "400 Bad Request", "return": '
+            '"Salt refused the request: Client disabled: \'local_async\'"}}',
+        )
+    ]
+    assert binding.conn.phase is Phase.STREAMING  # the stream goes on
 
 
 # -- streaming -------------------------------------------------------------------------
