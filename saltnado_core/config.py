@@ -55,6 +55,8 @@ class Settings:
     external_auth: Mapping[str, Any] = field(default_factory=dict)
     netapi_enable_clients: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    formatted_max_jobs: int = 1000  # /formatted_events keeps at most this many jobs
+    formatted_max_job_age: float | None = None  # … and, if set, none older (seconds)
 
     @property
     def token_length(self) -> int:
@@ -115,6 +117,8 @@ class Settings:
             external_auth=dict(opts.get("external_auth") or {}),
             netapi_enable_clients=tuple(opts.get("netapi_enable_clients") or ()),
             limits=limits,
+            formatted_max_jobs=_int(block, "formatted_max_jobs", 1000),
+            formatted_max_job_age=float(_int(block, "formatted_max_job_age", 0)) or None,
         )
 
 

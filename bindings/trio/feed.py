@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 
 import trio
 
-from saltnado_core import EventBusDecoder, EventBusError, EventStreams
+from saltnado_core import EventBusDecoder, EventBusError, EventStreams, SaltCall
 
 log = logging.getLogger("saltnado.feed")
 
@@ -27,12 +29,14 @@ class EventFeed:
         sock_dir: str,
         streams: EventStreams,
         max_event_bytes: int,
+        run_salt_call: Callable[[SaltCall], None] = lambda call: None,
         min_backoff: float = 0.05,
         max_backoff: float = 2.0,
     ) -> None:
         self.path = os.path.join(sock_dir, "master_event_pub.ipc")
         self.streams = streams
         self.max_event_bytes = max_event_bytes
+        self.run_salt_call = run_salt_call  # for calls the streams need (new minions' grains)
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.state = "starting"
@@ -81,5 +85,7 @@ class EventFeed:
             if not data:
                 return
             decoder.feed(data)
+            now = time.time()
             for event in decoder.events():
-                dispatch(event)
+                for call in dispatch(event, now):
+                    self.run_salt_call(call)

@@ -12,12 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from saltnado_core import GetToken, MakeToken, SaltCall
+from saltnado_core.salt_calls import PublishGrains
 
 
 class SaltBridge:
     def __init__(self, master_opts: Mapping[str, Any]) -> None:
         self.opts = dict(master_opts)
         self._auth: Any = None
+        self._netapi: Any = None
         self._lock = threading.Lock()
 
     def load_auth(self) -> Any:
@@ -29,10 +31,26 @@ class SaltBridge:
                 self._auth = salt.auth.LoadAuth(self.opts)
             return self._auth
 
+    def netapi(self) -> Any:
+        """``salt.netapi.NetapiClient``: enforces ``netapi_enable_clients`` and eauth."""
+        with self._lock:
+            if self._netapi is None:
+                import salt.netapi
+
+                self._netapi = salt.netapi.NetapiClient(self.opts)
+            return self._netapi
+
     def execute(self, call: SaltCall) -> Any:
         if isinstance(call, MakeToken):
             load = {"username": call.username, "password": call.password, "eauth": call.eauth}
             return self.load_auth().mk_token(load)
         if isinstance(call, GetToken):
             return self.load_auth().get_tok(call.token)
+        if isinstance(call, PublishGrains):
+            low = {"client": "local_async", "fun": "grains.items", "token": call.token}
+            if call.minions is None:
+                low.update(tgt="*", tgt_type="glob")
+            else:
+                low.update(tgt=list(call.minions), tgt_type="list")
+            return self.netapi().run(low)
         raise TypeError(f"unknown Salt call {call!r}")

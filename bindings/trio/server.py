@@ -65,10 +65,12 @@ class Server:
     ) -> None:
         self.settings = settings
         self.app = App(settings)
-        self.streams = EventStreams()
+        self.streams = EventStreams(settings.formatted_max_jobs, settings.formatted_max_job_age)
         self.bridge = SaltBridge(master_opts)
         self.limiter = trio.CapacityLimiter(salt_threads)
-        self.feed = EventFeed(settings.sock_dir, self.streams, settings.limits.max_event_bytes)
+        self.feed = EventFeed(
+            settings.sock_dir, self.streams, settings.limits.max_event_bytes, self._background_salt_call
+        )
         self._connections: dict[ServerConnection, _Wakeup] = {}
         self._nursery: trio.Nursery | None = None
         self._accepting = trio.CancelScope()
@@ -131,7 +133,7 @@ class Server:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, stream, conn, wake, nursery.cancel_scope)
-                await self._reader(stream, conn, wake)
+                await self._reader(stream, conn, wake, nursery)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError):
             pass  # the peer vanished; nothing is left to tell it
         finally:
@@ -141,7 +143,9 @@ class Server:
                 scope.shield = True
                 await _close_quietly(stream)
 
-    async def _reader(self, stream: trio.abc.Stream, conn: ServerConnection, wake: _Wakeup) -> None:
+    async def _reader(
+        self, stream: trio.abc.Stream, conn: ServerConnection, wake: _Wakeup, nursery: trio.Nursery
+    ) -> None:
         while not conn.finished:
             try:
                 data = await stream.receive_some(READ_SIZE)
@@ -150,6 +154,8 @@ class Server:
             conn.receive_data(data)
             while (request := conn.next_request()) is not None:
                 conn.respond(await self._run(request))
+            for call in conn.take_salt_calls():
+                nursery.start_soon(self._connection_salt_call, conn, call, wake)
             if not data and not conn.finished:
                 conn.close()  # EOF mid-exchange: close what is still open
             wake()
@@ -179,13 +185,36 @@ class Server:
                     cancel_scope.deadline, trio.current_time() + CLOSE_HANDSHAKE_TIMEOUT
                 )
 
+    async def _salt(self, call: SaltCall) -> Any:
+        return await trio.to_thread.run_sync(self.bridge.execute, call, limiter=self.limiter)
+
+    async def _connection_salt_call(self, conn: ServerConnection, call: SaltCall, wake: _Wakeup) -> None:
+        try:
+            await self._salt(call)
+        except Exception as exc:
+            log.warning("%r for a streaming client failed: %s: %s", call, type(exc).__name__, exc)
+            conn.salt_call_done(call, exc)
+            wake()
+        else:
+            conn.salt_call_done(call)
+
+    def _background_salt_call(self, call: SaltCall) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._logged_salt_call, call)
+
+    async def _logged_salt_call(self, call: SaltCall) -> None:
+        try:
+            await self._salt(call)
+        except Exception as exc:
+            log.warning("%r failed: %s: %s", call, type(exc).__name__, exc)
+
     async def _run(self, request: Request) -> Outcome:
         started = time.monotonic()
         exchange = self.app.handle(request, now=time.time())
         step = exchange.start()
         while isinstance(step, SaltCall):
             try:
-                result = await trio.to_thread.run_sync(self.bridge.execute, step, limiter=self.limiter)
+                result = await self._salt(step)
             except Exception as exc:
                 step = exchange.fail(exc)
             else:
