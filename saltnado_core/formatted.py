@@ -60,6 +60,7 @@ class FormattedView:
         self.minions: dict[str, dict[str, Any]] = {}  # mid → {"grains": {...}} or {}
         self.jobs: dict[str, dict[str, Any]] = {}  # jid → job, oldest first
         self._first_seen: dict[str, float] = {}
+        self._grains_asked: set[str] = set()  # minions whose grains were requested
         self.skipped = 0  # malformed events ignored
 
     # -- the message shapes --------------------------------------------------
@@ -89,7 +90,7 @@ class FormattedView:
                     self._key(_mapping(data), change)
                 case ["salt", "presence", "present"]:
                     present = set(_strings(_mapping(data).get("present")))
-                    self._presence(present - set(self.minions), set(self.minions) - present, change)
+                    self._presence(present, set(self.minions) - present, change)
                 case ["salt", "presence", "change"]:
                     data = _mapping(data)
                     self._presence(set(_strings(data.get("new"))), set(_strings(data.get("lost"))), change)
@@ -161,21 +162,31 @@ class FormattedView:
         mid, act = data.get("id"), data.get("act")
         if not isinstance(mid, str):
             raise Malformed("salt/key without an id")
-        if act == "accept" and mid not in self.minions:
+        # salt-key in 3008 fires act "accepted" (Key.DIR_MAP), older Salt and the
+        # master's auto-accept path "accept"; the reference only knows the latter.
+        if act in ("accept", "accepted") and mid not in self.minions:
             self.minions[mid] = {}
             change.minions[mid] = self.minion_entry(mid)
         elif act == "delete" and mid in self.minions:
-            del self.minions[mid]
-            change.minions[mid] = None
+            self._remove(mid, change)
 
-    def _presence(self, new: set[str], lost: set[str], change: Change) -> None:
+    def _presence(self, present: set[str], lost: set[str], change: Change) -> None:
         for mid in sorted(lost & set(self.minions)):
-            del self.minions[mid]
-            change.minions[mid] = None
-        for mid in sorted(new - set(self.minions)):
-            self.minions[mid] = {}
-            change.minions[mid] = self.minion_entry(mid)
-            change.needs_grains.append(mid)
+            self._remove(mid, change)
+        for mid in sorted(present):
+            if mid not in self.minions:
+                self.minions[mid] = {}
+                change.minions[mid] = self.minion_entry(mid)
+            # Ask once per appearance for the grains of a connected minion that
+            # has none (new, or re-added by its key being accepted).
+            if "grains" not in self.minions[mid] and mid not in self._grains_asked:
+                self._grains_asked.add(mid)
+                change.needs_grains.append(mid)
+
+    def _remove(self, mid: str, change: Change) -> None:
+        del self.minions[mid]
+        self._grains_asked.discard(mid)
+        change.minions[mid] = None
 
 
 def _state(job: Mapping[str, Any]) -> str:

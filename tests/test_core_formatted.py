@@ -1,0 +1,212 @@
+"""The /formatted_events view, fed real events recorded from a salt-master.
+
+tests/fixtures/real_events.bin holds raw bytes read from a real master's
+master_event_pub.ipc (see tests/fixtures/capture_events.py): test.ping, a
+failing cmd.run 'exit 3', grains.items, presence events, the minion's key
+deleted, the minion restarted and its key accepted again, two more pings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from saltnado_core import EventBusDecoder, Outbox, SaltEvent
+from saltnado_core.formatted import FormattedStream, FormattedView
+from saltnado_core.salt_calls import PublishGrains
+
+FIXTURE = Path(__file__).parent / "fixtures" / "real_events.bin"
+TOKEN = "ab" * 32
+PING, FAIL, GRAINS_JOB = "20261129092424409885", "20261129092425291286", "20261129092426113145"
+PING2, PING3 = "20261129092441618732", "20261129092441739416"
+
+
+def recorded() -> list[SaltEvent]:
+    decoder = EventBusDecoder()
+    decoder.feed(FIXTURE.read_bytes())
+    return list(decoder.events())
+
+
+EVENTS = recorded()
+GRAINS = next(e.data["return"] for e in EVENTS if e.tag == f"salt/job/{GRAINS_JOB}/ret/minion1")
+
+
+def messages(outbox: Outbox) -> list[dict[str, Any]]:
+    """Decode the unmasked server text frames queued in ``outbox``."""
+    raw, out = outbox.drain(1 << 30), []
+    while raw:
+        n, head = raw[1] & 0x7F, 2
+        if n == 126:
+            n, head = int.from_bytes(raw[2:4], "big"), 4
+        elif n == 127:
+            n, head = int.from_bytes(raw[2:10], "big"), 10
+        out.append(json.loads(raw[head : head + n]))
+        raw = raw[head + n :]
+    return out
+
+
+def replay(events: list[SaltEvent], view: FormattedView, delta: bool) -> tuple[list[dict[str, Any]], list[Any]]:
+    stream = FormattedStream(view)
+    outbox = Outbox(1 << 20, 1 << 30)
+    calls = stream.attach(outbox, TOKEN, delta)
+    for i, event in enumerate(events):
+        calls += stream.dispatch(event, float(i))
+    return messages(outbox), calls
+
+
+def job(jid: str, fun: str, stamp: str, minion: dict[str, Any], state: str, tgt: Any = "minion1", tgt_type: str = "glob") -> dict[str, Any]:
+    return {"jid": jid, "start_time": stamp, "minions": {"minion1": minion}, "fun": fun, "tgt": tgt, "tgt_type": tgt_type, "state": state}
+
+
+PENDING = {"success": False}
+PING_RUNNING = job(PING, "test.ping", "2026-11-29T09:24:24.412583+00:00", PENDING, "running")
+PING_DONE = job(PING, "test.ping", "2026-11-29T09:24:24.412583+00:00", {"return": True, "retcode": 0, "success": True}, "complete")
+FAIL_RUNNING = job(FAIL, "cmd.run", "2026-11-29T09:24:25.293576+00:00", PENDING, "running")
+FAIL_DONE = job(FAIL, "cmd.run", "2026-11-29T09:24:25.293576+00:00", {"return": "", "retcode": 3, "success": False}, "complete")
+GRAINS_RUNNING = job(GRAINS_JOB, "grains.items", "2026-11-29T09:24:26.115347+00:00", PENDING, "running")
+GRAINS_DONE = job(GRAINS_JOB, "grains.items", "2026-11-29T09:24:26.115347+00:00", {"return": GRAINS, "retcode": 0, "success": True}, "complete")
+PING2_RUNNING = job(PING2, "test.ping", "2026-11-29T09:24:41.619070+00:00", PENDING, "running", ["minion1"], "list")
+PING2_DONE = job(PING2, "test.ping", "2026-11-29T09:24:41.619070+00:00", {"return": True, "retcode": 0, "success": True}, "complete", ["minion1"], "list")
+PING3_RUNNING = job(PING3, "test.ping", "2026-11-29T09:24:41.753230+00:00", PENDING, "running", ["minion1"], "list")
+PING3_DONE = job(PING3, "test.ping", "2026-11-29T09:24:41.753230+00:00", {"return": True, "retcode": 0, "success": True}, "complete", ["minion1"], "list")
+BARE = {"minion1": {"id": "minion1"}}
+WITH_GRAINS = {"minion1": {"grains": GRAINS, "id": "minion1"}}
+
+
+def test_replay_delta_messages_exactly() -> None:
+    sent, calls = replay(EVENTS, FormattedView(max_jobs=3), delta=True)
+    assert sent == [
+        {"minions": {}},  # the view on connect
+        {"jobs": {}},
+        {"jobs": {PING: PING_RUNNING}},
+        {"jobs": {PING: PING_DONE}},
+        {"minions": BARE},  # salt/presence/change new=[minion1]
+        {"jobs": {FAIL: FAIL_RUNNING}},
+        {"jobs": {FAIL: FAIL_DONE}},  # a failed minion completes its job
+        {"jobs": {GRAINS_JOB: GRAINS_RUNNING}},
+        {"minions": WITH_GRAINS},  # grains.items returned
+        {"jobs": {GRAINS_JOB: GRAINS_DONE}},
+        {"minions": {"minion1": None}},  # salt/key act=delete
+        {"minions": BARE},  # salt/key act=accepted (3008's spelling)
+        {"jobs": {PING2: PING2_RUNNING, PING: None}},  # max_jobs=3: the oldest goes
+        {"jobs": {PING2: PING2_DONE}},
+        {"jobs": {PING3: PING3_RUNNING, FAIL: None}},
+        {"jobs": {PING3: PING3_DONE}},
+    ]
+    # grains for everyone on connect; then for minion1 each time presence shows it without any
+    assert calls == [PublishGrains(None, TOKEN), PublishGrains(("minion1",), TOKEN), PublishGrains(("minion1",), TOKEN)]
+
+
+def test_replay_full_messages_are_the_whole_maps() -> None:
+    sent, _ = replay(EVENTS, FormattedView(max_jobs=3), delta=False)
+    assert sent[:4] == [{"minions": {}}, {"jobs": {}}, {"jobs": {PING: PING_RUNNING}}, {"jobs": {PING: PING_DONE}}]
+    assert sent[5] == {"jobs": {PING: PING_DONE, FAIL: FAIL_RUNNING}}
+    assert sent[8] == {"minions": WITH_GRAINS}
+    assert sent[-1] == {"jobs": {GRAINS_JOB: GRAINS_DONE, PING2: PING2_DONE, PING3: PING3_DONE}}
+    assert all(set(m) in ({"jobs"}, {"minions"}) for m in sent)
+
+
+def test_late_return_for_a_job_started_before_we_watched() -> None:
+    """Replay from just after PING's 'new' event: its return is kept, not crashed on."""
+    start = next(i for i, e in enumerate(EVENTS) if e.tag == f"salt/job/{PING}/new") + 1
+    sent, _ = replay(EVENTS[start:], FormattedView(), delta=True)
+    assert sent[2] == {
+        "jobs": {PING: {"jid": PING, "minions": {"minion1": {"return": True, "retcode": 0, "success": True}}, "fun": "test.ping", "state": "complete"}}
+    }
+
+
+def test_a_return_before_its_new_event_is_merged() -> None:
+    view = FormattedView()
+    ret = next(e for e in EVENTS if e.tag == f"salt/job/{PING}/ret/minion1")
+    new = next(e for e in EVENTS if e.tag == f"salt/job/{PING}/new")
+    view.feed(ret, 0)
+    view.feed(new, 0)
+    assert view.jobs[PING] == PING_DONE
+
+
+def test_job_stays_running_until_every_targeted_minion_returned() -> None:
+    view = FormattedView()
+    view.feed(SaltEvent("salt/job/1/new", {"jid": "1", "minions": ["a", "b"], "fun": "f", "tgt": "*", "tgt_type": "glob", "_stamp": "s"}), 0)
+    view.feed(SaltEvent("salt/job/1/ret/a", {"return": "boom", "retcode": 1, "success": False, "fun": "f"}), 0)
+    assert view.jobs["1"]["state"] == "running"
+    change = view.feed(SaltEvent("salt/job/1/ret/b", {"return": True, "retcode": 0, "success": True, "fun": "f"}), 0)
+    assert view.jobs["1"]["state"] == "complete"
+    assert view.jobs["1"]["minions"]["a"] == {"return": "boom", "retcode": 1, "success": False}
+    assert change.jobs == {"1": view.jobs["1"]}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        SaltEvent("salt/job", {}),
+        SaltEvent("salt/job/1", {}),
+        SaltEvent("salt/job/1/ret/m/extra", {"return": 1, "retcode": 0}),
+        SaltEvent("salt/job/1/ret/m", {"return": 1}),  # no retcode
+        SaltEvent("salt/job/1/ret/m", ["not", "a", "map"]),
+        SaltEvent("salt/job/1/new", {"minions": "m1"}),  # not a list
+        SaltEvent("salt/key", {"act": "accept"}),  # no id
+        SaltEvent("salt/presence/present", {"present": [1, 2]}),
+    ],
+)
+def test_malformed_events_are_skipped_and_counted(event: SaltEvent) -> None:
+    stream = FormattedStream(FormattedView())
+    outbox = Outbox(100, 1 << 20)
+    stream.attach(outbox, TOKEN, delta=True)
+    messages(outbox)
+    assert stream.dispatch(event, 0) == []
+    assert stream.view.skipped == 1
+    assert messages(outbox) == []
+    # and the stream goes on
+    stream.dispatch(SaltEvent("salt/key", {"act": "accept", "id": "m9"}), 0)
+    assert messages(outbox) == [{"minions": {"m9": {"id": "m9"}}}]
+
+
+def test_other_tags_are_ignored_without_counting() -> None:
+    view = FormattedView()
+    for tag in ("salt/job/1/publish", "salt/job/1/prog/m/0", "salt/auth", "minion_start", "key", "x"):
+        assert not view.feed(SaltEvent(tag, {}), 0)
+    assert view.skipped == 0
+
+
+def test_presence_change_drops_only_the_lost() -> None:
+    view = FormattedView()
+    view.feed(SaltEvent("salt/presence/present", {"present": ["a", "b"]}), 0)
+    change = view.feed(SaltEvent("salt/presence/change", {"new": ["c"], "lost": []}), 0)
+    assert sorted(view.minions) == ["a", "b", "c"]  # the reference would drop a and b here
+    assert change.minions == {"c": {"id": "c"}} and change.needs_grains == ["c"]
+    change = view.feed(SaltEvent("salt/presence/change", {"new": [], "lost": ["a"]}), 0)
+    assert sorted(view.minions) == ["b", "c"] and change.minions == {"a": None}
+
+
+def test_job_age_bound_drops_old_jobs() -> None:
+    view = FormattedView(max_jobs=100, max_job_age=60)
+    for i in range(3):
+        view.feed(SaltEvent(f"salt/job/{i}/new", {"minions": ["m"]}), now=i * 50.0)
+    assert list(view.jobs) == ["1", "2"]  # job 0 (t=0) is older than 60 s at t=100
+    change = view.feed(SaltEvent("salt/key", {"act": "accept", "id": "m"}), now=200.0)
+    assert view.jobs == {} and change.jobs == {"1": None, "2": None}
+
+
+def test_one_encode_per_change_shared_by_every_subscriber() -> None:
+    stream = FormattedStream(FormattedView())
+    outboxes = [Outbox(100, 1 << 20) for _ in range(3)]
+    for outbox in outboxes:
+        stream.attach(outbox, TOKEN, delta=True)
+        outbox.drain(1 << 20)
+    stream.dispatch(SaltEvent("salt/key", {"act": "accept", "id": "m"}), 0)
+    frames = [outbox._queue[0] for outbox in outboxes]
+    assert frames[0] is frames[1] is frames[2]
+
+
+def test_new_minions_grains_use_the_newest_clients_token_and_none_without_clients() -> None:
+    stream = FormattedStream(FormattedView())
+    present = SaltEvent("salt/presence/present", {"present": ["m1"]})
+    assert stream.dispatch(present, 0) == []  # nobody to ask for
+    stream.attach(Outbox(10, 1 << 20), "a" * 64, False)
+    stream.attach(Outbox(10, 1 << 20), "b" * 64, True)
+    assert stream.dispatch(SaltEvent("salt/presence/present", {"present": ["m1", "m2"]}), 0) == [
+        PublishGrains(("m2",), "b" * 64)
+    ]
