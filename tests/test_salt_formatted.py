@@ -105,3 +105,21 @@ async def test_key_delete_and_accept_remove_and_restore_the_minion(server: Runni
     gone, back = await trio.to_thread.run_sync(scenario)
     assert gone == {"minions": {"minion1": None}}  # delta mode: only the change
     assert back["minions"]["minion1"]["id"] == "minion1"
+
+
+async def test_client_is_told_when_salt_refuses_the_grains_request(server: RunningServer) -> None:
+    from conftest import login
+
+    # eauth 'auto' lets anyone log in; a user not listed in external_auth gets no perms.
+    token = (await trio.to_thread.run_sync(login, server.port, "nobody"))["token"]
+
+    def scenario() -> dict[str, Any]:
+        ws = _open(server, token)
+        try:
+            return _until(ws, lambda m: "error" in m, limit=30)[-1]
+        finally:
+            ws.close()
+
+    error = (await trio.to_thread.run_sync(scenario))["error"]
+    assert error["status"].startswith(("401", "403"))
+    assert error["return"]
