@@ -23,7 +23,7 @@ import time
 import urllib.request
 
 from saltnado_core import encode_pull_message
-from saltnado_trio.private_salt import PrivateSalt
+from saltnado_salt.private_salt import PrivateSalt
 from wsproto.frame_protocol import FrameProtocol
 
 TAG = "saltnado/bench/one"

@@ -18,7 +18,7 @@ from saltnado_core import Settings
 @pytest.fixture(scope="session")
 def salt_lab() -> Iterator[Any]:
     """A real private salt-master + salt-minion ('minion1'), started once per session."""
-    from saltnado_trio.private_salt import PrivateSalt
+    from saltnado_salt.private_salt import PrivateSalt
 
     lab = PrivateSalt(api_port=0)
     lab.start(timeout=240)

@@ -12,17 +12,9 @@ from typing import Any
 import trio
 
 from saltnado_core import ConfigError, Settings
+from saltnado_salt import load_master_opts
 
 log = logging.getLogger("saltnado")
-
-
-def load_master_opts(path: str) -> dict[str, Any]:
-    """Read a master config file the way salt-api does (includes, defaults, root_dir)."""
-    import salt.config
-
-    if not os.path.isfile(path):
-        raise ConfigError(f"master config {path} does not exist")
-    return dict(salt.config.api_config(path))
 
 
 def configure_logging(debug: bool) -> None:

@@ -16,7 +16,7 @@ import trio
 
 from saltnado_core import Settings
 
-from .private_salt import PrivateSalt
+from saltnado_salt.private_salt import PrivateSalt
 
 log = logging.getLogger("saltnado.demo")
 

@@ -29,7 +29,7 @@ from saltnado_core.connection import Phase
 from saltnado_core.tokens import redact_path
 
 from .feed import EventFeed
-from .salt_bridge import SaltBridge
+from saltnado_salt import SaltBridge
 
 log = logging.getLogger("saltnado.server")
 access_log = logging.getLogger("saltnado.access")

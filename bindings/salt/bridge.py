@@ -7,11 +7,12 @@ only. The bridge holds no policy: results and exceptions go back to the core.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any
 
-from saltnado_core import GetToken, MakeToken, SaltCall
+from saltnado_core import ConfigError, GetToken, MakeToken, SaltCall
 from saltnado_core.salt_calls import PublishGrains
 
 
@@ -54,3 +55,12 @@ class SaltBridge:
                 low.update(tgt=list(call.minions), tgt_type="list")
             return self.netapi().run(low)
         raise TypeError(f"unknown Salt call {call!r}")
+
+
+def load_master_opts(path: str) -> dict[str, Any]:
+    """Read a master config file the way salt-api does (includes, defaults, root_dir)."""
+    import salt.config
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"master config {path} does not exist")
+    return dict(salt.config.api_config(path))
