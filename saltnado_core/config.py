@@ -55,6 +55,7 @@ class Settings:
     external_auth: Mapping[str, Any] = field(default_factory=dict)
     netapi_enable_clients: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    webhook_disable_auth: bool = False
     formatted_max_jobs: int = 1000  # /formatted_events keeps at most this many jobs
     formatted_max_job_age: float | None = None  # … and, if set, none older (seconds)
 
@@ -117,6 +118,7 @@ class Settings:
             external_auth=dict(opts.get("external_auth") or {}),
             netapi_enable_clients=tuple(opts.get("netapi_enable_clients") or ()),
             limits=limits,
+            webhook_disable_auth=bool(block.get("webhook_disable_auth", False)),
             formatted_max_jobs=_int(block, "formatted_max_jobs", 1000),
             formatted_max_job_age=float(_int(block, "formatted_max_job_age", 0)) or None,
         )

@@ -1,17 +1,25 @@
-"""One client connection from first byte to close: HTTP, then maybe a websocket.
+"""One client connection from first byte to close: HTTP, then maybe a stream.
 
 :class:`ServerConnection` is what a binding drives, with a fixed verb set:
 
 * ``receive_data(data)`` — bytes from the socket; ``b""`` means EOF;
 * ``next_request()`` — a complete HTTP request for the binding to run through
   :class:`~saltnado_core.app.App` (None while there is none);
-* ``respond(outcome)`` — the app's :class:`Response` or :class:`AcceptWebSocket`;
+* ``respond(outcome)`` — the app's :class:`Response`, :class:`AcceptWebSocket`
+  or :class:`AcceptEventStream`;
+* ``take_salt_calls()`` / ``salt_call_done(call, error)`` — Salt calls a stream
+  needs (the formatted view's grains request);
+* ``expire(now)`` — end a stream whose token has expired (call about once a second);
 * ``close(code, reason)`` — e.g. 1001 at shutdown;
 * ``data_to_send()`` — everything to write now, as one coalesced ``bytes``;
 * ``finished`` — true once the binding should flush and drop the socket.
 
 ``wake`` (given by the binding) is called whenever output becomes ready outside
 a call the binding made itself — i.e. when the fan-out queues a message.
+
+A stream is either a websocket (``/all_events``, ``/formatted_events``) or
+Server-Sent Events over a chunked HTTP response (``/events``); both receive
+pre-encoded messages through the connection's bounded :class:`Outbox`.
 """
 
 from __future__ import annotations
@@ -19,11 +27,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
-from .app import AcceptWebSocket, Outcome
-from .broadcast import Outbox, Overflow
+from .app import AcceptEventStream, AcceptWebSocket, Outcome
+from .broadcast import CLOSE_POLICY_VIOLATION, Outbox, Overflow
 from .config import Limits
 from .http import HTTPConnection, Request, Response, status_line
-from .messages import dumps, text_frame
+from .messages import SSE_PREAMBLE, dumps, text_frame
 from .salt_calls import SaltCall, classify_salt_error
 from .streams import EventStreams
 from .websocket import CLOSE_GOING_AWAY, Closed, TextReceived, WebSocketSession
@@ -34,7 +42,7 @@ READY_MESSAGE = "websocket client ready"
 class Phase(enum.Enum):
     HTTP = "http"  # requests and responses
     AWAIT_READY = "await_ready"  # upgraded; waiting for "websocket client ready"
-    STREAMING = "streaming"  # subscribed to a broadcast
+    STREAMING = "streaming"  # subscribed to a stream (websocket or SSE)
     CLOSING = "closing"  # websocket close sent, waiting for the peer's
     DONE = "done"  # flush output, then drop the socket
 
@@ -42,6 +50,7 @@ class Phase(enum.Enum):
 # Everything a connection can do, per phase; anything else is a bug (KeyError).
 _TRANSITIONS: dict[tuple[Phase, str], Phase] = {
     (Phase.HTTP, "upgrade"): Phase.AWAIT_READY,
+    (Phase.HTTP, "event_stream"): Phase.STREAMING,
     (Phase.HTTP, "end"): Phase.DONE,
     (Phase.AWAIT_READY, "ready"): Phase.STREAMING,
     (Phase.AWAIT_READY, "close"): Phase.CLOSING,
@@ -66,12 +75,13 @@ class ServerConnection:
         self._overflow = overflow
         self._http = HTTPConnection(limits.max_header_bytes, limits.max_body_bytes)
         self._ws: WebSocketSession | None = None
-        self._accepted: AcceptWebSocket | None = None  # the stream to join when ready
+        self._sse = False  # streaming Server-Sent Events over the HTTP response
+        self._stream: tuple[str, str, bool] | None = None  # (name, token, delta) to join
         self._attached = False
         self._salt_calls: list[SaltCall] = []
         self.outbox = Outbox(limits.outbox_max_messages, limits.outbox_max_bytes, wake)
         self._request: Request | None = None  # the request awaiting respond()
-        self._prefix = b""  # output that must precede the websocket's own (101, pre-close frames)
+        self._prefix = b""  # output that must precede the rest (101, head, frames before a close)
         self.token_expire: float | None = None
         self.close_reason: Closed | None = None  # how the websocket ended, once it has
 
@@ -81,14 +91,12 @@ class ServerConnection:
 
     def _go(self, action: str) -> None:
         self.phase = _TRANSITIONS[(self.phase, action)]
-        accepted = self._accepted
-        if self.phase is Phase.STREAMING and accepted is not None:
-            self._salt_calls += self._streams.attach(
-                accepted.stream, self.outbox, accepted.token, accepted.delta
-            )
+        if self.phase is Phase.STREAMING and self._stream is not None:
+            name, token, delta = self._stream
+            self._salt_calls += self._streams.attach(name, self.outbox, token, delta)
             self._attached = True
-        if self.phase in (Phase.CLOSING, Phase.DONE) and self._attached and accepted is not None:
-            self._streams.detach(accepted.stream, self.outbox)
+        if self.phase in (Phase.CLOSING, Phase.DONE) and self._attached and self._stream is not None:
+            self._streams.detach(self._stream[0], self.outbox)
             self._attached = False
         if self.phase is Phase.DONE:
             self.outbox.clear()
@@ -96,6 +104,10 @@ class ServerConnection:
     # -- input -------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
         if self.phase is Phase.DONE:
+            return
+        if self._sse:  # a client has nothing to say on an event stream but goodbye
+            if not data:
+                self._go("end")
             return
         if self._ws is None:
             self._http.receive_data(data)
@@ -139,29 +151,47 @@ class ServerConnection:
             if self._http.closed:
                 self._go("end")
             return
-        assert isinstance(outcome, AcceptWebSocket)
-        assert self._request is not None
-        self._accepted = outcome
+        self.token_expire = outcome.token_expire
+        if isinstance(outcome, AcceptEventStream):
+            self._http.start_stream(outcome.headers, SSE_PREAMBLE)
+            self._prefix = self._http.data_to_send()
+            self._sse = True
+            self._stream = ("events", "", False)
+            self._go("event_stream")
+            return
+        assert isinstance(outcome, AcceptWebSocket) and self._request is not None
+        self._stream = (outcome.stream, outcome.token, outcome.delta)
         trailing = self._http.accept_websocket(self._request)
         self._request = None
         self._prefix = self._http.data_to_send()
         self._ws = WebSocketSession(max_message_bytes=self.limits.max_ws_message_bytes)
-        self.token_expire = outcome.token_expire
         self._go("upgrade")
         if trailing:
             self._ws.receive_data(trailing)
             self._websocket_events()
 
     def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
-        """Close politely: a websocket gets what is queued, then a close frame."""
-        if self._ws is None:
-            if self.phase is Phase.HTTP:
+        """Close politely: a stream gets what is queued, then its end (a close frame
+        for a websocket, the last chunk for an event stream)."""
+        if self.phase is Phase.HTTP:
+            self._go("end")
+        elif self._sse:
+            if self.phase is Phase.STREAMING:
+                self._prefix += self.outbox.drain(self.outbox.queued_bytes) + self._http.end_stream()
                 self._go("end")
-            return
-        if self.phase in (Phase.AWAIT_READY, Phase.STREAMING):
+        elif self._ws is not None and self.phase in (Phase.AWAIT_READY, Phase.STREAMING):
             self._prefix += self.outbox.drain(self.outbox.queued_bytes)
             self._ws.close(code, reason)
             self._websocket_events()
+
+    def expire(self, now: float) -> bool:
+        """End the stream if its token has expired by ``now``; True if it did."""
+        if self.token_expire is None or now < self.token_expire:
+            return False
+        if self.phase not in (Phase.AWAIT_READY, Phase.STREAMING):
+            return False
+        self.close(CLOSE_POLICY_VIOLATION, "token expired")
+        return True
 
     # -- Salt calls a stream needs (e.g. /formatted_events' grains request) ----
     def take_salt_calls(self) -> list[SaltCall]:
@@ -172,7 +202,7 @@ class ServerConnection:
     def salt_call_done(self, call: SaltCall, error: BaseException | None = None) -> None:
         """A call from :meth:`take_salt_calls` finished; a failure is told to the
         client as ``{"error": {"status", "return"}}`` and the stream goes on."""
-        if error is None or self.phase is not Phase.STREAMING:
+        if error is None or self.phase is not Phase.STREAMING or self._ws is None:
             return
         status, reason = classify_salt_error(error)
         if status == 400:  # e.g. "Client disabled: 'local_async'. Add to 'netapi_enable_clients' …"
@@ -182,9 +212,17 @@ class ServerConnection:
 
     # -- output ------------------------------------------------------------
     def data_to_send(self) -> bytes:
-        if self._ws is None:
-            return self._http.data_to_send()
         head, self._prefix = self._prefix, b""
+        if self._sse:
+            if self.outbox.overflowed and self.phase is Phase.STREAMING:
+                # A client too slow for its event stream: end the response.
+                self._go("end")
+                return head + self._http.end_stream()
+            if self.phase is Phase.STREAMING:
+                return head + self.outbox.drain(self.limits.write_chunk_bytes)
+            return head
+        if self._ws is None:
+            return head + self._http.data_to_send()
         if self.outbox.overflowed and self._ws.open:
             self._ws.close(self._overflow.code, self._overflow.reason)
             self._websocket_events()
@@ -196,5 +234,4 @@ class ServerConnection:
     @property
     def wants_write(self) -> bool:
         """True if :meth:`data_to_send` would return something now."""
-        return bool(len(self.outbox) or self.outbox.overflowed)
-
+        return bool(self._prefix or len(self.outbox) or self.outbox.overflowed)

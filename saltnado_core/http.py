@@ -39,6 +39,7 @@ class Request:
     target: str  # raw request target, e.g. "/all_events/abc?x=1"
     headers: tuple[tuple[str, str], ...]  # names lower-cased
     body: bytes = b""
+    http_version: str = "1.1"
 
     @property
     def path(self) -> str:
@@ -208,6 +209,26 @@ class HTTPConnection:
         self._busy = False
         self._next_cycle()
 
+    def start_stream(self, headers: Iterable[tuple[str, str]], first: bytes) -> None:
+        """Start a 200 ``text/event-stream`` response with a chunked body whose
+        first chunk is ``first``; later chunks are written pre-framed (see
+        :func:`saltnado_core.messages.http_chunk`) until :meth:`end_stream`."""
+        fields = [
+            (b"server", SERVER_NAME),
+            (b"content-type", b"text/event-stream"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),  # tell nginx not to buffer the stream
+        ]
+        fields.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)
+        self._send(h11.Response(status_code=200, headers=fields, reason=b"OK"))
+        self._send(h11.Data(data=first))
+        self._busy = False
+
+    def end_stream(self) -> bytes:
+        """The last chunk of a streamed response; the connection then closes."""
+        self.closed = True
+        return b"0\r\n\r\n"
+
     def accept_websocket(self, request: Request) -> bytes:
         """Send the 101 for a validated upgrade request (see :func:`websocket_key`).
 
@@ -312,6 +333,7 @@ def _to_request(event: h11.Request, body: bytes) -> Request:
         target=event.target.decode("latin-1"),
         headers=tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers),
         body=body,
+        http_version=event.http_version.decode("ascii"),
     )
 
 

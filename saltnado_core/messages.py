@@ -57,3 +57,21 @@ def text_frame(payload: bytes) -> bytes:
 def all_events_frame(event: SaltEvent) -> bytes:
     """The complete websocket frame ``/all_events`` sends for ``event``."""
     return text_frame(event_json(event))
+
+
+def http_chunk(data: bytes) -> bytes:
+    """``data`` as one HTTP/1.1 chunk (RFC 9112 §7.1), as h11 frames it."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def sse_chunk(tag: str, payload: bytes) -> bytes:
+    """One ``/events`` event as the reference writes it — ``tag:`` and ``data:``
+    lines and a blank line — already framed as an HTTP chunk. ``payload`` is
+    :func:`event_json` (shared with the websocket frame)."""
+    tag_line = tag.replace("\n", " ").replace("\r", " ").encode("utf-8")
+    return http_chunk(b"tag: " + tag_line + b"\ndata: " + payload + b"\n\n")
+
+
+SSE_PREAMBLE = b"retry: 400\n"  # first bytes of every /events stream, as the reference
+SSE_KEEPALIVE = http_chunk(b": keep-alive\n\n")  # a comment; EventSource ignores it
+SSE_KEEPALIVE_INTERVAL = 15.0  # seconds between keep-alive comments on /events

@@ -8,7 +8,9 @@ Secrets are kept out of ``repr`` so a logged call leaks nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +39,37 @@ class PublishGrains:
     token: str = field(repr=False)
 
 
-SaltCall = MakeToken | GetToken | PublishGrains
+@dataclass(frozen=True, slots=True)
+class RemoveToken:
+    """``LoadAuth.rm_token(token)``: revoke it in Salt's token store."""
+
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RunLowstate:
+    """``salt.netapi.NetapiClient(opts).run(low)`` for one lowstate chunk: Salt's own
+    client dispatch, which enforces ``netapi_enable_clients`` and eauth."""
+
+    low: Mapping[str, Any] = field(repr=False)
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"RunLowstate(client={self.low.get('client')!r}, fun={self.low.get('fun')!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class FireEvent:
+    """Fire ``data`` on the master's event bus under ``tag`` → True if sent."""
+
+    tag: str
+    data: Mapping[str, Any] = field(repr=False)
+
+
+SaltCall = MakeToken | GetToken | PublishGrains | RemoveToken | RunLowstate | FireEvent
 
 # Salt exception class names (matched along the MRO: the core cannot import salt).
 _UNAVAILABLE = {"SaltDaemonNotRunning", "SaltReqTimeoutError", "SaltClientError", "ConnectionError", "TimeoutError"}
+AUTH_FAILURES = {"EauthAuthenticationError", "AuthenticationError", "AuthorizationError", "TokenAuthenticationError"}
 _UNAUTHORIZED = {"EauthAuthenticationError", "AuthenticationError", "TokenAuthenticationError"}
 _FORBIDDEN = {"AuthorizationError"}
 _BAD_REQUEST = {"SaltInvocationError"}
@@ -57,4 +86,6 @@ def classify_salt_error(exc: BaseException) -> tuple[int, str]:
         return 400, str(exc) or type(exc).__name__
     if names & _UNAVAILABLE:
         return 503, "The Salt master could not be reached; try again later"
+    if "SaltClientTimeout" in names:
+        return 504, "Salt did not answer in time"
     return 500, "Internal error while calling Salt"

@@ -11,15 +11,16 @@ from __future__ import annotations
 from .broadcast import Broadcast, Outbox
 from .eventbus import SaltEvent
 from .formatted import FormattedStream, FormattedView
-from .messages import all_events_frame
+from .messages import SSE_KEEPALIVE, event_json, sse_chunk, text_frame
 from .salt_calls import SaltCall
 
-STREAM_NAMES = ("all_events", "formatted_events")
+STREAM_NAMES = ("all_events", "formatted_events", "events")
 
 
 class EventStreams:
     def __init__(self, max_jobs: int = 1000, max_job_age: float | None = None) -> None:
-        self.all_events = Broadcast()
+        self.all_events = Broadcast()  # websocket frames
+        self.events = Broadcast()  # /events: SSE, as HTTP chunks
         self.formatted = FormattedStream(FormattedView(max_jobs, max_job_age))
         self.dispatched = 0  # events seen, for logs and metrics
 
@@ -28,6 +29,9 @@ class EventStreams:
         if name == "all_events":
             self.all_events.subscribe(outbox)
             return []
+        if name == "events":
+            self.events.subscribe(outbox)
+            return []
         if name == "formatted_events":
             return self.formatted.attach(outbox, token, delta)
         raise KeyError(name)
@@ -35,6 +39,8 @@ class EventStreams:
     def detach(self, name: str, outbox: Outbox) -> None:
         if name == "all_events":
             self.all_events.unsubscribe(outbox)
+        elif name == "events":
+            self.events.unsubscribe(outbox)
         elif name == "formatted_events":
             self.formatted.detach(outbox)
 
@@ -44,6 +50,15 @@ class EventStreams:
         Returns Salt calls the formatted view needs (grains of new minions).
         """
         self.dispatched += 1
-        if self.all_events:
-            self.all_events.publish(all_events_frame(event))
+        if self.all_events or self.events:
+            payload = event_json(event)  # one JSON encode for both streams
+            if self.all_events:
+                self.all_events.publish(text_frame(payload))
+            if self.events:
+                self.events.publish(sse_chunk(event.tag, payload))
         return self.formatted.dispatch(event, now)
+
+    def keepalive(self) -> None:
+        """Send ``/events`` clients a comment, so idle streams survive proxies."""
+        if self.events:
+            self.events.publish(SSE_KEEPALIVE)

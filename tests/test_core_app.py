@@ -25,7 +25,7 @@ from saltnado_core import (
     Settings,
     unauthorized,
 )
-from saltnado_core.app import sorted_permissions, sum_permissions
+from saltnado_core.rest import sorted_permissions, sum_permissions
 
 NOW = 1_700_000_000.0
 TOKEN = "0123456789abcdef" * 4  # sha256-shaped
@@ -158,16 +158,18 @@ def test_websocket_route_without_websockets_setting_is_404() -> None:
     assert isinstance(step, Response) and step.status == 404
 
 
-def test_unimplemented_route_is_501() -> None:
+def test_authenticated_route_without_token_is_401() -> None:
     step = make_app().handle(request("GET", "/minions"), NOW).start()
-    assert step == Response(501, b'{"status": "501 Not Implemented", "return": "/minions is not implemented yet"}')
+    assert step == Response(
+        401, b'{"status": "401 Unauthorized", "return": "Please log in"}', (("www-authenticate", "Session"),)
+    )
 
 
 def test_wrong_method_is_405_with_allow() -> None:
     step = make_app().handle(request("DELETE", "/login"), NOW).start()
     assert step == Response(
         405,
-        b'{"status": "405 Method Not Allowed", "return": "method DELETE not allowed"}',
+        b'{"status": "405 Method Not Allowed", "return": "method DELETE not allowed here"}',
         (("allow", "GET, POST"),),
     )
 
@@ -262,7 +264,7 @@ def test_login_eauth_not_in_external_auth_is_401() -> None:
         ),
         (b"{}", "application/json", "missing or non-string field(s): username, password, eauth"),
         (b'["u", "p", "pam"]', "application/json", "send username, password and eauth"),
-        (b"", FORM, "send username, password and eauth"),
+        (b"", FORM, "this request needs a body"),
     ],
 )
 def test_login_missing_field_is_400(body: bytes, content_type: str, reason: str) -> None:

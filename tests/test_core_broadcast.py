@@ -227,14 +227,14 @@ def test_event_streams_without_subscribers_counts_but_encodes_nothing(monkeypatc
     import saltnado_core.streams as streams_module
 
     encoded: list[SaltEvent] = []
-    monkeypatch.setattr(streams_module, "all_events_frame", lambda e: encoded.append(e) or b"")
+    monkeypatch.setattr(streams_module, "event_json", lambda e: encoded.append(e) or b"")
     streams = EventStreams()
     assert streams.dispatch(SaltEvent("t", {})) == []
     assert streams.dispatched == 1
     assert encoded == []  # nobody subscribed: nothing encoded
 
 
-@pytest.mark.parametrize("name", ["events", "", "all"])
+@pytest.mark.parametrize("name", ["event", "", "all"])
 def test_event_streams_unknown_name(name: str) -> None:
     with pytest.raises(KeyError):
         EventStreams().attach(name, Outbox(1, 1), "tok")

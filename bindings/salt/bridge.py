@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from saltnado_core import ConfigError, GetToken, MakeToken, SaltCall
-from saltnado_core.salt_calls import PublishGrains
+from saltnado_core.salt_calls import FireEvent, PublishGrains, RemoveToken, RunLowstate
 
 
 class SaltBridge:
@@ -54,7 +54,23 @@ class SaltBridge:
             else:
                 low.update(tgt=list(call.minions), tgt_type="list")
             return self.netapi().run(low)
+        if isinstance(call, RunLowstate):
+            return self.netapi().run(dict(call.low))
+        if isinstance(call, RemoveToken):
+            return self.load_auth().rm_token(call.token)
+        if isinstance(call, FireEvent):
+            return self.fire_event(call.tag, dict(call.data))
         raise TypeError(f"unknown Salt call {call!r}")
+
+    def fire_event(self, tag: str, data: dict[str, Any]) -> bool:
+        """Salt's own ``fire_event`` into the master's event bus (pull socket)."""
+        import salt.utils.event
+
+        event = salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=False)
+        try:
+            return bool(event.fire_event(data, tag))
+        finally:
+            event.destroy()
 
 
 def load_master_opts(path: str) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from saltnado_core import (
     ServerConnection,
     Settings,
 )
-from saltnado_core.app import Outcome
+from saltnado_core.app import AcceptEventStream, Outcome
+from saltnado_core.messages import SSE_KEEPALIVE_INTERVAL
 from saltnado_core.connection import Phase
 from saltnado_core.tokens import redact_path
 
@@ -91,6 +92,7 @@ class Server:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self.feed.run)
+            nursery.start_soon(self._ticker)
             nursery.start_soon(trio.to_thread.run_sync, self.bridge.load_auth)  # warm up eauth
             await nursery.start(self._accept, listeners, nursery)
             task_status.started(listeners)
@@ -104,6 +106,19 @@ class Server:
             await trio.serve_listeners(
                 self._serve_connection, listeners, handler_nursery=nursery, task_status=task_status
             )
+
+    async def _ticker(self) -> None:
+        """Once a second: end streams whose token expired; now and then, keep /events alive."""
+        last_keepalive = trio.current_time()
+        while True:
+            await trio.sleep(1.0)
+            now = time.time()
+            for conn, wake in list(self._connections.items()):
+                if conn.expire(now):
+                    wake()
+            if trio.current_time() - last_keepalive >= SSE_KEEPALIVE_INTERVAL:
+                last_keepalive = trio.current_time()
+                self.streams.keepalive()
 
     def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -221,7 +236,7 @@ class Server:
                 step = exchange.resume(result)
         if exchange.error is not None:
             log.error("error handling %s %s", request.method, self._loggable(request), exc_info=exchange.error)
-        status = step.status if isinstance(step, Response) else 101
+        status = step.status if isinstance(step, Response) else 200 if isinstance(step, AcceptEventStream) else 101
         access_log.info(
             "%s %s %d %.1fms", request.method, self._loggable(request), status, (time.monotonic() - started) * 1000
         )

@@ -1,0 +1,69 @@
+"""Output media by ``Accept`` (with q-values) and serialization; CORS decisions.
+
+The reference picks the first listed acceptable type and ignores q-values;
+here ``Accept: text/html;q=0.9, application/x-yaml;q=0.1`` still gives YAML
+(the only acceptable type) while ``application/json;q=0.1, application/x-yaml``
+gives YAML because it is preferred. ``*/*``, ``application/*`` or no header → JSON.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from .messages import dumps
+
+JSON = "application/json"
+YAML = "application/x-yaml"
+OFFERED = (JSON, YAML)  # in order of preference on ties
+
+
+def choose_media(accept: str | None) -> str | None:
+    """The media type to answer with, or None when nothing offered is acceptable (406)."""
+    if not accept or not accept.strip():
+        return JSON
+    best: tuple[float, int, str] | None = None
+    for position, item in enumerate(accept.split(",")):
+        media, _, params = item.strip().partition(";")
+        media = media.strip().lower()
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q <= 0:
+            continue
+        for rank, offered in enumerate(OFFERED):
+            if fnmatch.fnmatchcase(offered, media) or (media == "text/yaml" and offered == YAML):
+                candidate = (-q, rank, offered)  # highest q, then our preference
+                if best is None or candidate < best:
+                    best = candidate
+    return best[2] if best else None
+
+
+def serialize(obj: Any, media: str) -> bytes:
+    if media == YAML:
+        return yaml.safe_dump(obj, default_flow_style=None, allow_unicode=True, sort_keys=False).encode("utf-8")
+    return dumps(obj).encode("utf-8")
+
+
+def allowed_origin(origin: str | None, cors_origin: str | Sequence[str] | None) -> str | None:
+    """The ``Access-Control-Allow-Origin`` value for ``origin``, or None.
+
+    ``cors_origin`` is ``"*"``, one origin, or a list; entries may be glob
+    patterns (``https://*.example.com``).
+    """
+    if not cors_origin:
+        return None
+    patterns = [cors_origin] if isinstance(cors_origin, str) else list(cors_origin)
+    if "*" in patterns:
+        return "*"
+    if origin and any(fnmatch.fnmatchcase(origin, p) for p in patterns):
+        return origin
+    return None

@@ -1,0 +1,262 @@
+"""The endpoints: rest_tornado's URLs, as generator handlers over a :class:`Context`.
+
+Successful responses match the reference's shapes; where the reference is
+broken (redirects instead of 401, HTML errors, hangs on empty bodies, no wheel
+client, 200 instead of 202 on ``POST /minions``, the caller's token copied into
+hook events) these do what its documentation promises instead. README lists
+every difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from . import lowstate
+from .app import (
+    AUTH_COOKIE_NAME,
+    AUTH_TOKEN_HEADER,
+    AcceptEventStream,
+    AcceptWebSocket,
+    Context,
+    Handler,
+)
+from .bodies import parse_body
+from .http import HTTPError, Request, Response, websocket_key
+from .negotiation import allowed_origin
+from .salt_calls import FireEvent, GetToken, MakeToken, RemoveToken, RunLowstate, SaltCall
+from .tokens import TokenStatus, check_token, is_token_shaped
+
+UNAUTHORIZED = HTTPError(401, "Please log in", [("www-authenticate", "Session")])
+# Headers that carry credentials never go into a hook event (every subscriber sees it).
+SECRET_HEADERS = {"x-auth-token", "cookie", "authorization", "proxy-authorization"}
+
+
+# -- helpers -----------------------------------------------------------------------
+def allow(ctx: Context, *methods: str) -> None:
+    if ctx.request.method not in methods:
+        raise HTTPError(405, f"method {ctx.request.method} not allowed here", [("allow", ", ".join(methods))])
+
+
+def cookie(request: Request, name: str) -> str | None:
+    for key, value in request.headers:
+        if key == "cookie":
+            for part in value.split(";"):
+                k, _, v = part.strip().partition("=")
+                if k == name:
+                    return v
+    return None
+
+
+def request_token(request: Request) -> str | None:
+    """``X-Auth-Token`` (wins) or the ``session_id`` cookie."""
+    return request.header(AUTH_TOKEN_HEADER) or cookie(request, AUTH_COOKIE_NAME)
+
+
+def authenticate(ctx: Context) -> Generator[SaltCall, Any, tuple[str, float]]:
+    """The request's token if Salt's token store says it is valid → (token, expire); else 401."""
+    token = request_token(ctx.request)
+    if not token or not is_token_shaped(token, ctx.settings.token_length):
+        raise UNAUTHORIZED
+    record = yield GetToken(token)
+    if check_token(record, ctx.now) is not TokenStatus.VALID:
+        raise UNAUTHORIZED
+    return token, float(record["expire"])
+
+
+def body(ctx: Context) -> Any:
+    payload = parse_body(ctx.request)
+    if payload is None:
+        raise HTTPError(400, "this request needs a body")
+    return payload
+
+
+def query_args(request: Request) -> dict[str, Any]:
+    """Query-string arguments, a single value or a list when repeated (as the reference)."""
+    return {k: v[0] if len(v) == 1 else v for k, v in parse_qs(request.query, keep_blank_values=True).items()}
+
+
+# -- / -----------------------------------------------------------------------------
+def root(ctx: Context) -> Handler:
+    allow(ctx, "GET", "POST")
+    if ctx.request.method == "GET":
+        return ctx.reply(200, {"clients": list(ctx.settings.enabled_clients), "return": "Welcome"})
+    token, _ = yield from authenticate(ctx)
+    return (yield from run_lowstate(ctx, body(ctx), token))
+
+
+def run_lowstate(ctx: Context, payload: Any, token: str | None, status: int = 200) -> Handler:
+    chunks = lowstate.normalize(payload)
+    lowstate.check_clients(chunks, ctx.settings.enabled_clients)
+    results = yield from lowstate.run(chunks, token)
+    return ctx.reply(status, {"return": results})
+
+
+# -- /login, /logout ---------------------------------------------------------------
+def login(ctx: Context) -> Handler:
+    allow(ctx, "GET", "POST")
+    if ctx.request.method == "GET":
+        raise UNAUTHORIZED
+    payload = body(ctx)
+    if isinstance(payload, list) and len(payload) == 1:  # rest_cherrypy accepts [{...}]
+        payload = payload[0]
+    if not isinstance(payload, dict):
+        raise HTTPError(400, "send username, password and eauth")
+    missing = [k for k in ("username", "password", "eauth") if not isinstance(payload.get(k), str)]
+    if missing:
+        raise HTTPError(400, f"missing or non-string field(s): {', '.join(missing)}")
+    record = yield MakeToken(payload["username"], payload["password"], payload["eauth"])
+    if not record or "token" not in record:
+        raise HTTPError(401, "Could not authenticate using provided credentials", [("www-authenticate", "Session")])
+    eauth_config = ctx.settings.external_auth.get(record.get("eauth"))
+    if not isinstance(eauth_config, Mapping):
+        raise HTTPError(
+            401, f"eauth {record.get('eauth')!r} is not configured in external_auth", [("www-authenticate", "Session")]
+        )
+    result = {
+        "token": record["token"],
+        "expire": record["expire"],
+        "start": record["start"],
+        "user": record["name"],
+        "eauth": record["eauth"],
+        "perms": sorted_permissions(sum_permissions(record, eauth_config)),
+    }
+    return ctx.reply(200, {"return": [result]}, (("set-cookie", session_cookie(ctx, record["token"])),))
+
+
+def session_cookie(ctx: Context, value: str, clear: bool = False) -> str:
+    cookie_text = f"{AUTH_COOKIE_NAME}={value}; Path=/; HttpOnly; SameSite=Lax"
+    if clear:
+        cookie_text += "; Max-Age=0"
+    if not ctx.settings.disable_ssl:
+        cookie_text += "; Secure"
+    return cookie_text
+
+
+def logout(ctx: Context) -> Handler:
+    allow(ctx, "POST")
+    token, _ = yield from authenticate(ctx)
+    yield RemoveToken(token)
+    return ctx.reply(
+        200, {"return": "Your token has been cleared"}, (("set-cookie", session_cookie(ctx, "", clear=True)),)
+    )
+
+
+def sum_permissions(token: Mapping[str, Any], eauth: Mapping[str, Any]) -> list[Any]:
+    """User + ``*`` + group permissions (``salt.netapi.sum_permissions``, without
+    its side effect of growing the configured list on every login)."""
+    perms = list(eauth.get(str(token.get("name")), None) or [])
+    perms.extend(eauth.get("*", None) or [])
+    groups = set(token.get("groups") or ())
+    for group in sorted(groups & {k[:-1] for k in eauth if isinstance(k, str) and k.endswith("%")}):
+        perms.extend(eauth[f"{group}%"] or [])
+    return perms
+
+
+def sorted_permissions(perms: list[Any]) -> list[Any]:
+    """Deduplicated; strings sorted, then the rest by ``repr`` (``salt.netapi``)."""
+    strings: list[str] = []
+    others: list[Any] = []
+    for entry in perms:
+        bucket = strings if isinstance(entry, str) else others
+        if entry not in bucket:
+            bucket.append(entry)
+    return sorted(strings) + sorted(others, key=repr)
+
+
+# -- /minions, /jobs, /run ---------------------------------------------------------
+def minions(ctx: Context) -> Handler:
+    allow(ctx, "GET", "POST")
+    token, _ = yield from authenticate(ctx)
+    if ctx.request.method == "GET":
+        mid = ctx.route.params[0] if ctx.route.params else ""
+        chunk = {"client": "local", "tgt": mid or "*", "fun": "grains.items"}
+        return (yield from run_lowstate(ctx, chunk, token))
+    if ctx.route.params and ctx.route.params[0]:
+        raise HTTPError(405, "POST to /minions, not /minions/<id>", [("allow", "GET")])
+    chunks = lowstate.normalize(body(ctx))
+    for chunk in chunks:
+        if chunk.setdefault("client", "local_async") != "local_async":
+            raise HTTPError(400, "We don't serve your kind here: /minions only runs local_async jobs")
+    lowstate.check_clients(chunks, ctx.settings.enabled_clients)
+    results = yield from lowstate.run(chunks, token)
+    links = [{"href": f"/jobs/{r['jid']}"} for r in results if isinstance(r, Mapping) and "jid" in r]
+    return ctx.reply(202, {"return": results, "_links": {"jobs": links}})
+
+
+def jobs(ctx: Context) -> Handler:
+    allow(ctx, "GET")
+    token, _ = yield from authenticate(ctx)
+    jid = ctx.route.params[0] if ctx.route.params else ""
+    chunk: dict[str, Any] = {"client": "runner", "fun": "jobs.list_job" if jid else "jobs.list_jobs"}
+    if jid:
+        chunk["jid"] = jid
+    return (yield from run_lowstate(ctx, chunk, token))
+
+
+def run(ctx: Context) -> Handler:
+    """Lowstate with credentials in each chunk; no session needed."""
+    allow(ctx, "POST")
+    return (yield from run_lowstate(ctx, body(ctx), request_token(ctx.request)))
+
+
+# -- /events, /hook ----------------------------------------------------------------
+def events(ctx: Context) -> Handler:
+    allow(ctx, "GET")
+    if ctx.request.query:
+        # Salt removed query-string tokens from rest_cherrypy: they leak into logs.
+        raise HTTPError(400, "/events takes no query string; send X-Auth-Token or the session_id cookie")
+    if ctx.request.http_version != "1.1":
+        raise HTTPError(400, "/events needs HTTP/1.1")
+    _, expire = yield from authenticate(ctx)
+    return AcceptEventStream(expire)
+
+
+def hook(ctx: Context) -> Handler:
+    allow(ctx, "POST")
+    if not ctx.settings.webhook_disable_auth:
+        yield from authenticate(ctx)
+    suffix = ctx.route.params[0] if ctx.route.params else ""
+    payload = parse_body(ctx.request)
+    headers = {
+        "-".join(word.capitalize() for word in name.split("-")): value
+        for name, value in ctx.request.headers
+        if name not in SECRET_HEADERS
+    }
+    data = {"post": payload if payload is not None else {}, "get": query_args(ctx.request), "headers": headers}
+    sent = yield FireEvent(f"salt/netapi/hook{suffix}", data)
+    return ctx.reply(200, {"success": bool(sent)})
+
+
+# -- websockets ----------------------------------------------------------------------
+def websocket(ctx: Context) -> Handler:
+    allow(ctx, "GET")
+    origin = ctx.request.header("origin")
+    if ctx.settings.cors_origin and origin and allowed_origin(origin, ctx.settings.cors_origin) is None:
+        raise HTTPError(403, "Cross origin websockets not allowed")
+    token = ctx.route.params[0]
+    record = yield GetToken(token)
+    if check_token(record, ctx.now) is not TokenStatus.VALID:
+        raise UNAUTHORIZED
+    if not ctx.request.wants_websocket:
+        raise HTTPError(400, 'Can "Upgrade" only to "WebSocket".')
+    websocket_key(ctx.request)  # validates the handshake (400/426)
+    delta = parse_qs(ctx.request.query).get("delta", [""])[-1].lower() in ("1", "true", "yes")
+    return AcceptWebSocket(ctx.route.name, float(record["expire"]), token, delta)
+
+
+HANDLERS: Mapping[str, Callable[[Context], Handler]] = {
+    "root": root,
+    "login": login,
+    "logout": logout,
+    "minions": minions,
+    "jobs": jobs,
+    "run": run,
+    "events": events,
+    "hook": hook,
+    "all_events": websocket,
+    "formatted_events": websocket,
+}
+
+__all__ = ["HANDLERS", "RunLowstate", "Response", "sorted_permissions", "sum_permissions"]
