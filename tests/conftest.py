@@ -30,7 +30,10 @@ def salt_lab() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def master_opts(salt_lab: Any) -> dict[str, Any]:
-    return salt_lab.master_opts()
+    """The master options as `saltnado serve` reads them (salt-api's api_config)."""
+    from saltnado_salt import load_master_opts
+
+    return load_master_opts(str(salt_lab.master_config_path))
 
 
 @dataclasses.dataclass

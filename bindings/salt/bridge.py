@@ -19,6 +19,13 @@ from saltnado_core.salt_calls import FireEvent, PublishGrains, RemoveToken, RunL
 class SaltBridge:
     def __init__(self, master_opts: Mapping[str, Any]) -> None:
         self.opts = dict(master_opts)
+        if not self.opts.get("master_uri"):
+            # Runner and wheel calls reach the master over its request channel;
+            # api_config() sets master_uri, master_config() does not.
+            host = self.opts.get("interface") or "127.0.0.1"
+            if host in ("0.0.0.0", "::"):
+                host = "127.0.0.1"
+            self.opts["master_uri"] = f"tcp://{host}:{self.opts.get('ret_port', 4506)}"
         self._auth: Any = None
         self._netapi: Any = None
         self._lock = threading.Lock()

@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from saltnado_core import Settings
+from saltnado_salt import load_master_opts
 
 from saltnado_salt.private_salt import PrivateSalt
 
@@ -76,7 +77,7 @@ def run_demo(port: int = 8000, ping_interval: float | None = 5.0) -> int:
         started = time.monotonic()
         lab.start(progress=_say)
         _say(f"Salt is up after {time.monotonic() - started:.1f} s (config in {lab.config_dir})")
-        opts = lab.master_opts()
+        opts = load_master_opts(str(lab.master_config_path))
         settings = Settings.from_opts(opts)
 
         async def on_ready(server: Any, nursery: Any) -> None:
