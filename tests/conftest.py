@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
 import socket
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -38,9 +40,18 @@ def master_opts(salt_lab: Any) -> dict[str, Any]:
 
 @dataclasses.dataclass
 class RunningServer:
+    """A server of either binding, driven from a trio test.
+
+    ``server`` is the binding's ``Server``; both expose the same ``streams``,
+    ``feed`` (``.state``, ``.connections``) and ``hub``. The asyncio server runs
+    on its own loop in its own thread (:class:`LoopThread`).
+    """
+
     server: Any
     port: int
     lab: Any
+    binding: str = "trio"
+    loop: LoopThread | None = None
 
     @property
     def base(self) -> str:
@@ -49,20 +60,68 @@ class RunningServer:
     def ws_url(self, token: str, path: str = "all_events") -> str:
         return f"ws://127.0.0.1:{self.port}/{path}/{token}"
 
+    async def wait_feed_connected(self, timeout: float = 30) -> None:
+        with trio.fail_after(timeout):
+            while self.server.feed.state != "connected":
+                await trio.sleep(0.02)
 
-@pytest.fixture
-async def server(salt_lab: Any, master_opts: dict[str, Any], nursery: trio.Nursery) -> AsyncIterator[RunningServer]:
-    """A saltnado trio server on a free loopback port, for the session's master."""
-    from saltnado_trio.server import Server
+    async def shutdown(self) -> None:
+        """The binding's graceful shutdown (close websockets with 1001, …)."""
+        if self.loop is None:
+            await self.server.shutdown()
+        else:
+            await trio.to_thread.run_sync(self.loop.run, self.server.shutdown())
 
+
+class LoopThread:
+    """An asyncio event loop running in its own thread; ``run(coro)`` waits for it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="asyncio-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Any, timeout: float | None = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+BINDINGS = ["trio", "asyncio"]
+
+
+@pytest.fixture(params=BINDINGS)
+async def server(
+    request: pytest.FixtureRequest, salt_lab: Any, master_opts: dict[str, Any], nursery: trio.Nursery
+) -> AsyncIterator[RunningServer]:
+    """A saltnado server of each binding on a free loopback port, for the session's master."""
     settings = dataclasses.replace(Settings.from_opts(master_opts), port=0, address="127.0.0.1")
-    srv = Server(settings, master_opts)
-    listeners = await nursery.start(srv.serve)
-    port = listeners[0].socket.getsockname()[1]
-    with trio.fail_after(10):
-        await srv.feed.connected.wait()
-    yield RunningServer(srv, port, salt_lab)
-    nursery.cancel_scope.cancel()
+    if request.param == "trio":
+        from saltnado_trio.server import Server
+
+        srv = Server(settings, master_opts)
+        listeners = await nursery.start(srv.serve)
+        running = RunningServer(srv, listeners[0].socket.getsockname()[1], salt_lab)
+        await running.wait_feed_connected(10)
+        yield running
+        nursery.cancel_scope.cancel()
+        return
+    from saltnado_asyncio import Server as AsyncioServer
+
+    loop = LoopThread()
+    asrv = AsyncioServer(settings, master_opts)
+    try:
+        await trio.to_thread.run_sync(loop.run, asrv.start())
+        running = RunningServer(asrv, asrv.sockets[0].getsockname()[1], salt_lab, "asyncio", loop)
+        await running.wait_feed_connected(10)
+        yield running
+    finally:
+        # As the trio fixture cancels its nursery: no grace for lingering clients.
+        await trio.to_thread.run_sync(loop.run, asrv.shutdown(0))
+        loop.close()
 
 
 def http(port: int, raw: bytes, timeout: float = 10) -> bytes:

@@ -62,7 +62,7 @@ async def test_master_restart_keeps_websocket_clients(server: RunningServer, tok
     assert len(server.server.streams.all_events) == 1  # the client is still there
     await trio.to_thread.run_sync(lab.start_master)
     with trio.fail_after(30):
-        await server.server.feed.connected.wait()
+        await server.wait_feed_connected()
     assert server.server.feed.connections > subscriptions  # it re-subscribed by itself
 
     def after_restart() -> dict[str, Any]:

@@ -212,7 +212,7 @@ async def test_shutdown_closes_websockets_with_1001(server: RunningServer, token
                 return frame.data
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(server.server.shutdown)
+        nursery.start_soon(server.shutdown)
         close = await trio.to_thread.run_sync(read_close)
     assert close[:2] == (1001).to_bytes(2, "big")
 

@@ -2,58 +2,37 @@
 
 One task pair per connection: a reader (bytes → core → Salt calls in threads)
 and a writer that sends whatever the core has queued as one coalesced write.
-All policy (limits, status and close codes, the slow-client rule) is the core's.
+All policy (limits, status and close codes, the slow-client rule, timeouts and
+retry delays) is the core's; the request path, the logs and the in-process
+event hub are shared with the asyncio binding (:mod:`saltnado_salt.service`).
+
+Embedding in a trio program::
+
+    server = Server(settings, master_opts)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)            # listen=False: no sockets of its own
+        async for event in server.hub.subscribe("salt/job/"):
+            ...
 """
 
 from __future__ import annotations
 
-import logging
+import math
 import ssl
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import trio
 
-from saltnado_core import (
-    App,
-    EventStreams,
-    Request,
-    Response,
-    SaltCall,
-    ServerConnection,
-    Settings,
-)
-from saltnado_core.app import AcceptEventStream, Outcome
-from saltnado_core.messages import SSE_KEEPALIVE_INTERVAL
+from saltnado_core import SaltCall, ServerConnection, Settings
 from saltnado_core.connection import Phase
-from saltnado_core.tokens import redact_path
+from saltnado_core.pacing import Pacing
+from saltnado_salt.service import EventHub, Service, Wakeup
 
-from .feed import EventFeed
-from saltnado_salt import SaltBridge
+from .feed import read_event_bus
 
-log = logging.getLogger("saltnado.server")
-access_log = logging.getLogger("saltnado.access")
-
-READ_SIZE = 64 * 1024
-CLOSE_HANDSHAKE_TIMEOUT = 5.0  # seconds to wait for the peer's close frame
-SHUTDOWN_GRACE = 3.0  # seconds for open connections to flush their close
-
-
-class _Wakeup:
-    """A level-triggered wakeup for one writer task."""
-
-    __slots__ = ("_event",)
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-
-    def __call__(self) -> None:
-        self._event.set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-        self._event = trio.Event()
+# The peer vanished: nothing is left to tell it.
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError)
 
 
 class Server:
@@ -63,38 +42,36 @@ class Server:
         master_opts: Mapping[str, Any],
         *,
         salt_threads: int = 8,
+        pacing: Pacing = Pacing(),
     ) -> None:
         self.settings = settings
-        self.app = App(settings)
-        self.streams = EventStreams(settings.formatted_max_jobs, settings.formatted_max_job_age)
-        self.bridge = SaltBridge(master_opts)
+        self.service = Service(settings, master_opts, pacing)
+        self.streams = self.service.streams
+        self.feed = self.service.link  # .state, .connections
+        self.hub = EventHub(self.service.subscriptions, trio.Event)
         self.limiter = trio.CapacityLimiter(salt_threads)
-        self.feed = EventFeed(
-            settings.sock_dir, self.streams, settings.limits.max_event_bytes, self._background_salt_call
-        )
-        self._connections: dict[ServerConnection, _Wakeup] = {}
         self._nursery: trio.Nursery | None = None
         self._accepting = trio.CancelScope()
         self.listeners: list[trio.abc.Listener[Any]] = []
 
     # -- lifecycle -----------------------------------------------------------
-    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen and serve until cancelled or :meth:`shutdown`. Reports the listeners."""
-        listeners: list[trio.abc.Listener[Any]] = list(
-            await trio.open_tcp_listeners(self.settings.port, host=self.settings.address)
-        )
-        if not self.settings.disable_ssl:
-            context = self._ssl_context()
-            listeners = [
-                trio.SSLListener(listener, context, https_compatible=True) for listener in listeners
-            ]
+    async def serve(self, *, listen: bool = True, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled or :meth:`shutdown`; reports the listeners (none
+        with ``listen=False``: the host hands connections to :meth:`handle_connection`)."""
+        listeners: list[trio.abc.Listener[Any]] = []
+        if listen:
+            listeners = list(await trio.open_tcp_listeners(self.settings.port, host=self.settings.address))
+            context = self.service.ssl_context()
+            if context is not None:
+                listeners = [trio.SSLListener(lsn, context, https_compatible=True) for lsn in listeners]
         self.listeners = listeners
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self.feed.run)
+            nursery.start_soon(read_event_bus, self.service, self._salt, nursery.start_soon)
             nursery.start_soon(self._ticker)
-            nursery.start_soon(trio.to_thread.run_sync, self.bridge.load_auth)  # warm up eauth
-            await nursery.start(self._accept, listeners, nursery)
+            nursery.start_soon(trio.to_thread.run_sync, self.service.bridge.load_auth)  # warm up eauth
+            if listeners:
+                await nursery.start(self._accept, listeners, nursery)
             task_status.started(listeners)
 
     async def _accept(
@@ -104,150 +81,73 @@ class Server:
         # (shutdown) does not cut them off.
         with self._accepting:
             await trio.serve_listeners(
-                self._serve_connection, listeners, handler_nursery=nursery, task_status=task_status
+                self.handle_connection, listeners, handler_nursery=nursery, task_status=task_status
             )
 
     async def _ticker(self) -> None:
-        """Once a second: end streams whose token expired; now and then, keep /events alive."""
-        last_keepalive = trio.current_time()
         while True:
-            await trio.sleep(1.0)
-            now = time.time()
-            for conn, wake in list(self._connections.items()):
-                if conn.expire(now):
-                    wake()
-            if trio.current_time() - last_keepalive >= SSE_KEEPALIVE_INTERVAL:
-                last_keepalive = trio.current_time()
-                self.streams.keepalive()
+            await trio.sleep(self.service.pacing.tick_interval)
+            self.service.tick()
 
-    def _ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        assert self.settings.ssl_crt is not None
-        context.load_cert_chain(self.settings.ssl_crt, self.settings.ssl_key)
-        return context
-
-    async def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
+    async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting, close websockets with 1001, give them ``grace`` s to flush."""
         self._accepting.cancel()
         for listener in self.listeners:
             await listener.aclose()
-        for conn, wake in list(self._connections.items()):
-            conn.close()
-            wake()
-        with trio.move_on_after(grace):
-            while self._connections:
+        self.service.close_all()
+        with trio.move_on_after(self.service.pacing.shutdown_grace if grace is None else grace):
+            while self.service.connections:
                 await trio.sleep(0.02)
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
     # -- one connection ------------------------------------------------------
-    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
-        wake = _Wakeup()
-        conn = ServerConnection(self.settings.limits, self.streams, wake=wake)
-        self._connections[conn] = wake
+    async def handle_connection(self, stream: trio.abc.Stream) -> None:
+        """Serve one accepted connection until it ends (also for a host's own listener)."""
+        wake = Wakeup(trio.Event)
+        conn = self.service.open_connection(wake)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer, stream, conn, wake, nursery.cancel_scope)
-                await self._reader(stream, conn, wake, nursery)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError):
-            pass  # the peer vanished; nothing is left to tell it
+                nursery.start_soon(self._reader, stream, conn)
+                await self._writer(stream, conn, wake, nursery.cancel_scope)
+                nursery.cancel_scope.cancel()
         finally:
-            self._connections.pop(conn, None)
-            conn.close()  # unsubscribes from every stream
-            with trio.move_on_after(1) as scope:
-                scope.shield = True
-                await _close_quietly(stream)
+            self.service.forget(conn)
+            with trio.move_on_after(1, shield=True):
+                try:
+                    await stream.aclose()
+                except _GONE:
+                    pass
 
-    async def _reader(
-        self, stream: trio.abc.Stream, conn: ServerConnection, wake: _Wakeup, nursery: trio.Nursery
-    ) -> None:
+    async def _reader(self, stream: trio.abc.Stream, conn: ServerConnection) -> None:
+        assert self._nursery is not None, "serve() first"
+        spawn = self._nursery.start_soon
         while not conn.finished:
             try:
-                data = await stream.receive_some(READ_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError):
+                data = await stream.receive_some(self.service.pacing.read_bytes)
+            except _GONE:
                 data = b""
-            conn.receive_data(data)
-            while (request := conn.next_request()) is not None:
-                conn.respond(await self._run(request))
-            for call in conn.take_salt_calls():
-                nursery.start_soon(self._connection_salt_call, conn, call, wake)
-            if not data and not conn.finished:
-                conn.close()  # EOF mid-exchange: close what is still open
-            wake()
+            await self.service.receive(conn, data, self._salt, spawn)
             if not data:
                 return
-        # finished: let the writer flush and close
-        await trio.sleep_forever()
 
     async def _writer(
-        self,
-        stream: trio.abc.Stream,
-        conn: ServerConnection,
-        wake: _Wakeup,
-        cancel_scope: trio.CancelScope,
+        self, stream: trio.abc.Stream, conn: ServerConnection, wake: Wakeup, scope: trio.CancelScope
     ) -> None:
         while True:
-            await wake.wait()
             data = conn.data_to_send()
-            while data:
-                await stream.send_all(data)
-                data = conn.data_to_send()
-            if conn.finished:
-                cancel_scope.cancel()
+            if conn.phase is Phase.CLOSING and scope.deadline == math.inf:
+                # Our close frame is out: the peer has this long to answer it.
+                scope.deadline = trio.current_time() + self.service.pacing.close_handshake
+            if data:
+                try:
+                    await stream.send_all(data)
+                except _GONE:
+                    return
+            elif conn.finished:
                 return
-            if conn.phase is Phase.CLOSING:
-                cancel_scope.deadline = min(
-                    cancel_scope.deadline, trio.current_time() + CLOSE_HANDSHAKE_TIMEOUT
-                )
+            else:
+                await wake.wait()
 
     async def _salt(self, call: SaltCall) -> Any:
-        return await trio.to_thread.run_sync(self.bridge.execute, call, limiter=self.limiter)
-
-    async def _connection_salt_call(self, conn: ServerConnection, call: SaltCall, wake: _Wakeup) -> None:
-        try:
-            await self._salt(call)
-        except Exception as exc:
-            log.warning("%r for a streaming client failed: %s: %s", call, type(exc).__name__, exc)
-            conn.salt_call_done(call, exc)
-            wake()
-        else:
-            conn.salt_call_done(call)
-
-    def _background_salt_call(self, call: SaltCall) -> None:
-        if self._nursery is not None:
-            self._nursery.start_soon(self._logged_salt_call, call)
-
-    async def _logged_salt_call(self, call: SaltCall) -> None:
-        try:
-            await self._salt(call)
-        except Exception as exc:
-            log.warning("%r failed: %s: %s", call, type(exc).__name__, exc)
-
-    async def _run(self, request: Request) -> Outcome:
-        started = time.monotonic()
-        exchange = self.app.handle(request, now=time.time())
-        step = exchange.start()
-        while isinstance(step, SaltCall):
-            try:
-                result = await self._salt(step)
-            except Exception as exc:
-                step = exchange.fail(exc)
-            else:
-                step = exchange.resume(result)
-        if exchange.error is not None:
-            log.error("error handling %s %s", request.method, self._loggable(request), exc_info=exchange.error)
-        status = step.status if isinstance(step, Response) else 200 if isinstance(step, AcceptEventStream) else 101
-        access_log.info(
-            "%s %s %d %.1fms", request.method, self._loggable(request), status, (time.monotonic() - started) * 1000
-        )
-        return step
-
-    def _loggable(self, request: Request) -> str:
-        return redact_path(request.target, self.settings.token_length)
-
-
-async def _close_quietly(stream: trio.abc.Stream) -> None:
-    try:
-        await stream.aclose()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError):
-        pass
+        return await trio.to_thread.run_sync(self.service.bridge.execute, call, limiter=self.limiter)

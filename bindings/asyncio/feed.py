@@ -1,0 +1,38 @@
+"""The master's event bus → the core's event streams, on asyncio.
+
+Reads ``<sock_dir>/master_event_pub.ipc`` and hands the bytes to the core's
+:class:`~saltnado_core.buslink.EventBusLink`, which decodes, dispatches, and
+says how long to wait before reconnecting when the master is away or restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from saltnado_core import EventBusError
+from saltnado_salt.service import SaltRunner, Service, Spawn
+
+
+async def read_event_bus(service: Service, salt: SaltRunner, spawn: Spawn) -> None:
+    """Stay subscribed to the event bus until cancelled."""
+    link = service.link
+    while True:
+        try:
+            reader, writer = await asyncio.open_unix_connection(link.path)
+        except OSError as exc:
+            delay = link.unavailable(exc)
+            service.log_feed()
+            await asyncio.sleep(delay)
+            continue
+        link.connected()
+        service.log_feed()
+        error: BaseException | None = None
+        try:
+            while data := await reader.read(service.pacing.bus_read_bytes):
+                service.feed_data(data, salt, spawn)
+        except (OSError, EventBusError) as exc:
+            error = exc
+        finally:
+            writer.close()
+        link.lost(error)
+        service.log_feed()

@@ -1,0 +1,178 @@
+"""The asyncio server: the trio binding's contract on asyncio, and an embedding API.
+
+One task pair per connection: a reader (bytes → core → Salt calls in threads)
+and a writer that sends whatever the core has queued as one coalesced write.
+All policy (limits, status and close codes, the slow-client rule, timeouts and
+retry delays) is the core's; the request path, the logs and the in-process
+event hub are shared with the trio binding (:mod:`saltnado_salt.service`).
+
+Embedding in a program that already runs an asyncio loop (all on that loop)::
+
+    async with Server(settings, master_opts) as server:   # or: await server.start()
+        async for event in server.hub.subscribe("salt/job/"):
+            ...
+
+``start(listen=False)`` opens no socket: the host hands accepted connections to
+:meth:`Server.handle_connection` (a ``reader, writer`` pair).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+from saltnado_core import SaltCall, ServerConnection, Settings
+from saltnado_core.connection import Phase
+from saltnado_core.pacing import Pacing
+from saltnado_salt.service import EventHub, Service, Wakeup
+
+from .feed import read_event_bus
+
+
+class Server:
+    def __init__(
+        self,
+        settings: Settings,
+        master_opts: Mapping[str, Any],
+        *,
+        salt_threads: int = 8,
+        pacing: Pacing = Pacing(),
+    ) -> None:
+        self.settings = settings
+        self.service = Service(settings, master_opts, pacing)
+        self.streams = self.service.streams
+        self.feed = self.service.link  # .state, .connections
+        self.hub = EventHub(self.service.subscriptions, asyncio.Event)
+        # The bound on Salt's worker threads (asyncio.to_thread's pool is shared and unbounded by us).
+        self._executor = ThreadPoolExecutor(salt_threads, thread_name_prefix="saltnado-salt")
+        self._tasks: asyncio.TaskGroup | None = None
+        self._main: asyncio.Task[None] | None = None
+        self.listeners: list[asyncio.Server] = []
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        """The listening sockets (empty with ``start(listen=False)``)."""
+        return [sock for listener in self.listeners for sock in listener.sockets]
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self, *, listen: bool = True) -> None:
+        """Start serving on the running loop and return: the event feed, the timers
+        and, unless ``listen=False``, the TCP (or TLS) listeners. Raises OSError if
+        the address cannot be bound."""
+        if listen:
+            self.listeners = [
+                await asyncio.start_server(
+                    self._accept, self.settings.address, self.settings.port,
+                    ssl=self.service.ssl_context(), start_serving=False,
+                )
+            ]
+        ready = asyncio.Event()
+        self._main = asyncio.create_task(self._run(ready), name="saltnado")
+        await ready.wait()
+
+    async def _run(self, ready: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tasks:  # owns every task but host-handed connections
+            self._tasks = tasks
+            tasks.create_task(read_event_bus(self.service, self._salt, self._spawn))
+            tasks.create_task(self._ticker())
+            tasks.create_task(self._in_thread(self.service.bridge.load_auth))  # warm up eauth
+            for listener in self.listeners:
+                await listener.start_serving()
+            ready.set()
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.service.pacing.tick_interval)
+            self.service.tick()
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop accepting, close websockets with 1001, give them ``grace`` s to flush."""
+        for listener in self.listeners:
+            listener.close()
+        self.service.close_all()
+        try:
+            async with asyncio.timeout(self.service.pacing.shutdown_grace if grace is None else grace):
+                while self.service.connections:
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            pass
+        if self._main is not None:
+            self._main.cancel()
+            await asyncio.wait([self._main])
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
+
+    # -- one connection ------------------------------------------------------
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._spawn(partial(self.handle_connection, reader, writer))
+
+    async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one accepted connection until it ends (also for a host's own listener)."""
+        wake = Wakeup(asyncio.Event)
+        conn = self.service.open_connection(wake)
+        try:
+            async with asyncio.timeout(None) as deadline:
+                async with asyncio.TaskGroup() as tasks:
+                    reading = tasks.create_task(self._reader(reader, conn))
+                    await self._writer(writer, conn, wake, deadline)
+                    reading.cancel()
+        except TimeoutError:
+            pass  # the peer never answered our close frame
+        finally:
+            self.service.forget(conn)
+            writer.close()
+            try:
+                async with asyncio.timeout(1):
+                    await writer.wait_closed()
+            except (TimeoutError, OSError):
+                pass
+
+    async def _reader(self, reader: asyncio.StreamReader, conn: ServerConnection) -> None:
+        while not conn.finished:
+            try:
+                data = await reader.read(self.service.pacing.read_bytes)
+            except OSError:  # reset, TLS error: the peer vanished
+                data = b""
+            await self.service.receive(conn, data, self._salt, self._spawn)
+            if not data:
+                return
+
+    async def _writer(
+        self, writer: asyncio.StreamWriter, conn: ServerConnection, wake: Wakeup, deadline: asyncio.Timeout
+    ) -> None:
+        while True:
+            data = conn.data_to_send()
+            if conn.phase is Phase.CLOSING and deadline.when() is None:
+                # Our close frame is out: the peer has this long to answer it.
+                deadline.reschedule(asyncio.get_running_loop().time() + self.service.pacing.close_handshake)
+            if data:
+                try:
+                    writer.write(data)
+                    await writer.drain()
+                except OSError:
+                    return
+            elif conn.finished:
+                return
+            else:
+                await wake.wait()
+
+    # -- tasks and threads -------------------------------------------------------
+    def _spawn(self, start: Callable[[], Awaitable[None]]) -> None:
+        assert self._tasks is not None, "start() first"
+        self._tasks.create_task(start())  # type: ignore[arg-type]
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _salt(self, call: SaltCall) -> Any:
+        return await self._in_thread(self.service.bridge.execute, call)

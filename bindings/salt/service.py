@@ -1,0 +1,233 @@
+"""What every binding serves, minus the I/O: one master's core objects, the Salt
+bridge, the logs, and the in-process event hub.
+
+A binding owns sockets, tasks and timers and calls in here; nothing here opens
+a socket or starts a task. The coroutines are framework-neutral: they await only
+what the binding passes in — ``salt``, which runs one Salt call in a bounded
+worker thread, and ``spawn``, which starts a task in a task group the binding
+owns — so the trio and asyncio bindings run the very same request path.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
+from typing import Any
+
+from saltnado_core import App, EventStreams, Request, Response, SaltCall, SaltEvent, ServerConnection, Settings
+from saltnado_core.app import AcceptEventStream, Outcome
+from saltnado_core.buslink import EventBusLink
+from saltnado_core.messages import SSE_KEEPALIVE_INTERVAL
+from saltnado_core.pacing import Pacing
+from saltnado_core.subscriptions import Subscription, Subscriptions
+from saltnado_core.tokens import redact_path
+
+from .bridge import SaltBridge
+
+log = logging.getLogger("saltnado.server")
+access_log = logging.getLogger("saltnado.access")
+feed_log = logging.getLogger("saltnado.feed")
+
+SaltRunner = Callable[[SaltCall], Awaitable[Any]]  # runs a call in a worker thread
+Spawn = Callable[[Callable[[], Awaitable[None]]], Any]  # starts a task the binding owns
+
+
+class Wakeup:
+    """A level-triggered wakeup for one task, over the binding's event class
+    (``trio.Event`` or ``asyncio.Event``): calls before a wait are not lost."""
+
+    __slots__ = ("_new", "_event")
+
+    def __init__(self, new_event: Callable[[], Any]) -> None:
+        self._new = new_event
+        self._event = new_event()
+
+    def __call__(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        self._event = self._new()
+
+
+class Service:
+    def __init__(self, settings: Settings, master_opts: Mapping[str, Any], pacing: Pacing = Pacing()) -> None:
+        self.settings = settings
+        self.pacing = pacing
+        self.app = App(settings)
+        self.streams = EventStreams(settings.formatted_max_jobs, settings.formatted_max_job_age)
+        self.subscriptions = Subscriptions(settings.limits)
+        self.link = EventBusLink(
+            settings.sock_dir, self.streams, self.subscriptions, settings.limits.max_event_bytes, pacing
+        )
+        self.bridge = SaltBridge(master_opts)
+        self.connections: dict[ServerConnection, Callable[[], None]] = {}  # → its writer's wake
+        self._last_keepalive = time.monotonic()
+
+    # -- connections -----------------------------------------------------------
+    def open_connection(self, wake: Callable[[], None]) -> ServerConnection:
+        conn = ServerConnection(self.settings.limits, self.streams, wake=wake)
+        self.connections[conn] = wake
+        return conn
+
+    def forget(self, conn: ServerConnection) -> None:
+        """The connection's socket is gone: unsubscribe it from every stream."""
+        self.connections.pop(conn, None)
+        conn.close()
+
+    async def receive(self, conn: ServerConnection, data: bytes, salt: SaltRunner, spawn: Spawn) -> None:
+        """Feed ``data`` (``b""`` at EOF) to ``conn``, answer its requests, start the
+        Salt calls its stream needs, and wake its writer."""
+        conn.receive_data(data)
+        while (request := conn.next_request()) is not None:
+            conn.respond(await self.respond(request, salt))
+        for call in conn.take_salt_calls():
+            spawn(partial(self._stream_salt_call, conn, call, salt))
+        if not data and not conn.finished:
+            conn.close()  # EOF mid-exchange: close what is still open
+        self.connections.get(conn, _nothing)()
+
+    def close_all(self) -> None:
+        """Shutdown: websockets get 1001, event streams their last chunk, the hub ends."""
+        for conn, wake in list(self.connections.items()):
+            conn.close()
+            wake()
+        self.subscriptions.end_all()
+
+    def tick(self) -> None:
+        """Every ``pacing.tick_interval``: end streams whose token expired; now and
+        then, keep idle ``/events`` streams alive through proxies."""
+        now = time.time()
+        for conn, wake in list(self.connections.items()):
+            if conn.expire(now):
+                wake()
+        if time.monotonic() - self._last_keepalive >= SSE_KEEPALIVE_INTERVAL:
+            self._last_keepalive = time.monotonic()
+            self.streams.keepalive()
+
+    # -- Salt calls --------------------------------------------------------------
+    async def respond(self, request: Request, salt: SaltRunner) -> Outcome:
+        """Run ``request`` through the app, its Salt calls through ``salt``; log it."""
+        started = time.monotonic()
+        exchange = self.app.handle(request, now=time.time())
+        step = exchange.start()
+        while isinstance(step, SaltCall):
+            try:
+                result = await salt(step)
+            except Exception as exc:
+                step = exchange.fail(exc)
+            else:
+                step = exchange.resume(result)
+        target = redact_path(request.target, self.settings.token_length)
+        if exchange.error is not None:
+            log.error("error handling %s %s", request.method, target, exc_info=exchange.error)
+        status = step.status if isinstance(step, Response) else 200 if isinstance(step, AcceptEventStream) else 101
+        access_log.info("%s %s %d %.1fms", request.method, target, status, (time.monotonic() - started) * 1000)
+        return step
+
+    async def _stream_salt_call(self, conn: ServerConnection, call: SaltCall, salt: SaltRunner) -> None:
+        try:
+            await salt(call)
+        except Exception as exc:
+            log.warning("%r for a streaming client failed: %s: %s", call, type(exc).__name__, exc)
+            conn.salt_call_done(call, exc)
+            self.connections.get(conn, _nothing)()
+        else:
+            conn.salt_call_done(call)
+
+    async def background_salt_call(self, call: SaltCall, salt: SaltRunner) -> None:
+        """A call the event streams need (grains of new minions); failures are logged."""
+        try:
+            await salt(call)
+        except Exception as exc:
+            log.warning("%r failed: %s: %s", call, type(exc).__name__, exc)
+
+    # -- the event feed, TLS, logs -------------------------------------------------
+    def feed_data(self, data: bytes, salt: SaltRunner, spawn: Spawn) -> None:
+        """Bytes read from the event bus; raises EventBusError if they are garbled."""
+        for call in self.link.receive_data(data, time.time()):
+            spawn(partial(self.background_salt_call, call, salt))
+
+    def log_feed(self) -> None:
+        for notice in self.link.notices():
+            feed_log.log(notice.level, notice.message)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.settings.disable_ssl:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        assert self.settings.ssl_crt is not None
+        context.load_cert_chain(self.settings.ssl_crt, self.settings.ssl_key)
+        return context
+
+    def log_listening(self, sockname: Any) -> None:
+        scheme = "http" if self.settings.disable_ssl else "https"
+        log.info("listening on %s://%s:%s", scheme, sockname[0], sockname[1])
+
+
+def _nothing() -> None:
+    pass
+
+
+class LiveEvents:
+    """``async for event in hub.subscribe(...)``: decoded :class:`SaltEvent` objects.
+
+    Ends when the server shuts down; raises
+    :class:`~saltnado_core.subscriptions.SlowSubscriber` (with the close code and
+    reason a websocket client would get) if the consumer falls more than the
+    outbox bound behind. Leaving the loop, ``async with`` or :meth:`close`
+    unsubscribes.
+    """
+
+    def __init__(self, subscriptions: Subscriptions, subscription: Subscription, wake: Wakeup) -> None:
+        self._subscriptions = subscriptions
+        self._subscription = subscription
+        self._wake = wake
+
+    def __aiter__(self) -> LiveEvents:
+        return self
+
+    async def __anext__(self) -> SaltEvent:
+        while (event := self._subscription.next_event()) is None:  # raises SlowSubscriber
+            if self._subscription.ended:
+                self.close()
+                raise StopAsyncIteration
+            await self._wake.wait()
+        return event
+
+    async def __aenter__(self) -> LiveEvents:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._subscriptions.unsubscribe(self._subscription)
+
+    __del__ = close  # a loop left with ``break`` drops the last reference
+
+
+class EventHub:
+    """In-process subscriptions to the live event stream, for host code (no socket)."""
+
+    def __init__(self, subscriptions: Subscriptions, new_event: Callable[[], Any]) -> None:
+        self._subscriptions = subscriptions
+        self._new_event = new_event
+
+    def subscribe(
+        self, tag_prefix: str | tuple[str, ...] = "", *, max_events: int | None = None
+    ) -> LiveEvents:
+        """Events whose tag starts with ``tag_prefix`` (or any of a tuple), from now on.
+
+        Bounded like a streaming client: ``max_events`` (default
+        ``outbox_max_messages``) and ``outbox_max_bytes`` of raw event bodies.
+        """
+        wake = Wakeup(self._new_event)
+        subscription = self._subscriptions.subscribe(tag_prefix, wake, max_events)
+        return LiveEvents(self._subscriptions, subscription, wake)
+
+    def __len__(self) -> int:
+        return len(self._subscriptions)

@@ -1,0 +1,146 @@
+"""In-process subscribers: host code that wants :class:`SaltEvent` objects, not a socket.
+
+An embedding host (a dashboard backend, a chat-ops bot) subscribes with a tag
+prefix and receives the decoded events themselves. Each :class:`Subscription`
+is a bounded FIFO under the same rule as a streaming client's outbox
+(``outbox_max_messages`` / ``outbox_max_bytes`` from :class:`Limits`, counted on
+each event's raw body): a subscriber that keeps up loses nothing; one that
+falls behind is cut off with the :class:`Overflow` close code and reason, raised
+as :class:`SlowSubscriber` from :meth:`Subscription.next_event`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from .broadcast import Overflow
+from .config import Limits
+from .eventbus import SaltEvent
+
+
+class SlowSubscriber(Exception):
+    """The subscriber fell behind its bound and was dropped; ``code``/``reason``
+    are what a websocket client would have been closed with."""
+
+    def __init__(self, overflow: Overflow) -> None:
+        super().__init__(f"{overflow.code}: {overflow.reason}")
+        self.code = overflow.code
+        self.reason = overflow.reason
+
+
+class Subscription:
+    """One subscriber's queue of events whose tag starts with ``tag_prefix``.
+
+    ``wake`` is called when the queue goes from empty to non-empty, when it
+    overflows and when the subscription ends, so the binding can resume a waiter.
+    """
+
+    __slots__ = ("tag_prefix", "max_events", "max_bytes", "wake", "overflowed", "ended", "_queue", "_bytes")
+
+    def __init__(
+        self,
+        tag_prefix: str | tuple[str, ...],
+        max_events: int,
+        max_bytes: int,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.tag_prefix = tag_prefix
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.wake = wake
+        self.overflowed: Overflow | None = None
+        self.ended = False  # the server stopped: nothing more will arrive
+        self._queue: deque[SaltEvent] = deque()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def offer(self, event: SaltEvent, overflow: Overflow) -> bool:
+        """Queue ``event`` if its tag matches; False once the subscriber is cut off."""
+        if self.overflowed or self.ended:
+            return False
+        if not event.tag.startswith(self.tag_prefix):
+            return True
+        size = len(event.raw)
+        if len(self._queue) >= self.max_events or self._bytes + size > self.max_bytes:
+            self.overflowed = overflow
+            self._queue.clear()
+            self._bytes = 0
+            self.wake()
+            return False
+        if not self._queue:
+            self.wake()
+        self._queue.append(event)
+        self._bytes += size
+        return True
+
+    def next_event(self) -> SaltEvent | None:
+        """The oldest queued event; None if there is none yet (or ``ended``).
+
+        Raises :class:`SlowSubscriber` once the subscriber has been cut off.
+        """
+        if self.overflowed is not None:
+            raise SlowSubscriber(self.overflowed)
+        if not self._queue:
+            return None
+        event = self._queue.popleft()
+        self._bytes -= len(event.raw)
+        return event
+
+    def end(self) -> None:
+        """No more events will come; queued ones are still delivered."""
+        if not self.ended:
+            self.ended = True
+            self.wake()
+
+
+class Subscriptions:
+    """Every in-process subscriber of one server; :meth:`publish` offers each event once."""
+
+    def __init__(self, limits: Limits = Limits(), overflow: Overflow = Overflow()) -> None:
+        self.limits = limits
+        self.overflow = overflow
+        self._subscribers: dict[Subscription, None] = {}  # insertion-ordered set
+        self._ended = False
+
+    def __len__(self) -> int:
+        return len(self._subscribers)
+
+    def subscribe(
+        self,
+        tag_prefix: str | tuple[str, ...] = "",
+        wake: Callable[[], None] = lambda: None,
+        max_events: int | None = None,
+        max_bytes: int | None = None,
+    ) -> Subscription:
+        """A new subscription, bounded like a streaming client's outbox unless told otherwise."""
+        subscription = Subscription(
+            tag_prefix,
+            self.limits.outbox_max_messages if max_events is None else max_events,
+            self.limits.outbox_max_bytes if max_bytes is None else max_bytes,
+            wake,
+        )
+        if self._ended:
+            subscription.end()
+        else:
+            self._subscribers[subscription] = None
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscribers.pop(subscription, None)
+
+    def publish(self, event: SaltEvent) -> int:
+        """Offer ``event`` to every subscriber; returns how many were cut off now."""
+        dropped = [sub for sub in self._subscribers if not sub.offer(event, self.overflow)]
+        for subscription in dropped:
+            del self._subscribers[subscription]
+        return len(dropped)
+
+    def end_all(self) -> None:
+        """The server is stopping: end every subscription (and any made later)."""
+        self._ended = True
+        for subscription in self._subscribers:
+            subscription.end()
+        self._subscribers.clear()
