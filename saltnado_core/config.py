@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .broadcast import CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, POLICIES, Overflow
+
 DEFAULT_HASH_TYPE = "sha256"
 DEFAULT_SOCK_DIR = "/var/run/salt/master"
 
@@ -36,6 +38,8 @@ class Limits:
     outbox_max_bytes: int = 16 * 1024 * 1024  # per streaming subscriber
     max_event_bytes: int = 16 * 1024 * 1024  # one event-bus message (Salt's own cap is 1 MiB)
     write_chunk_bytes: int = 256 * 1024  # at most this much is coalesced into one send
+    # what a streaming client whose outbox is full gets (slow_client_* keys)
+    overflow: Overflow = Overflow()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,7 @@ class Settings:
     webhook_disable_auth: bool = False
     formatted_max_jobs: int = 1000  # /formatted_events keeps at most this many jobs
     formatted_max_job_age: float | None = None  # … and, if set, none older (seconds)
+    num_processes: int = 1  # server processes sharing the port; <= 0: one per CPU
 
     @property
     def token_length(self) -> int:
@@ -101,7 +106,9 @@ class Settings:
             **{
                 name: _int(block, name, getattr(defaults, name))
                 for name in Limits.__dataclass_fields__
-            }
+                if name != "overflow"
+            },
+            overflow=_overflow(block),
         )
         cors = block.get("cors_origin")
         return cls(
@@ -121,7 +128,26 @@ class Settings:
             webhook_disable_auth=bool(block.get("webhook_disable_auth", False)),
             formatted_max_jobs=_int(block, "formatted_max_jobs", 1000),
             formatted_max_job_age=float(_int(block, "formatted_max_job_age", 0)) or None,
+            num_processes=_int(block, "num_processes", 1),
         )
+
+
+def _overflow(block: Mapping[str, Any]) -> Overflow:
+    """The slow-client policy: ``slow_client_policy`` (close | gap),
+    ``slow_client_close_code`` (1008 | 1013) and ``slow_client_close_reason``."""
+    default = Overflow()
+    policy = str(block.get("slow_client_policy", default.policy))
+    if policy not in POLICIES:
+        raise ConfigError(
+            f"'rest_tornado: slow_client_policy' must be one of {', '.join(POLICIES)}, got {policy!r}"
+        )
+    code = _int(block, "slow_client_close_code", default.code)
+    if code not in (CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER):
+        raise ConfigError(f"'rest_tornado: slow_client_close_code' must be 1008 or 1013, got {code}")
+    reason = str(block.get("slow_client_close_reason", default.reason))
+    if len(reason.encode("utf-8")) > 123:  # RFC 6455 §5.5: a control frame's payload <= 125 bytes
+        raise ConfigError("'rest_tornado: slow_client_close_reason' must be at most 123 bytes of UTF-8")
+    return Overflow(code, reason, policy)
 
 
 def _int(block: Mapping[str, Any], key: str, default: int | None = None) -> int:

@@ -67,19 +67,19 @@ class ServerConnection:
         limits: Limits,
         streams: EventStreams,
         wake: Callable[[], None] = lambda: None,
-        overflow: Overflow = Overflow(),
+        overflow: Overflow | None = None,  # default: limits.overflow
     ) -> None:
         self.limits = limits
         self.phase = Phase.HTTP
         self._streams = streams
-        self._overflow = overflow
+        self._overflow = overflow if overflow is not None else limits.overflow
         self._http = HTTPConnection(limits.max_header_bytes, limits.max_body_bytes)
         self._ws: WebSocketSession | None = None
         self._sse = False  # streaming Server-Sent Events over the HTTP response
         self._stream: tuple[str, str, bool] | None = None  # (name, token, delta) to join
         self._attached = False
         self._salt_calls: list[SaltCall] = []
-        self.outbox = Outbox(limits.outbox_max_messages, limits.outbox_max_bytes, wake)
+        self.outbox = Outbox(limits.outbox_max_messages, limits.outbox_max_bytes, wake, self._overflow)
         self._request: Request | None = None  # the request awaiting respond()
         self._prefix = b""  # output that must precede the rest (101, head, frames before a close)
         self.token_expire: float | None = None

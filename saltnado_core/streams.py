@@ -8,7 +8,7 @@ leaves with :meth:`detach`; both are by stream name, as routed.
 
 from __future__ import annotations
 
-from .broadcast import Broadcast, Outbox
+from .broadcast import GAP_TAG, Broadcast, Outbox, gap_payload
 from .eventbus import SaltEvent
 from .formatted import FormattedStream, FormattedView
 from .messages import SSE_KEEPALIVE, event_json, sse_chunk, text_frame
@@ -17,10 +17,15 @@ from .salt_calls import SaltCall
 STREAM_NAMES = ("all_events", "formatted_events", "events")
 
 
+def gap_sse(missed: int) -> bytes:
+    """A gap notice (slow-client ``gap`` policy) as an ``/events`` SSE event."""
+    return sse_chunk(GAP_TAG, gap_payload(missed))
+
+
 class EventStreams:
     def __init__(self, max_jobs: int = 1000, max_job_age: float | None = None) -> None:
         self.all_events = Broadcast()  # websocket frames
-        self.events = Broadcast()  # /events: SSE, as HTTP chunks
+        self.events = Broadcast(gap_sse)  # /events: SSE, as HTTP chunks
         self.formatted = FormattedStream(FormattedView(max_jobs, max_job_age))
         self.dispatched = 0  # events seen, for logs and metrics
 
