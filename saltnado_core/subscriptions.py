@@ -4,9 +4,12 @@ An embedding host (a dashboard backend, a chat-ops bot) subscribes with a tag
 prefix and receives the decoded events themselves. Each :class:`Subscription`
 is a bounded FIFO under the same rule as a streaming client's outbox
 (``outbox_max_messages`` / ``outbox_max_bytes`` from :class:`Limits`, counted on
-each event's raw body): a subscriber that keeps up loses nothing; one that
-falls behind is cut off with the :class:`Overflow` close code and reason, raised
-as :class:`SlowSubscriber` from :meth:`Subscription.next_event`.
+each event's raw body, and the ``limits.overflow`` policy): a subscriber that
+keeps up loses nothing. One that falls behind is, under the ``close`` policy,
+cut off — :meth:`Subscription.next_event` raises :class:`SlowSubscriber` with
+the close code and reason a websocket client would get; under ``gap``, new
+events are dropped until it has caught up to half the bounds, then it receives
+one ``SaltEvent("saltnado/gap", {"missed": N})`` where the hole is.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from .broadcast import Overflow
+from .broadcast import GAP_TAG, Overflow
 from .config import Limits
 from .eventbus import SaltEvent
 
@@ -36,7 +39,10 @@ class Subscription:
     overflows and when the subscription ends, so the binding can resume a waiter.
     """
 
-    __slots__ = ("tag_prefix", "max_events", "max_bytes", "wake", "overflowed", "ended", "_queue", "_bytes")
+    __slots__ = (
+        "tag_prefix", "max_events", "max_bytes", "wake", "overflow", "overflowed", "ended",
+        "missed", "_queue", "_bytes",
+    )
 
     def __init__(
         self,
@@ -44,28 +50,39 @@ class Subscription:
         max_events: int,
         max_bytes: int,
         wake: Callable[[], None] = lambda: None,
+        overflow: Overflow = Overflow(),
     ) -> None:
         self.tag_prefix = tag_prefix
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.wake = wake
-        self.overflowed: Overflow | None = None
+        self.overflow = overflow
+        self.overflowed = False  # close policy: cut off
         self.ended = False  # the server stopped: nothing more will arrive
+        self.missed = 0  # gap policy: events dropped since the last gap notice
         self._queue: deque[SaltEvent] = deque()
         self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._queue)
 
-    def offer(self, event: SaltEvent, overflow: Overflow) -> bool:
+    def offer(self, event: SaltEvent) -> bool:
         """Queue ``event`` if its tag matches; False once the subscriber is cut off."""
         if self.overflowed or self.ended:
             return False
         if not event.tag.startswith(self.tag_prefix):
             return True
+        if self.missed:
+            self._resume()
+            if self.missed:
+                self.missed += 1
+                return True
         size = len(event.raw)
         if len(self._queue) >= self.max_events or self._bytes + size > self.max_bytes:
-            self.overflowed = overflow
+            if self.overflow.policy == "gap":
+                self.missed = 1
+                return True
+            self.overflowed = True
             self._queue.clear()
             self._bytes = 0
             self.wake()
@@ -81,13 +98,23 @@ class Subscription:
 
         Raises :class:`SlowSubscriber` once the subscriber has been cut off.
         """
-        if self.overflowed is not None:
-            raise SlowSubscriber(self.overflowed)
+        if self.overflowed:
+            raise SlowSubscriber(self.overflow)
         if not self._queue:
             return None
         event = self._queue.popleft()
         self._bytes -= len(event.raw)
+        if self.missed:
+            self._resume()
         return event
+
+    def _resume(self) -> None:
+        """Gap policy: once caught up to half the bounds, queue the notice where the hole is."""
+        if len(self._queue) * 2 <= self.max_events and self._bytes * 2 <= self.max_bytes:
+            if not self._queue:
+                self.wake()
+            self._queue.append(SaltEvent(GAP_TAG, {"missed": self.missed}))
+            self.missed = 0
 
     def end(self) -> None:
         """No more events will come; queued ones are still delivered."""
@@ -99,9 +126,8 @@ class Subscription:
 class Subscriptions:
     """Every in-process subscriber of one server; :meth:`publish` offers each event once."""
 
-    def __init__(self, limits: Limits = Limits(), overflow: Overflow = Overflow()) -> None:
+    def __init__(self, limits: Limits = Limits()) -> None:
         self.limits = limits
-        self.overflow = overflow
         self._subscribers: dict[Subscription, None] = {}  # insertion-ordered set
         self._ended = False
 
@@ -121,6 +147,7 @@ class Subscriptions:
             self.limits.outbox_max_messages if max_events is None else max_events,
             self.limits.outbox_max_bytes if max_bytes is None else max_bytes,
             wake,
+            self.limits.overflow,
         )
         if self._ended:
             subscription.end()
@@ -133,7 +160,7 @@ class Subscriptions:
 
     def publish(self, event: SaltEvent) -> int:
         """Offer ``event`` to every subscriber; returns how many were cut off now."""
-        dropped = [sub for sub in self._subscribers if not sub.offer(event, self.overflow)]
+        dropped = [sub for sub in self._subscribers if not sub.offer(event)]
         for subscription in dropped:
             del self._subscribers[subscription]
         return len(dropped)

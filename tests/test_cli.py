@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import websocket
 
 from conftest import http, login, parse_response
@@ -39,9 +40,10 @@ def test_missing_config_is_a_clear_error(tmp_path: Path) -> None:
     assert "does not exist" in result.stderr
 
 
-def test_serve_config_dir_then_sigterm_closes_websockets(salt_lab: Any) -> None:
+@pytest.mark.parametrize("loop", ["trio", "asyncio"])
+def test_serve_config_dir_then_sigterm_closes_websockets(salt_lab: Any, loop: str) -> None:
     proc = subprocess.Popen(
-        [SALTNADO, "serve", "-c", str(salt_lab.config_dir)],
+        [SALTNADO, "serve", "-c", str(salt_lab.config_dir), "--loop", loop],
         stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -69,6 +71,7 @@ def test_serve_config_dir_then_sigterm_closes_websockets(salt_lab: Any) -> None:
         assert proc.wait(timeout=15) == 0
         stderr = proc.stderr.read()
         assert "shutting down" in stderr
+        assert f"listening on http://127.0.0.1:{salt_lab.api_port}" in stderr
         assert token not in stderr
     finally:
         if proc.poll() is None:

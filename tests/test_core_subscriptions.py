@@ -192,3 +192,27 @@ def test_backoff() -> None:
     assert [backoff.delay() for _ in range(5)] == [0.05, 0.1, 0.2, 0.3, 0.3]
     backoff.reset()
     assert backoff.delay() == 0.05
+
+
+def test_gap_policy_drops_new_events_then_one_notice_where_the_hole_is() -> None:
+    subs = Subscriptions(Limits(outbox_max_messages=4, overflow=Overflow(policy="gap")))
+    sub = subs.subscribe()
+    for i in range(10):
+        assert subs.publish(event(str(i))) == 0  # never cut off
+    got = [sub.next_event(), sub.next_event()]  # down to half: the notice is queued
+    subs.publish(event("10"))
+    while (next_event := sub.next_event()) is not None:
+        got.append(next_event)
+    assert [e.tag for e in got if e] == ["0", "1", "2", "3", "saltnado/gap", "10"]
+    assert got[4] == SaltEvent("saltnado/gap", {"missed": 6})
+    assert len(subs) == 1
+
+
+def test_gap_policy_resumes_on_offer_when_already_drained() -> None:
+    subs = Subscriptions(Limits(outbox_max_bytes=15, overflow=Overflow(policy="gap")))
+    sub = subs.subscribe()
+    subs.publish(event("big", 20))  # bigger than the bound: a gap at once
+    subs.publish(event("next", 5))
+    assert [sub.next_event(), sub.next_event(), sub.next_event()] == [
+        SaltEvent("saltnado/gap", {"missed": 1}), event("next", 5), None
+    ]

@@ -37,8 +37,7 @@ async def run_server(settings: Settings, opts: dict[str, Any], on_ready: Any = N
         listeners = await nursery.start(server.serve)
         for listener in listeners:
             sock = getattr(listener, "socket", None) or listener.transport_listener.socket
-            host, port = sock.getsockname()[:2]
-            log.info("listening on %s://%s:%s", "http" if settings.disable_ssl else "https", host, port)
+            server.service.log_listening(sock.getsockname())
         if on_ready is not None:
             await on_ready(server, nursery)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -56,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     where = serve.add_mutually_exclusive_group()
     where.add_argument("-c", "--config-dir", default="/etc/salt", help="directory holding the master config")
     where.add_argument("--master-config", help="path of the master config file")
+    serve.add_argument(
+        "--loop", choices=("trio", "asyncio"), default="trio",
+        help="the event loop to serve on (default trio; asyncio needs Python 3.11+)",
+    )
     demo = sub.add_parser("demo", help="start a private Salt master + minion and serve them")
     demo.add_argument("--port", type=int, default=8000, help="API port (0 picks a free one)")
     demo.add_argument("--no-ping", action="store_true", help="do not fire test.ping every few seconds")
@@ -77,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.debug)
     try:
-        trio.run(run_server, settings, opts)
+        if args.loop == "asyncio":
+            from saltnado_asyncio.cli import run
+
+            run(settings, opts)
+        else:
+            trio.run(run_server, settings, opts)
     except KeyboardInterrupt:
         pass
     return 0
