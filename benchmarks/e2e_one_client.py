@@ -5,7 +5,7 @@ websocket client on /all_events, then pushes N events into the master's event bu
 (``master_event_pull.ipc``, as Salt's fire_event does) as fast as the master accepts
 them. Reports delivered %, delivered events/s and latency (fired → received).
 
-    .venv/bin/python benchmarks/e2e_one_client.py [--events 20000]
+    .venv/bin/python benchmarks/e2e_one_client.py [--events 20000] [--loop trio|asyncio]
 """
 
 from __future__ import annotations
@@ -108,11 +108,12 @@ def push(sock_dir: str, events: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--loop", default="trio", help="saltnado serve --loop (trio, asyncio, …)")
     args = parser.parse_args()
     lab = PrivateSalt(api_port=0)
     lab.start(progress=lambda s: print("  " + s, file=sys.stderr))
     server = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "saltnado"), "serve", "--master-config", str(lab.master_config_path)],
+        [os.path.join(os.path.dirname(sys.executable), "saltnado"), "serve", "--master-config", str(lab.master_config_path), "--loop", args.loop],
         stderr=subprocess.DEVNULL,
     )
     try:

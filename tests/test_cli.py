@@ -40,8 +40,10 @@ def test_missing_config_is_a_clear_error(tmp_path: Path) -> None:
     assert "does not exist" in result.stderr
 
 
-@pytest.mark.parametrize("loop", ["trio", "asyncio"])
+@pytest.mark.parametrize("loop", ["trio", "asyncio", "uvloop"])
 def test_serve_config_dir_then_sigterm_closes_websockets(salt_lab: Any, loop: str) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop", reason="the optional extra saltnado[uvloop]")
     proc = subprocess.Popen(
         [SALTNADO, "serve", "-c", str(salt_lab.config_dir), "--loop", loop],
         stderr=subprocess.PIPE, text=True,

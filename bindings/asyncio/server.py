@@ -68,6 +68,7 @@ class Server:
                 await asyncio.start_server(
                     self._accept, self.settings.address, self.settings.port,
                     ssl=self.service.ssl_context(), start_serving=False,
+                    reuse_port=self.settings.num_processes != 1,  # several processes share the port
                 )
             ]
         ready = asyncio.Event()

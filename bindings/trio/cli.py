@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("-c", "--config-dir", default="/etc/salt", help="directory holding the master config")
     where.add_argument("--master-config", help="path of the master config file")
     serve.add_argument(
-        "--loop", choices=("trio", "asyncio"), default="trio",
-        help="the event loop to serve on (default trio; asyncio needs Python 3.11+)",
+        "--loop", choices=("trio", "asyncio", "uvloop"), default="trio",
+        help="the event loop to serve on (default trio; asyncio needs Python 3.11+, "
+        "uvloop the optional extra saltnado[uvloop])",
     )
     demo = sub.add_parser("demo", help="start a private Salt master + minion and serve them")
     demo.add_argument("--port", type=int, default=8000, help="API port (0 picks a free one)")
@@ -80,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.debug)
     try:
-        if args.loop == "asyncio":
+        if args.loop in ("asyncio", "uvloop"):
             from saltnado_asyncio.cli import run
 
-            run(settings, opts)
+            run(settings, opts, uvloop=args.loop == "uvloop")
         else:
             trio.run(run_server, settings, opts)
     except KeyboardInterrupt:
