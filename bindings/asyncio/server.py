@@ -49,6 +49,7 @@ class Server:
         self.hub = EventHub(self.service.subscriptions, asyncio.Event)
         # The bound on Salt's worker threads (asyncio.to_thread's pool is shared and unbounded by us).
         self._executor = ThreadPoolExecutor(salt_threads, thread_name_prefix="saltnado-salt")
+        self._direct = _DirectWrites()
         self._tasks: asyncio.TaskGroup | None = None
         self._main: asyncio.Task[None] | None = None
         self.listeners: list[asyncio.Server] = []
@@ -119,13 +120,14 @@ class Server:
 
     async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one accepted connection until it ends (also for a host's own listener)."""
-        wake = Wakeup(asyncio.Event)
-        conn = self.service.open_connection(wake)
+        wake = _Wake(self._direct, writer, self.service.pacing.close_handshake)
+        conn = wake.conn = self.service.open_connection(wake)
         try:
             async with asyncio.timeout(None) as deadline:
+                wake.deadline = deadline
                 async with asyncio.TaskGroup() as tasks:
                     reading = tasks.create_task(self._reader(reader, conn))
-                    await self._writer(writer, conn, wake, deadline)
+                    await self._writer(writer, conn, wake.task, deadline)
                     reading.cancel()
         except TimeoutError:
             pass  # the peer never answered our close frame
@@ -177,3 +179,63 @@ class Server:
 
     async def _salt(self, call: SaltCall) -> Any:
         return await self._in_thread(self.service.bridge.execute, call)
+
+
+class _DirectWrites:
+    """Writes fan-out output straight into the transports, once per batch of events.
+
+    Waking one writer task per client for every event costs a task switch each,
+    more than the write itself. An asyncio transport takes bytes without blocking,
+    so a streaming connection's wake marks it here, and one loop callback, after
+    the batch, writes each marked connection's output. A transport above its
+    high-water mark is left to the connection's writer task, which waits for it
+    to drain, so a slow reader's backlog stays in its bounded outbox.
+    """
+
+    def __init__(self) -> None:
+        self._marked: dict[_Wake, None] = {}
+
+    def mark(self, wake: _Wake) -> None:
+        if not self._marked:
+            asyncio.get_running_loop().call_soon(self._write)
+        self._marked[wake] = None
+
+    def _write(self) -> None:
+        marked, self._marked = self._marked, {}
+        for wake in marked:
+            wake.write()
+
+
+class _Wake:
+    """One connection's wake (see :class:`_DirectWrites`); ``task`` wakes its writer task."""
+
+    __slots__ = ("direct", "writer", "close_handshake", "task", "conn", "deadline")
+
+    def __init__(self, direct: _DirectWrites, writer: asyncio.StreamWriter, close_handshake: float) -> None:
+        self.direct = direct
+        self.writer = writer
+        self.close_handshake = close_handshake
+        self.task = Wakeup(asyncio.Event)
+        self.conn: ServerConnection | None = None
+        self.deadline: asyncio.Timeout | None = None
+
+    def __call__(self) -> None:
+        conn, deadline = self.conn, self.deadline
+        if conn is not None and conn.phase is Phase.STREAMING and not conn.outbox.overflowed:
+            self.direct.mark(self)
+            return
+        if conn is not None and conn.outbox.overflowed and deadline is not None and deadline.when() is None:
+            # Cut off, perhaps while its socket is full: it has this long to take
+            # what was sent and the close before the connection is dropped.
+            deadline.reschedule(asyncio.get_running_loop().time() + self.close_handshake)
+        self.task()
+
+    def write(self) -> None:
+        conn, transport = self.conn, self.writer.transport
+        if conn is not None and conn.phase is Phase.STREAMING and not transport.is_closing():
+            if transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[1]:
+                if data := conn.data_to_send():
+                    transport.write(data)
+                if conn.phase is Phase.STREAMING and not len(conn.outbox):
+                    return  # all written: no task switch
+        self.task()
