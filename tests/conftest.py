@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -93,35 +94,47 @@ class LoopThread:
 BINDINGS = ["trio", "asyncio"]
 
 
-@pytest.fixture(params=BINDINGS)
-async def server(
-    request: pytest.FixtureRequest, salt_lab: Any, master_opts: dict[str, Any], nursery: trio.Nursery
+@contextlib.asynccontextmanager
+async def running_server(
+    binding: str, salt_lab: Any, master_opts: dict[str, Any], settings: Settings | None = None, **kwargs: Any
 ) -> AsyncIterator[RunningServer]:
-    """A saltnado server of each binding on a free loopback port, for the session's master."""
-    settings = dataclasses.replace(Settings.from_opts(master_opts), port=0, address="127.0.0.1")
-    if request.param == "trio":
+    """A saltnado server of ``binding`` on a free loopback port (``kwargs`` go to its
+    ``Server``, e.g. ``pacing``), subscribed to the event bus; stopped on exit
+    without grace, as a cancelled trio nursery would."""
+    if settings is None:
+        settings = dataclasses.replace(Settings.from_opts(master_opts), port=0, address="127.0.0.1")
+    if binding == "trio":
         from saltnado_trio.server import Server
 
-        srv = Server(settings, master_opts)
-        listeners = await nursery.start(srv.serve)
-        running = RunningServer(srv, listeners[0].socket.getsockname()[1], salt_lab)
-        await running.wait_feed_connected(10)
-        yield running
-        nursery.cancel_scope.cancel()
+        srv = Server(settings, master_opts, **kwargs)
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(srv.serve)
+            running = RunningServer(srv, listeners[0].socket.getsockname()[1], salt_lab)
+            await running.wait_feed_connected(10)
+            yield running
+            nursery.cancel_scope.cancel()
         return
     from saltnado_asyncio import Server as AsyncioServer
 
     loop = LoopThread()
-    asrv = AsyncioServer(settings, master_opts)
+    asrv = AsyncioServer(settings, master_opts, **kwargs)
     try:
         await trio.to_thread.run_sync(loop.run, asrv.start())
         running = RunningServer(asrv, asrv.sockets[0].getsockname()[1], salt_lab, "asyncio", loop)
         await running.wait_feed_connected(10)
         yield running
     finally:
-        # As the trio fixture cancels its nursery: no grace for lingering clients.
         await trio.to_thread.run_sync(loop.run, asrv.shutdown(0))
         loop.close()
+
+
+@pytest.fixture(params=BINDINGS)
+async def server(
+    request: pytest.FixtureRequest, salt_lab: Any, master_opts: dict[str, Any]
+) -> AsyncIterator[RunningServer]:
+    """A saltnado server of each binding on a free loopback port, for the session's master."""
+    async with running_server(request.param, salt_lab, master_opts) as running:
+        yield running
 
 
 def http(port: int, raw: bytes, timeout: float = 10) -> bytes:
