@@ -19,12 +19,10 @@ async def run_server(settings: Settings, opts: dict[str, Any]) -> None:
     await server.start()
     for sock in server.sockets:
         server.service.log_listening(sock.getsockname())
-    received: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    received: asyncio.Queue[int] = asyncio.Queue()  # a second signal does not cut shutdown short
     for signum in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(
-            signum, lambda s=signum: received.done() or received.set_result(s)
-        )
-    log.info("received %s; shutting down", signal.Signals(await received).name)
+        asyncio.get_running_loop().add_signal_handler(signum, received.put_nowait, signum)
+    log.info("received %s; shutting down", signal.Signals(await received.get()).name)
     await server.shutdown()
 
 
