@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import resource
 import signal
+import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -44,7 +48,7 @@ async def run_server(settings: Settings, opts: dict[str, Any], on_ready: Any = N
             async for signum in signals:
                 log.info("received %s; shutting down", signal.Signals(signum).name)
                 break
-        await server.shutdown()
+            await server.shutdown()  # a second signal meanwhile does not cut it short
         nursery.cancel_scope.cancel()
 
 
@@ -80,16 +84,105 @@ def main(argv: list[str] | None = None) -> int:
         print(f"saltnado: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.debug)
+    raise_open_files_limit()
+    workers = settings.num_processes if settings.num_processes > 0 else os.cpu_count() or 1
+    if workers > 1:
+        settings = dataclasses.replace(settings, num_processes=workers)
+        return supervise(workers, settings, lambda s: run_once(args.loop, s, opts))
+    run_once(args.loop, settings, opts)
+    return 0
+
+
+def run_once(loop: str, settings: Settings, opts: dict[str, Any]) -> None:
+    """Serve on ``loop`` (trio, asyncio or uvloop) until SIGINT/SIGTERM."""
     try:
-        if args.loop in ("asyncio", "uvloop"):
+        if loop in ("asyncio", "uvloop"):
             from saltnado_asyncio.cli import run
 
-            run(settings, opts, uvloop=args.loop == "uvloop")
+            run(settings, opts, uvloop=loop == "uvloop")
         else:
             trio.run(run_server, settings, opts)
     except KeyboardInterrupt:
         pass
-    return 0
+
+
+def raise_open_files_limit() -> None:
+    """One descriptor per client: raise the soft RLIMIT_NOFILE to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
+            return
+    log.debug("open-files limit: %d", max(soft, hard))
+
+
+def supervise(workers: int, settings: Settings, serve: Callable[[Settings], None]) -> int:
+    """``num_processes``: fork ``workers`` server processes that listen on the same
+    port (SO_REUSEPORT) and each subscribe to the event bus; forward SIGINT/SIGTERM
+    to them. When one exits on its own, stop the others and exit with its status."""
+    placeholder = None
+    if settings.port == 0:  # every worker must listen on the same port: pick it here
+        placeholder = socket.socket(socket.AF_INET6 if ":" in (settings.address or "") else socket.AF_INET)
+        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        placeholder.bind((settings.address or "", 0))  # held, never listening, until exit
+        settings = dataclasses.replace(settings, port=placeholder.getsockname()[1])
+    children: dict[int, int] = {}
+    for number in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker
+            code = 1
+            try:
+                os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the supervisor only, which forwards it once
+                _exit_with_parent()
+                log.info("worker %d of %d (pid %d) starting", number + 1, workers, os.getpid())
+                serve(settings)
+                code = 0
+            except BaseException:
+                log.exception("worker %d failed", number + 1)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children[pid] = number
+    stopping = False
+
+    def forward(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    status = 0
+    while children:
+        pid, wait_status = os.wait()
+        code = os.waitstatus_to_exitcode(wait_status)
+        number = children.pop(pid)
+        if not stopping:
+            log.error("worker %d (pid %d) exited with %d; stopping the others", number + 1, pid, code)
+            forward(signal.SIGTERM, None)
+            status = code or 1
+        elif code and not status:
+            status = code if code > 0 else 1
+    if placeholder is not None:
+        placeholder.close()
+    return status
+
+
+def _exit_with_parent() -> None:
+    """Linux: SIGTERM this worker if the supervisor dies (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

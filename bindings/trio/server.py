@@ -18,6 +18,8 @@ Embedding in a trio program::
 from __future__ import annotations
 
 import math
+import os
+import socket
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -53,6 +55,7 @@ class Server:
         self._nursery: trio.Nursery | None = None
         self._accepting = trio.CancelScope()
         self.listeners: list[trio.abc.Listener[Any]] = []
+        self._direct = _DirectWrites()
 
     # -- lifecycle -----------------------------------------------------------
     async def serve(self, *, listen: bool = True, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -60,7 +63,10 @@ class Server:
         with ``listen=False``: the host hands connections to :meth:`handle_connection`)."""
         listeners: list[trio.abc.Listener[Any]] = []
         if listen:
-            listeners = list(await trio.open_tcp_listeners(self.settings.port, host=self.settings.address))
+            if self.settings.num_processes != 1:  # several processes share the port
+                listeners = await _reuse_port_listeners(self.settings.port, self.settings.address)
+            else:
+                listeners = list(await trio.open_tcp_listeners(self.settings.port, host=self.settings.address))
             context = self.service.ssl_context()
             if context is not None:
                 listeners = [trio.SSLListener(lsn, context, https_compatible=True) for lsn in listeners]
@@ -69,6 +75,7 @@ class Server:
             self._nursery = nursery
             nursery.start_soon(read_event_bus, self.service, self._salt, nursery.start_soon)
             nursery.start_soon(self._ticker)
+            nursery.start_soon(self._direct.run)
             nursery.start_soon(trio.to_thread.run_sync, self.service.bridge.load_auth)  # warm up eauth
             if listeners:
                 await nursery.start(self._accept, listeners, nursery)
@@ -105,13 +112,17 @@ class Server:
     async def handle_connection(self, stream: trio.abc.Stream) -> None:
         """Serve one accepted connection until it ends (also for a host's own listener)."""
         wake = Wakeup(trio.Event)
-        conn = self.service.open_connection(wake)
+        direct = _Direct(self._direct, stream, wake, self.service.pacing.close_handshake)
+        conn = self.service.open_connection(direct if direct.fd >= 0 else wake)
+        direct.conn = conn
         try:
             async with trio.open_nursery() as nursery:
+                direct.scope = nursery.cancel_scope
                 nursery.start_soon(self._reader, stream, conn)
-                await self._writer(stream, conn, wake, nursery.cancel_scope)
+                await self._writer(stream, conn, wake, nursery.cancel_scope, direct)
                 nursery.cancel_scope.cancel()
         finally:
+            direct.gone = True  # before the socket (and its fd number) is released
             self.service.forget(conn)
             with trio.move_on_after(1, shield=True):
                 try:
@@ -132,18 +143,28 @@ class Server:
                 return
 
     async def _writer(
-        self, stream: trio.abc.Stream, conn: ServerConnection, wake: Wakeup, scope: trio.CancelScope
+        self,
+        stream: trio.abc.Stream,
+        conn: ServerConnection,
+        wake: Wakeup,
+        scope: trio.CancelScope,
+        direct: _Direct,
     ) -> None:
         while True:
             data = conn.data_to_send()
+            if direct.pending:  # the rest of a direct write goes first
+                data, direct.pending = direct.pending + data, b""
             if conn.phase is Phase.CLOSING and scope.deadline == math.inf:
                 # Our close frame is out: the peer has this long to answer it.
                 scope.deadline = trio.current_time() + self.service.pacing.close_handshake
             if data:
+                direct.sending = True
                 try:
                     await stream.send_all(data)
                 except _GONE:
                     return
+                finally:
+                    direct.sending = False
             elif conn.finished:
                 return
             else:
@@ -151,3 +172,100 @@ class Server:
 
     async def _salt(self, call: SaltCall) -> Any:
         return await trio.to_thread.run_sync(self.service.bridge.execute, call, limiter=self.limiter)
+
+
+class _DirectWrites:
+    """Writes queued output of plain-TCP connections from one task.
+
+    When the fan-out queues an event for a thousand clients, waking a thousand
+    writer tasks costs a trio task switch each (more than the send itself). So a
+    connection's wake marks it here instead, and this one task, once per batch of
+    events, drains each marked connection with non-blocking sends. What a socket
+    cannot take now goes to that connection's own writer task, which waits for
+    the socket; until it is done, this task leaves the connection alone.
+    """
+
+    def __init__(self) -> None:
+        self._marked: dict[_Direct, None] = {}
+        self._wake = Wakeup(trio.Event)
+
+    def mark(self, direct: _Direct) -> None:
+        if not self._marked:
+            self._wake()
+        self._marked[direct] = None
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            marked, self._marked = self._marked, {}
+            for direct in marked:
+                direct.flush()
+
+
+class _Direct:
+    """One connection's wake: mark it for :class:`_DirectWrites`, or, while its
+    writer task owns the socket (or for TLS), wake that task."""
+
+    __slots__ = ("writes", "fd", "writer", "close_handshake", "conn", "scope", "pending", "sending", "gone")
+
+    def __init__(self, writes: _DirectWrites, stream: trio.abc.Stream, writer: Wakeup, close_handshake: float) -> None:
+        self.writes = writes
+        self.fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self.writer = writer
+        self.close_handshake = close_handshake
+        self.conn: ServerConnection | None = None
+        self.scope: trio.CancelScope | None = None
+        self.pending = b""  # what a direct write left over, for the writer task
+        self.sending = False  # the writer task is in send_all
+        self.gone = False
+
+    def __call__(self) -> None:
+        if not (self.sending or self.pending or self.gone):
+            self.writes.mark(self)
+            return
+        self.writer()
+        conn, scope = self.conn, self.scope
+        if conn is not None and conn.outbox.overflowed and scope is not None and scope.deadline == math.inf:
+            # Cut off while the socket is full: it has this long to take what was
+            # sent (and the close frame) before the connection is dropped.
+            scope.deadline = trio.current_time() + self.close_handshake
+
+    def flush(self) -> None:
+        conn = self.conn
+        if self.sending or self.pending or self.gone or conn is None:
+            return  # the writer task owns the socket
+        data = conn.data_to_send()
+        while data:
+            try:
+                sent = os.write(self.fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return  # the peer vanished; the reader sees it too
+            if sent < len(data):
+                self.pending = data[sent:]
+                break
+            data = conn.data_to_send()
+        if self.pending or conn.phase is not Phase.STREAMING:
+            self.writer()  # the socket is full, or closing/HTTP logic is the writer's
+
+
+async def _reuse_port_listeners(port: int, host: str | None) -> list[trio.abc.Listener[Any]]:
+    """Like trio.open_tcp_listeners, with SO_REUSEPORT: each of ``num_processes``
+    processes listens on the port and the kernel spreads connections over them."""
+    listeners: list[trio.abc.Listener[Any]] = []
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    for family, type_, proto, _, sockaddr in infos:
+        sock = trio.socket.socket(family, type_, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            await sock.bind(sockaddr)
+            sock.listen(socket.SOMAXCONN)
+        except OSError:
+            sock.close()
+            raise
+        listeners.append(trio.SocketListener(sock))
+    return listeners
