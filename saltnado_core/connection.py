@@ -37,6 +37,8 @@ from .streams import EventStreams
 from .websocket import CLOSE_GOING_AWAY, Closed, TextReceived, WebSocketSession
 
 READY_MESSAGE = "websocket client ready"
+_UPGRADED = HTTPConnection()  # shared stand-in for the HTTP phase of upgraded connections
+_UPGRADED.closed = True
 
 
 class Phase(enum.Enum):
@@ -164,6 +166,7 @@ class ServerConnection:
         trailing = self._http.accept_websocket(self._request)
         self._request = None
         self._prefix = self._http.data_to_send()
+        self._http = _UPGRADED  # not used again: free h11's state (~1 KB per idle websocket)
         self._ws = WebSocketSession(max_message_bytes=self.limits.max_ws_message_bytes)
         self._go("upgrade")
         if trailing:
