@@ -156,7 +156,7 @@ class MasterOnly(PrivateSalt):
 class ServerProcess:
     """saltnado or the reference salt-api, fresh per run, on its own port and config."""
 
-    def __init__(self, kind: str, lab: PrivateSalt, extra: dict[str, Any], log: Any) -> None:
+    def __init__(self, kind: str, lab: PrivateSalt, extra: dict[str, Any], log: Any, loop: str = "trio") -> None:
         self.kind = kind
         self.port = _free_ports(1)[0]
         conf = Path(lab.root) / f"bench-{kind}"
@@ -165,7 +165,7 @@ class ServerProcess:
         master["rest_tornado"] = {**master["rest_tornado"], "port": self.port, **extra}
         (conf / "master").write_text(yaml.safe_dump(master, sort_keys=False))
         if kind == "saltnado":
-            cmd = [str(Path(sys.executable).parent / "saltnado"), "serve", "-c", str(conf)]
+            cmd = [str(Path(sys.executable).parent / "saltnado"), "serve", "-c", str(conf), "--loop", loop]
         else:
             cmd = [str(Path(sys.executable).parent / "salt-api"), "-c", str(conf), "-l", "warning"]
         self.out = open(conf / "server.out", "ab")
