@@ -133,9 +133,11 @@ class Server:
     async def _reader(self, stream: trio.abc.Stream, conn: ServerConnection) -> None:
         assert self._nursery is not None, "serve() first"
         spawn = self._nursery.start_soon
+        read_bytes = self.service.pacing.read_bytes
+        fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         while not conn.finished:
             try:
-                data = await stream.receive_some(self.service.pacing.read_bytes)
+                data = await (_read_fd(fd, read_bytes) if fd >= 0 else stream.receive_some(read_bytes))
             except _GONE:
                 data = b""
             await self.service.receive(conn, data, self._salt, spawn)
@@ -172,6 +174,22 @@ class Server:
 
     async def _salt(self, call: SaltCall) -> Any:
         return await trio.to_thread.run_sync(self.service.bridge.execute, call, limiter=self.limiter)
+
+
+async def _read_fd(fd: int, max_bytes: int) -> bytes:
+    """``SocketStream.receive_some`` for a plain socket, with a shallower stack: an idle
+    connection's reader waits here, and each frame it keeps costs memory (~1 KB less
+    per idle websocket than through trio's socket wrappers)."""
+    while True:
+        try:
+            data = os.read(fd, max_bytes)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(fd)
+            continue
+        except OSError:  # reset by the peer, or the socket is gone
+            return b""
+        await trio.lowlevel.checkpoint()  # a client that keeps sending does not starve the others
+        return data
 
 
 class _TaskWake:
