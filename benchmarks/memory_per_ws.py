@@ -8,8 +8,8 @@ Starts a private salt-master (no minion), runs the server in this process, opens
 ``websocket client ready``, then stays idle) and reports, per binding, the Python
 memory the server holds per websocket (``tracemalloc``: allocations made while
 they were opened that are still alive, over the count) and the process RSS growth
-per websocket (this process also holds the clients' sockets, which cost no RSS of
-note). ``--top N`` lists the N biggest allocation sites per websocket.
+per websocket, measured without tracemalloc (this process also holds the clients'
+sockets: a few hundred bytes each). ``--top N`` lists the N biggest allocation sites per websocket.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import gc
 import json
 import resource
 import socket
+import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 import urllib.request
@@ -70,42 +70,51 @@ def rss() -> int:
 
 
 class Measure:
-    """Open the websockets from a thread while the server's loop runs; snapshot around it."""
+    """Open the websockets from a thread while the server's loop runs, twice: first
+    for RSS (tracemalloc off: its own bookkeeping would show as RSS), then, with
+    the first batch closed, for tracemalloc."""
 
     def __init__(self, port: int, token: str, n: int, streams: Any) -> None:
         self.port, self.token, self.n, self.streams = port, token, n, streams
         self.socks: list[socket.socket] = []
 
-    def before(self) -> None:
-        self.socks += open_websockets(self.port, self.token, 50)  # warm: first-use allocations
-        time.sleep(0.5)
-        gc.collect()
-        tracemalloc.start(25)
-        self.snap0 = tracemalloc.take_snapshot()
-        self.rss0 = rss()
-
-    def open(self) -> None:
-        self.socks += open_websockets(self.port, self.token, self.n)
+    def _open(self, n: int) -> None:
+        self.socks += open_websockets(self.port, self.token, n)
         deadline = time.monotonic() + 60
-        while len(self.streams.all_events) < self.n + 50 and time.monotonic() < deadline:
+        while len(self.streams.all_events) < len(self.socks) and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(1.0)
-
-    def after(self, top: int) -> dict[str, Any]:
         gc.collect()
-        snap1 = tracemalloc.take_snapshot()
+
+    def _close(self) -> None:
+        for s in self.socks:
+            s.close()
+        self.socks = []
+        deadline = time.monotonic() + 60
+        while len(self.streams.all_events) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def run(self, top: int) -> dict[str, Any]:
+        self._open(50)  # warm: first-use allocations
+        rss0 = rss()
+        self._open(self.n)
         rss1 = rss()
-        streaming = len(self.streams.all_events)
+        streaming = len(self.streams.all_events) - 50
+        self._close()
+        self._open(50)
+        tracemalloc.start(25)
+        snap0 = tracemalloc.take_snapshot()
+        self._open(self.n)
+        snap1 = tracemalloc.take_snapshot()
         tracemalloc.stop()
-        diff = snap1.compare_to(self.snap0, "traceback")
+        self._close()
+        diff = snap1.compare_to(snap0, "traceback")
         per = sum(d.size_diff for d in diff) / self.n
         sites = [
             {"bytes": d.size_diff / self.n, "where": [str(f) for f in d.traceback][-4:]} for d in diff[:top]
         ]
-        for s in self.socks:
-            s.close()
         return {"websockets": self.n, "streaming": streaming, "tracemalloc_bytes": per,
-                "rss_bytes": (rss1 - self.rss0) / self.n, "sites": sites}
+                "rss_bytes": (rss1 - rss0) / self.n, "sites": sites}
 
 
 def run_trio(opts: dict[str, Any], username: str, n: int, top: int) -> dict[str, Any]:
@@ -120,9 +129,7 @@ def run_trio(opts: dict[str, Any], username: str, n: int, top: int) -> dict[str,
             port = listeners[0].socket.getsockname()[1]
             token = await trio.to_thread.run_sync(login, port, username)
             m = Measure(port, token, n, server.streams)
-            await trio.to_thread.run_sync(m.before)
-            await trio.to_thread.run_sync(m.open)
-            result = await trio.to_thread.run_sync(m.after, top)
+            result = await trio.to_thread.run_sync(m.run, top)
             nursery.cancel_scope.cancel()
         return result
 
@@ -139,9 +146,7 @@ def run_asyncio(opts: dict[str, Any], username: str, n: int, top: int) -> dict[s
             port = server.sockets[0].getsockname()[1]
             token = await asyncio.to_thread(login, port, username)
             m = Measure(port, token, n, server.streams)
-            await asyncio.to_thread(m.before)
-            await asyncio.to_thread(m.open)
-            return await asyncio.to_thread(m.after, top)
+            return await asyncio.to_thread(m.run, top)
 
     return asyncio.run(main())
 
@@ -151,20 +156,29 @@ def main() -> int:
     parser.add_argument("--binding", default="trio,asyncio")
     parser.add_argument("--websockets", type=int, default=2000)
     parser.add_argument("--top", type=int, default=0, help="list the N biggest allocation sites")
+    parser.add_argument("--master-config", help=argparse.SUPPRESS)  # a running master (child runs)
     args = parser.parse_args()
     raise_nofile()
+    if args.master_config:  # one binding, in this fresh process
+        opts = load_master_opts(args.master_config)
+        username = json.loads(sys.stdin.read())["username"]
+        run = run_trio if args.binding == "trio" else run_asyncio
+        r = run(opts, username, args.websockets, args.top)
+        print(f"{args.binding}: {r['websockets']:,} idle websockets ({r['streaming']:,} of them streaming): "
+              f"{r['tracemalloc_bytes'] / 1024:.2f} KB each (tracemalloc), "
+              f"{r['rss_bytes'] / 1024:.2f} KB each (RSS growth)", flush=True)
+        for site in r["sites"]:
+            print(f"  {site['bytes']:7.0f} B  " + "  <  ".join(reversed(site["where"])))
+        return 0
     lab = MasterOnly()
     lab.start()
     try:
-        opts = load_master_opts(str(lab.master_config_path))
-        for binding in args.binding.split(","):
-            run = run_trio if binding == "trio" else run_asyncio
-            r = run(opts, lab.username, args.websockets, args.top)
-            print(f"{binding}: {r['websockets']:,} idle websockets ({r['streaming']:,} streaming in all): "
-                  f"{r['tracemalloc_bytes'] / 1024:.2f} KB each (tracemalloc), "
-                  f"{r['rss_bytes'] / 1024:.2f} KB each (RSS growth)")
-            for site in r["sites"]:
-                print(f"  {site['bytes']:7.0f} B  " + "  <  ".join(reversed(site["where"])))
+        for binding in args.binding.split(","):  # each in its own process: no memory reused between them
+            subprocess.run(
+                [sys.executable, __file__, "--binding", binding, "--websockets", str(args.websockets),
+                 "--top", str(args.top), "--master-config", str(lab.master_config_path)],
+                input=json.dumps({"username": lab.username}), text=True, check=True,
+            )
     finally:
         lab.stop()
     return 0
