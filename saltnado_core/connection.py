@@ -260,8 +260,10 @@ class ServerConnection:
         timeouts. Returns True if the connection has new output or has finished:
         the binding wakes its writer.
         """
-        if self.phase is Phase.DONE:
-            return False
+        if self.phase is Phase.STREAMING:  # the common case at scale: keep it short
+            return self._ws is not None and self._keep_alive(now)
+        if self.phase is not Phase.HTTP and self.phase is not Phase.AWAIT_READY:
+            return False  # closing (the binding times the close handshake) or done
         if self._opened is None:
             self._opened = now
         timeouts = self.limits.timeouts
@@ -280,32 +282,38 @@ class ServerConnection:
             limit = getattr(timeouts, _WAITS[waiting[0]][0])
             if 0 < limit <= now - self._since:
                 return self._time_out(waiting[0])
-        if self.phase is Phase.STREAMING and self._ws is not None and timeouts.ws_ping_interval > 0:
-            if self._next_ping is None:
-                self._next_ping = now + timeouts.ws_ping_interval
-            elif now >= self._next_ping:
-                self._next_ping = now + timeouts.ws_ping_interval
-                self._ws.ping()
-                if not self._pinged:  # the wait runs from the oldest unanswered ping
-                    self._pinged = True
-                    self._waiting, self._since = (Wait.PONG, 0), now
-                return True
         return False
 
     def _wait(self) -> tuple[Wait, int] | None:
         """What the client is being waited for now (with the request number)."""
-        if self.phase is Phase.HTTP:
-            http = self._http
-            if http.busy:  # the server is answering: nothing is expected of the client
-                return None
-            if http.receiving:
-                return Wait.REQUEST, http.requests
-            return (Wait.NEXT_REQUEST, http.requests) if http.requests else None  # the first: see tick
         if self.phase is Phase.AWAIT_READY:
             return Wait.READY, 0
-        if self.phase is Phase.STREAMING and self._pinged:
-            return Wait.PONG, 0
-        return None
+        http = self._http
+        if http.busy:  # the server is answering: nothing is expected of the client
+            return None
+        if http.receiving:
+            return Wait.REQUEST, http.requests
+        return (Wait.NEXT_REQUEST, http.requests) if http.requests else None  # the first: see tick
+
+    def _keep_alive(self, now: float) -> bool:
+        """A streaming websocket: ping it every interval; fail it if nothing at all
+        has come back ``ws_pong_timeout`` after the oldest unanswered ping."""
+        timeouts = self.limits.timeouts
+        if self._pinged and 0 < timeouts.ws_pong_timeout <= now - self._since:
+            return self._time_out(Wait.PONG)
+        if timeouts.ws_ping_interval <= 0:
+            return False
+        if self._next_ping is None:
+            self._next_ping = now + timeouts.ws_ping_interval
+            return False
+        if now < self._next_ping:
+            return False
+        assert self._ws is not None
+        self._next_ping = now + timeouts.ws_ping_interval
+        self._ws.ping()
+        if not self._pinged:  # the wait runs from the oldest unanswered ping
+            self._pinged, self._since = True, now
+        return True
 
     def _time_out(self, wait: Wait) -> bool:
         field, expiry, code = _WAITS[wait]
