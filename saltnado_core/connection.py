@@ -326,7 +326,7 @@ class ServerConnection:
             self._go("end")
         elif wait is Wait.READY:
             self.close(code, f"no '{READY_MESSAGE}' within {seconds} s")
-        else:  # RFC 6455 §7.1.7: a peer that does not answer is failed, telling it why
+        else:  # a peer gone quiet is told why; unanswered, the close ends in a drop
             self.close(code, f"no pong within {seconds} s")
         return True
 
