@@ -58,6 +58,26 @@ def masked_text_frame(text: str) -> bytes:
 
 
 READY = masked_text_frame("websocket client ready")
+# An empty masked pong. RFC 6455 §5.5.3: "A Pong frame MAY be sent unsolicited. This
+# serves as a unidirectional heartbeat." saltnado pings every ws_ping_interval (20 s) and
+# takes any frame as an answer, so a heartbeat every 15 s keeps these clients (which
+# never parse frames, so never see the pings) from being closed 1011.
+HEARTBEAT = bytes((0x8A, 0x80)) + bytes(4)
+HEARTBEAT_INTERVAL = 15.0
+_last_beat = time.monotonic()
+
+
+def heartbeat(socks: list[socket.socket]) -> None:
+    """Send every socket a heartbeat if the last one was HEARTBEAT_INTERVAL ago."""
+    global _last_beat
+    if time.monotonic() - _last_beat < HEARTBEAT_INTERVAL:
+        return
+    _last_beat = time.monotonic()
+    for sock in socks:
+        try:
+            sock.send(HEARTBEAT)
+        except OSError:
+            pass
 
 
 def connect(port: int, path: str, n: int, host: str = "127.0.0.1", timeout: float = 120) -> tuple[list[socket.socket], int, list[str]]:
@@ -85,6 +105,7 @@ def connect(port: int, path: str, n: int, host: str = "127.0.0.1", timeout: floa
         sock.close()
 
     while (started < n or pending) and time.monotonic() < deadline:
+        heartbeat(socks)  # the first clients wait for the last ones
         while started < n and len(pending) < HANDSHAKE_WINDOW:
             started += 1
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -173,6 +194,7 @@ def receive(
     end = last_progress + deadline
     open_fds = n
     while total < want and open_fds:
+        heartbeat(socks)
         ready = ep.poll(0.2)
         now_ns = time.monotonic_ns()
         got = 0

@@ -7,7 +7,7 @@ clock: bindings (``saltnado_trio``, ``saltnado_asyncio``) supply those.
 
 from .app import AcceptWebSocket, App, Exchange, unauthorized
 from .broadcast import Broadcast, Outbox, Overflow
-from .config import ConfigError, Limits, Settings
+from .config import ConfigError, Limits, Settings, Timeouts
 from .connection import Phase, ServerConnection
 from .eventbus import EventBusDecoder, EventBusError, SaltEvent, encode_pub_message, encode_pull_message
 from .http import HTTPConnection, HTTPError, Request, Response, error_response
@@ -22,7 +22,7 @@ __all__ = [
     "AcceptWebSocket", "App", "Broadcast", "ConfigError", "EventBusDecoder", "EventBusError",
     "Exchange", "GetToken", "HTTPConnection", "HTTPError", "Limits", "MakeToken", "Outbox",
     "Overflow", "Phase", "Request", "Response", "Route", "Router", "SaltCall", "SaltEvent",
-    "EventStreams", "ServerConnection", "Settings", "TokenStatus", "WebSocketSession", "all_events_frame",
+    "EventStreams", "ServerConnection", "Settings", "Timeouts", "TokenStatus", "WebSocketSession", "all_events_frame",
     "check_token", "classify_salt_error", "encode_pub_message", "encode_pull_message",
     "error_response", "event_json", "redact", "text_frame", "unauthorized",
 ]

@@ -9,6 +9,7 @@ numbers.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,18 +29,39 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long a client may keep the server waiting, in seconds; 0 turns one off.
+
+    Each field is a ``rest_tornado:`` key. Streaming clients (``/events``, and
+    websockets once ready) are never cut by the HTTP timeouts; a websocket is
+    pinged instead.
+    """
+
+    handshake_timeout: float = 10.0  # accept → TLS handshake and first request in full;
+    #                                  101 → "websocket client ready" (close 1008)
+    header_timeout: float = 10.0  # a request's first byte → its head and body in full (408)
+    keepalive_timeout: float = 60.0  # a response sent → the next request's first byte (closed)
+    ws_ping_interval: float = 20.0  # a streaming websocket is pinged this often …
+    ws_pong_timeout: float = 20.0  # … and closed 1011 if it sends nothing for this long after
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds on everything a peer can make the server buffer."""
+    """Bounds on everything a peer can make the server buffer, or hold."""
 
     max_header_bytes: int = 16 * 1024  # request line + headers → 431 above this
+    max_header_count: int = 100  # header fields in one request → 431 above this
     max_body_bytes: int = 1024 * 1024  # request body → 413 above this
     max_ws_message_bytes: int = 64 * 1024  # incoming websocket message → close 1009
     outbox_max_messages: int = 10_000  # per streaming subscriber
     outbox_max_bytes: int = 16 * 1024 * 1024  # per streaming subscriber
     max_event_bytes: int = 16 * 1024 * 1024  # one event-bus message (Salt's own cap is 1 MiB)
     write_chunk_bytes: int = 256 * 1024  # at most this much is coalesced into one send
+    # open client connections, streaming ones included; the next one gets 503
+    max_connections: int = 15_000
     # what a streaming client whose outbox is full gets (slow_client_* keys)
     overflow: Overflow = Overflow()
+    timeouts: Timeouts = Timeouts()  # the *_timeout and ws_ping_interval keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +126,12 @@ class Settings:
         defaults = Limits()
         limits = Limits(
             **{
-                name: _int(block, name, getattr(defaults, name))
+                name: _positive_int(block, name, getattr(defaults, name))
                 for name in Limits.__dataclass_fields__
-                if name != "overflow"
+                if name not in ("overflow", "timeouts")
             },
             overflow=_overflow(block),
+            timeouts=_timeouts(block),
         )
         cors = block.get("cors_origin")
         return cls(
@@ -148,6 +171,29 @@ def _overflow(block: Mapping[str, Any]) -> Overflow:
     if len(reason.encode("utf-8")) > 123:  # RFC 6455 §5.5: a control frame's payload <= 125 bytes
         raise ConfigError("'rest_tornado: slow_client_close_reason' must be at most 123 bytes of UTF-8")
     return Overflow(code, reason, policy)
+
+
+def _timeouts(block: Mapping[str, Any]) -> Timeouts:
+    """Every :class:`Timeouts` field from the block: seconds, >= 0 (0: off)."""
+    defaults = Timeouts()
+    values = {}
+    for name in Timeouts.__dataclass_fields__:
+        value: Any = block.get(name, getattr(defaults, name))
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if isinstance(value, bool) or not 0 <= seconds < math.inf:
+            raise ConfigError(f"'rest_tornado: {name}' must be a number of seconds >= 0 (0: off), got {value!r}")
+        values[name] = seconds
+    return Timeouts(**values)
+
+
+def _positive_int(block: Mapping[str, Any], key: str, default: int) -> int:
+    value = _int(block, key, default)
+    if value < 1:
+        raise ConfigError(f"'rest_tornado: {key}' must be at least 1, got {value}")
+    return value
 
 
 def _int(block: Mapping[str, Any], key: str, default: int | None = None) -> int:

@@ -10,6 +10,7 @@
 * ``take_salt_calls()`` / ``salt_call_done(call, error)`` — Salt calls a stream
   needs (the formatted view's grains request);
 * ``expire(now)`` — end a stream whose token has expired (call about once a second);
+* ``tick(now)`` — enforce the timeouts and ping websockets (call every tick);
 * ``close(code, reason)`` — e.g. 1001 at shutdown;
 * ``data_to_send()`` — everything to write now, as one coalesced ``bytes``;
 * ``finished`` — true once the binding should flush and drop the socket.
@@ -20,6 +21,12 @@ a call the binding made itself — i.e. when the fan-out queues a message.
 A stream is either a websocket (``/all_events``, ``/formatted_events``) or
 Server-Sent Events over a chunked HTTP response (``/events``); both receive
 pre-encoded messages through the connection's bounded :class:`Outbox`.
+
+Timeouts (``limits.timeouts``) are kept without a clock: :meth:`tick` gets the
+binding's monotonic ``now``, and each wait (for the first request, the rest of a
+request, the next request, "websocket client ready", any sign of life after a
+ping) is timed from the first tick that sees it; ``_WAITS`` says what each
+wait's expiry does.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from collections.abc import Callable
 from .app import AcceptEventStream, AcceptWebSocket, Outcome
 from .broadcast import CLOSE_POLICY_VIOLATION, Outbox, Overflow
 from .config import Limits
-from .http import HTTPConnection, Request, Response, status_line
+from .http import HTTPConnection, Request, Response, error_response, status_line
 from .messages import SSE_PREAMBLE, dumps, text_frame
 from .salt_calls import SaltCall, classify_salt_error
 from .streams import EventStreams
@@ -48,6 +55,37 @@ class Phase(enum.Enum):
     CLOSING = "closing"  # websocket close sent, waiting for the peer's
     DONE = "done"  # flush output, then drop the socket
 
+
+CLOSE_INTERNAL_ERROR = 1011  # RFC 6455 §7.4.1; also what a dead peer gets (no pong)
+
+
+class Wait(enum.Enum):
+    """What a connection waits for from its client."""
+
+    FIRST_REQUEST = "first_request"  # accept → the first request in full
+    REQUEST = "request"  # a request's first byte → all of it
+    NEXT_REQUEST = "next_request"  # a response sent → the next request's first byte
+    READY = "ready"  # 101 sent → "websocket client ready"
+    PONG = "pong"  # a ping sent → any bytes at all
+
+
+class Expiry(enum.Enum):
+    """What the client gets when a wait times out."""
+
+    REQUEST_TIMEOUT = "408"  # 408 with a JSON reason, then close (quietly if no byte came)
+    DROP = "drop"  # close without a word (an idle keep-alive connection)
+    CLOSE = "close"  # websocket close frame with a code and reason; the binding
+    #                  drops TCP after close_handshake if the peer does not answer
+
+
+# Each wait: the ``Timeouts`` field bounding it, what its expiry does (and the close code).
+_WAITS: dict[Wait, tuple[str, Expiry, int]] = {
+    Wait.FIRST_REQUEST: ("handshake_timeout", Expiry.REQUEST_TIMEOUT, 0),
+    Wait.REQUEST: ("header_timeout", Expiry.REQUEST_TIMEOUT, 0),
+    Wait.NEXT_REQUEST: ("keepalive_timeout", Expiry.DROP, 0),
+    Wait.READY: ("handshake_timeout", Expiry.CLOSE, CLOSE_POLICY_VIOLATION),
+    Wait.PONG: ("ws_pong_timeout", Expiry.CLOSE, CLOSE_INTERNAL_ERROR),
+}
 
 # Everything a connection can do, per phase; anything else is a bug (KeyError).
 _TRANSITIONS: dict[tuple[Phase, str], Phase] = {
@@ -70,12 +108,14 @@ class ServerConnection:
         streams: EventStreams,
         wake: Callable[[], None] = lambda: None,
         overflow: Overflow | None = None,  # default: limits.overflow
+        open_connections: int = 0,  # other client connections open; at max_connections → 503
     ) -> None:
         self.limits = limits
         self.phase = Phase.HTTP
         self._streams = streams
         self._overflow = overflow if overflow is not None else limits.overflow
-        self._http = HTTPConnection(limits.max_header_bytes, limits.max_body_bytes)
+        self._http = HTTPConnection(limits.max_header_bytes, limits.max_body_bytes, limits.max_header_count)
+        self._refused = open_connections >= limits.max_connections
         self._ws: WebSocketSession | None = None
         self._sse = False  # streaming Server-Sent Events over the HTTP response
         self._stream: tuple[str, str, bool] | None = None  # (name, token, delta) to join
@@ -86,6 +126,12 @@ class ServerConnection:
         self._prefix = b""  # output that must precede the rest (101, head, frames before a close)
         self.token_expire: float | None = None
         self.close_reason: Closed | None = None  # how the websocket ended, once it has
+        # timeouts (see tick): the first tick's time, the wait being timed and since when
+        self._opened: float | None = None
+        self._waiting: tuple[Wait, int] | None = None
+        self._since = 0.0
+        self._next_ping: float | None = None
+        self._pinged = False  # a ping is out and the client has sent nothing since
 
     @property
     def finished(self) -> bool:
@@ -116,6 +162,7 @@ class ServerConnection:
             if self._http.closed:
                 self._go("end")
             return
+        self._pinged = False  # any bytes, a pong or not, show the client is there
         self._ws.receive_data(data)
         self._websocket_events()
 
@@ -123,6 +170,12 @@ class ServerConnection:
         if self.phase is not Phase.HTTP:
             return None
         request = self._http.next_request()
+        if request is not None and self._refused:
+            # Read the request first: closing with it unread could reset the
+            # connection before the client reads the answer.
+            reason = f"the server is at its limit of {self.limits.max_connections} connections; try again later"
+            self._http.send_response(error_response(503, reason, [("connection", "close")]))
+            request = None
         self._request = request or self._request
         if self._http.closed:  # a protocol error was answered
             self._go("end")
@@ -194,6 +247,87 @@ class ServerConnection:
         if self.phase not in (Phase.AWAIT_READY, Phase.STREAMING):
             return False
         self.close(CLOSE_POLICY_VIOLATION, "token expired")
+        return True
+
+    # -- timeouts ------------------------------------------------------------
+    def tick(self, now: float) -> bool:
+        """Enforce ``limits.timeouts`` at ``now``, the binding's monotonic clock
+        (seconds), and ping a streaming websocket when due; call it every tick.
+
+        A wait is timed from the first tick that sees it, so a timeout fires after
+        its length plus at most two tick intervals, never before. Streams (an
+        ``/events`` response, a websocket once ready) are never cut by the HTTP
+        timeouts. Returns True if the connection has new output or has finished:
+        the binding wakes its writer.
+        """
+        if self.phase is Phase.STREAMING:  # the common case at scale: keep it short
+            return self._ws is not None and self._keep_alive(now)
+        if self.phase is not Phase.HTTP and self.phase is not Phase.AWAIT_READY:
+            return False  # closing (the binding times the close handshake) or done
+        if self._opened is None:
+            self._opened = now
+        timeouts = self.limits.timeouts
+        http = self._http
+        if (
+            self.phase is Phase.HTTP
+            and not http.requests
+            and not http.busy
+            and 0 < timeouts.handshake_timeout <= now - self._opened
+        ):
+            return self._time_out(Wait.FIRST_REQUEST)
+        waiting = self._wait()
+        if waiting != self._waiting:
+            self._waiting, self._since = waiting, now
+        elif waiting is not None:
+            limit = getattr(timeouts, _WAITS[waiting[0]][0])
+            if 0 < limit <= now - self._since:
+                return self._time_out(waiting[0])
+        return False
+
+    def _wait(self) -> tuple[Wait, int] | None:
+        """What the client is being waited for now (with the request number)."""
+        if self.phase is Phase.AWAIT_READY:
+            return Wait.READY, 0
+        http = self._http
+        if http.busy:  # the server is answering: nothing is expected of the client
+            return None
+        if http.receiving:
+            return Wait.REQUEST, http.requests
+        return (Wait.NEXT_REQUEST, http.requests) if http.requests else None  # the first: see tick
+
+    def _keep_alive(self, now: float) -> bool:
+        """A streaming websocket: ping it every interval; fail it if nothing at all
+        has come back ``ws_pong_timeout`` after the oldest unanswered ping."""
+        timeouts = self.limits.timeouts
+        if self._pinged and 0 < timeouts.ws_pong_timeout <= now - self._since:
+            return self._time_out(Wait.PONG)
+        if timeouts.ws_ping_interval <= 0:
+            return False
+        if self._next_ping is None:
+            self._next_ping = now + timeouts.ws_ping_interval
+            return False
+        if now < self._next_ping:
+            return False
+        assert self._ws is not None
+        self._next_ping = now + timeouts.ws_ping_interval
+        self._ws.ping()
+        if not self._pinged:  # the wait runs from the oldest unanswered ping
+            self._pinged, self._since = True, now
+        return True
+
+    def _time_out(self, wait: Wait) -> bool:
+        field, expiry, code = _WAITS[wait]
+        seconds = f"{getattr(self.limits.timeouts, field):g}"
+        if expiry is Expiry.REQUEST_TIMEOUT and self._http.receiving:
+            when = " of connecting" if wait is Wait.FIRST_REQUEST else ""
+            self._http.time_out(f"request not received in full within {seconds} s{when}")
+            self._go("end")
+        elif expiry is not Expiry.CLOSE:  # nothing was asked: nothing to answer
+            self._go("end")
+        elif wait is Wait.READY:
+            self.close(code, f"no '{READY_MESSAGE}' within {seconds} s")
+        else:  # a peer gone quiet is told why; unanswered, the close ends in a drop
+            self.close(code, f"no pong within {seconds} s")
         return True
 
     # -- Salt calls a stream needs (e.g. /formatted_events' grains request) ----

@@ -1,9 +1,11 @@
 """HTTP/1.1 server side on h11: whole requests in, responses out, with limits.
 
 :class:`HTTPConnection` assembles complete :class:`Request` objects (headers
-bounded by ``max_header_bytes`` → 431, bodies by ``max_body_bytes`` → 413,
-malformed input → 400), keeps connections alive between requests, and hands
-over the bytes that follow a websocket upgrade request so none are lost.
+bounded by ``max_header_bytes`` and ``max_header_count`` → 431, bodies by
+``max_body_bytes`` → 413, malformed input → 400), keeps connections alive
+between requests, tells whether it is idle, reading or answering (for the
+timeouts, see :mod:`saltnado_core.connection`), and hands over the bytes that
+follow a websocket upgrade request so none are lost.
 Every error it produces itself is a short JSON body with a reason.
 """
 
@@ -114,24 +116,40 @@ class HTTPConnection:
 
     Verbs: ``receive_data(bytes)`` (``b""`` means EOF), ``next_request()``,
     ``send_response(response)``, ``accept_websocket(request)``,
-    ``data_to_send()``. After ``closed`` is true and output is flushed, the
-    binding closes the socket.
+    ``data_to_send()``, ``time_out(reason)``. After ``closed`` is true and
+    output is flushed, the binding closes the socket.
     """
 
-    def __init__(self, max_header_bytes: int = 16 * 1024, max_body_bytes: int = 1024 * 1024) -> None:
+    def __init__(
+        self, max_header_bytes: int = 16 * 1024, max_body_bytes: int = 1024 * 1024, max_header_count: int = 100
+    ) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
         self._max_header = max_header_bytes
+        self._max_header_count = max_header_count
         self._max_body = max_body_bytes
         self._out: list[bytes] = []
         self._pending: h11.Request | None = None
         self._body = bytearray()
         self._busy = False  # a request was handed out and awaits its response
+        self._receiving = False  # bytes of the next request have arrived
+        self.requests = 0  # complete requests handed out so far
         self.closed = False
+
+    @property
+    def busy(self) -> bool:
+        """A request was handed out and awaits its response."""
+        return self._busy
+
+    @property
+    def receiving(self) -> bool:
+        """Part of a request has arrived (and no request is being answered)."""
+        return self._receiving and not self._busy
 
     # -- input -----------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
         if self.closed:
             return
+        self._receiving = self._receiving or bool(data)
         try:
             self._h11.receive_data(data)
         except h11.RemoteProtocolError:  # data after EOF
@@ -166,6 +184,9 @@ class HTTPConnection:
                 if _head_size(event) > self._max_header:
                     self._fail(431, "request header block too large")
                     return None
+                if len(event.headers) > self._max_header_count:
+                    self._fail(431, f"too many request header fields (more than {self._max_header_count})")
+                    return None
                 length = _content_length(event)
                 if length is not None and length > self._max_body:
                     self._fail(413, f"request body of {length} bytes exceeds the {self._max_body}-byte limit")
@@ -181,6 +202,9 @@ class HTTPConnection:
                 self._pending = None
                 self._body.clear()
                 self._busy = True
+                self.requests += 1
+                # Bytes already buffered belong to the next (pipelined) request.
+                self._receiving = bool(self._h11.trailing_data[0])
                 return request
             elif isinstance(event, h11.ConnectionClosed):
                 self._close()
@@ -256,6 +280,12 @@ class HTTPConnection:
         out = b"".join(self._out)
         self._out.clear()
         return out
+
+    def time_out(self, reason: str) -> None:
+        """A request did not arrive in full in time: answer 408 with ``reason``
+        and close (RFC 9110 §15.5.9). Not while a request is being answered."""
+        if not self.closed and not self._busy:
+            self._fail(408, reason)
 
     # -- internals -------------------------------------------------------
     def _send(self, event: h11.Event) -> None:

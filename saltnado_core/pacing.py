@@ -18,7 +18,9 @@ class Pacing:
     # peer's, then drops TCP; a peer that never answers is dropped after this.
     close_handshake: float = 5.0
     shutdown_grace: float = 3.0  # for open connections to flush their close at shutdown
-    tick_interval: float = 1.0  # how often streams are checked for expired tokens
+    # how often streams are checked for expired tokens and connections for
+    # timeouts (a timeout fires up to two intervals late, never early)
+    tick_interval: float = 1.0
     reconnect_min: float = 0.05  # first delay before reconnecting to the event bus …
     reconnect_max: float = 2.0  # … doubling up to this while the master is away
     read_bytes: int = 64 * 1024  # one read from a client socket

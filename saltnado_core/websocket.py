@@ -89,6 +89,12 @@ class WebSocketSession:
         if self.open:
             self._send(TextMessage(data=text))
 
+    def ping(self, payload: bytes = b"") -> None:
+        """Send a ping (RFC 6455 §5.5.2); the peer's pong, like any frame, comes
+        back through :meth:`receive_data` and is not reported."""
+        if self.open:
+            self._send(Ping(payload=payload))
+
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Start the close handshake (no-op once closing)."""
         if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):

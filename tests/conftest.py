@@ -109,7 +109,8 @@ async def running_server(
         srv = Server(settings, master_opts, **kwargs)
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(srv.serve)
-            running = RunningServer(srv, listeners[0].socket.getsockname()[1], salt_lab)
+            sock = getattr(listeners[0], "socket", None) or listeners[0].transport_listener.socket  # TLS
+            running = RunningServer(srv, sock.getsockname()[1], salt_lab)
             await running.wait_feed_connected(10)
             yield running
             nursery.cancel_scope.cancel()

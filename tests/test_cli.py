@@ -79,3 +79,20 @@ def test_serve_config_dir_then_sigterm_closes_websockets(salt_lab: Any, loop: st
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_open_files_limit_is_raised_and_checked_against_max_connections(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import resource
+
+    from saltnado_trio.cli import RESERVED_FILES, raise_open_files_limit
+
+    set_to: list[tuple[int, int]] = []
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 20_000))
+    monkeypatch.setattr(resource, "setrlimit", lambda _, limits: set_to.append(limits))
+    raise_open_files_limit(20_000 - RESERVED_FILES)
+    assert set_to == [(20_000, 20_000)]
+    assert "open-files limit" not in caplog.text
+    raise_open_files_limit(20_000)
+    assert "the open-files limit (20000) is below max_connections (20000)" in caplog.text

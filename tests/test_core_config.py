@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from saltnado_core import ConfigError, Limits, Settings, TokenStatus, check_token, redact
+from saltnado_core import ConfigError, Limits, Settings, Timeouts, TokenStatus, check_token, redact
 from saltnado_core.tokens import is_token_shaped, redact_path, same_token
 
 PLAIN = {"rest_tornado": {"port": 8000, "disable_ssl": True}}
@@ -105,6 +105,44 @@ def test_token_length(hash_type: str, length: int) -> None:
 def test_bad_limit_value() -> None:
     with pytest.raises(ConfigError, match="max_header_bytes"):
         Settings.from_opts({"rest_tornado": {"port": 8000, "disable_ssl": True, "max_header_bytes": "16k"}})
+
+
+def test_limit_and_timeout_defaults() -> None:
+    limits = Settings.from_opts(PLAIN).limits
+    assert (limits.max_header_bytes, limits.max_header_count, limits.max_body_bytes) == (16384, 100, 1048576)
+    assert (limits.max_ws_message_bytes, limits.max_connections) == (65536, 15_000)
+    assert limits.timeouts == Timeouts(
+        handshake_timeout=10, header_timeout=10, keepalive_timeout=60, ws_ping_interval=20, ws_pong_timeout=20
+    )
+
+
+def test_every_limit_and_timeout_is_a_config_key() -> None:
+    block = {
+        "port": 8000, "disable_ssl": True,
+        "max_header_count": 20, "max_connections": "500",
+        "handshake_timeout": 3, "header_timeout": "2.5", "keepalive_timeout": 0,
+        "ws_ping_interval": 5, "ws_pong_timeout": 7.5,
+    }
+    limits = Settings.from_opts({"rest_tornado": block}).limits
+    assert limits == Limits(
+        max_header_count=20,
+        max_connections=500,
+        timeouts=Timeouts(
+            handshake_timeout=3, header_timeout=2.5, keepalive_timeout=0, ws_ping_interval=5, ws_pong_timeout=7.5
+        ),
+    )
+
+
+@pytest.mark.parametrize("value", [-1, "soon", None, True, float("inf"), float("nan"), [10]])
+def test_bad_timeout(value: Any) -> None:
+    with pytest.raises(ConfigError, match="'rest_tornado: header_timeout' must be a number of seconds >= 0"):
+        Settings.from_opts({"rest_tornado": {"port": 8000, "disable_ssl": True, "header_timeout": value}})
+
+
+@pytest.mark.parametrize("key", ["max_connections", "max_header_count", "max_body_bytes", "outbox_max_messages"])
+def test_limits_must_be_positive(key: str) -> None:
+    with pytest.raises(ConfigError, match=f"'rest_tornado: {key}' must be at least 1, got 0"):
+        Settings.from_opts({"rest_tornado": {"port": 8000, "disable_ssl": True, key: 0}})
 
 
 def test_no_netapi_clients_enabled_by_default() -> None:

@@ -292,6 +292,48 @@ def test_header_block_under_limit_is_served() -> None:
     assert binding.feed(BIG_HEADERS) == WELCOME_RESPONSE
 
 
+MANY_HEADERS = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(4)) + b"\r\n"
+
+
+@pytest.mark.parametrize("mode", ["whole", "bytewise"])
+def test_too_many_header_fields_is_431(mode: str) -> None:
+    binding = Binding(Limits(max_header_count=4))  # Host + 4 others: one too many
+    out = binding.feed(MANY_HEADERS + GET_ROOT) if mode == "whole" else binding.feed(*bytewise(MANY_HEADERS))
+    body = b'{"status": "431 Request Header Fields Too Large", "return": "too many request header fields (more than 4)"}'
+    assert out == (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\nserver: saltnado\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+    ) + body
+    assert binding.conn.finished
+    assert binding.requests == []
+
+
+def test_header_fields_at_the_count_limit_are_served() -> None:
+    binding = Binding(Limits(max_header_count=5))
+    assert binding.feed(MANY_HEADERS) == WELCOME_RESPONSE
+
+
+def test_connection_over_the_limit_gets_503_after_its_request() -> None:
+    limits = Limits(max_connections=3)
+    binding = Binding(limits)
+    binding.conn = ServerConnection(limits, EventStreams(), open_connections=3)
+    assert binding.feed(GET_ROOT[:10]) == b""  # the request is read first
+    body = b'{"status": "503 Service Unavailable", "return": "the server is at its limit of 3 connections; try again later"}'
+    assert binding.feed(GET_ROOT[10:] + GET_ROOT) == (
+        b"HTTP/1.1 503 Service Unavailable\r\nserver: saltnado\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+    ) + body
+    assert binding.conn.finished
+    assert binding.requests == []  # never reached the app
+
+
+def test_connection_under_the_limit_is_served() -> None:
+    limits = Limits(max_connections=3)
+    binding = Binding(limits)
+    binding.conn = ServerConnection(limits, EventStreams(), open_connections=2)
+    assert binding.feed(GET_ROOT) == WELCOME_RESPONSE
+
+
 def test_content_length_over_limit_is_413_before_the_body() -> None:
     binding = Binding(Limits(max_body_bytes=42))
     out = binding.feed(LOGIN_POST[: LOGIN_POST.index(b"\r\n\r\n") + 4])  # head only: no body sent yet

@@ -65,10 +65,15 @@ class Server:
         and, unless ``listen=False``, the TCP (or TLS) listeners. Raises OSError if
         the address cannot be bound."""
         if listen:
+            context = self.service.ssl_context()
+            # asyncio completes the TLS handshake before a connection is handed over:
+            # the core's handshake timeout covers the rest (the first request).
+            handshake = self.settings.limits.timeouts.handshake_timeout or None
             self.listeners = [
                 await asyncio.start_server(
                     self._accept, self.settings.address, self.settings.port,
-                    ssl=self.service.ssl_context(), start_serving=False,
+                    ssl=context, start_serving=False,
+                    ssl_handshake_timeout=handshake if context is not None else None,
                     reuse_port=self.settings.num_processes != 1,  # several processes share the port
                 )
             ]

@@ -69,7 +69,7 @@ class Service:
 
     # -- connections -----------------------------------------------------------
     def open_connection(self, wake: Callable[[], None]) -> ServerConnection:
-        conn = ServerConnection(self.settings.limits, self.streams, wake=wake)
+        conn = ServerConnection(self.settings.limits, self.streams, wake=wake, open_connections=len(self.connections))
         self.connections[conn] = wake
         return conn
 
@@ -99,7 +99,8 @@ class Service:
 
     def tick(self) -> None:
         """Every ``pacing.tick_interval``: end streams whose token expired; now and
-        then, keep idle ``/events`` streams alive through proxies."""
+        then, keep idle ``/events`` streams alive through proxies; time out idle
+        and slow connections."""
         now = time.time()
         for conn, wake in list(self.connections.items()):
             if conn.expire(now):
@@ -107,6 +108,14 @@ class Service:
         if time.monotonic() - self._last_keepalive >= SSE_KEEPALIVE_INTERVAL:
             self._last_keepalive = time.monotonic()
             self.streams.keepalive()
+        self.enforce_timeouts(time.monotonic())
+
+    def enforce_timeouts(self, now: float) -> None:
+        """Time out idle and slow connections and ping websockets (the core's
+        ``limits.timeouts``); ``now`` is the monotonic clock."""
+        for conn, wake in list(self.connections.items()):
+            if conn.tick(now):
+                wake()
 
     # -- Salt calls --------------------------------------------------------------
     async def respond(self, request: Request, salt: SaltRunner) -> Outcome:

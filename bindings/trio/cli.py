@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"saltnado: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.debug)
-    raise_open_files_limit()
+    raise_open_files_limit(settings.limits.max_connections)
     workers = settings.num_processes if settings.num_processes > 0 else os.cpu_count() or 1
     if workers > 1:
         settings = dataclasses.replace(settings, num_processes=workers)
@@ -106,16 +106,30 @@ def run_once(loop: str, settings: Settings, opts: dict[str, Any]) -> None:
         pass
 
 
-def raise_open_files_limit() -> None:
-    """One descriptor per client: raise the soft RLIMIT_NOFILE to the hard limit."""
+# Descriptors a server process needs besides its clients: listeners, the event
+# bus, Salt's sockets in the worker threads, log files.
+RESERVED_FILES = 256
+
+
+def raise_open_files_limit(max_connections: int) -> None:
+    """One descriptor per client: raise the soft RLIMIT_NOFILE to the hard limit,
+    and warn if that is too low for ``max_connections`` (clients beyond it would
+    fail in accept() without an answer instead of getting 503)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = soft
     if soft < hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            limit = hard
         except (ValueError, OSError) as exc:
             log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
-            return
-    log.debug("open-files limit: %d", max(soft, hard))
+    if limit < max_connections + RESERVED_FILES:
+        log.warning(
+            "the open-files limit (%d) is below max_connections (%d) + %d: raise it (ulimit -n, systemd "
+            "LimitNOFILE=) or lower 'rest_tornado: max_connections'",
+            limit, max_connections, RESERVED_FILES,
+        )
+    log.debug("open-files limit: %d", limit)
 
 
 def supervise(workers: int, settings: Settings, serve: Callable[[Settings], None]) -> int:
