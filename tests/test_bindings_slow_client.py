@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-import time
 from typing import Any
 
 import pytest
@@ -60,12 +59,7 @@ def _count_until_closed(sock: socket.socket) -> tuple[int, bytes]:
     return data.count(b"saltnado/test/flood"), close
 
 
-# The committed trio writer waits in send_all and only reacts to the cut-off once
-# the socket takes bytes again; the trio fan-out work in progress drops it as asyncio does.
-_TRIO_PENDING = pytest.mark.xfail(reason="trio: a stuck client is not dropped yet", strict=False)
-
-
-@pytest.mark.parametrize("binding", [pytest.param(b, marks=_TRIO_PENDING) if b == "trio" else b for b in BINDINGS])
+@pytest.mark.parametrize("binding", BINDINGS)
 async def test_stuck_client_is_cut_off_and_dropped_fast_client_gets_everything(
     binding: str, salt_lab: Any, master_opts: dict[str, Any]
 ) -> None:
@@ -84,12 +78,10 @@ async def test_stuck_client_is_cut_off_and_dropped_fast_client_gets_everything(
             nursery.start_soon(trio.to_thread.run_sync, _fire, str(salt_lab.sock_dir), EVENTS)
             received, _ = await trio.to_thread.run_sync(_count_until_closed, fast)
         assert received == EVENTS  # the reader that keeps up loses nothing
-        started = time.monotonic()
-        with trio.fail_after(15):  # unsubscribed at once, its connection dropped soon after
+        with trio.fail_after(15):  # unsubscribed at once, its connection dropped after close_handshake
             while len(srv.server.service.connections) > 1:
                 await trio.sleep(0.05)
         assert len(srv.server.streams.all_events) == 1
-        assert time.monotonic() - started < 10
         fast.close()
         stuck.settimeout(10)
         got, close = await trio.to_thread.run_sync(_count_until_closed, stuck)

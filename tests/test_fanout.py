@@ -147,11 +147,15 @@ def read_until(clients: list[Client], done: Callable[[Client], bool], timeout: f
             c.sock.setblocking(True)
 
 
-def fire(sock_dir: Path, first: int, count: int, pad: str = PAD) -> None:
-    """Push ``count`` events (seq first..first+count-1) into the master's event bus."""
+def fire(sock_dir: Path, first: int, count: int, pad: str = PAD, rate: float = 0) -> None:
+    """Push ``count`` events (seq first..first+count-1) into the master's event bus,
+    as fast as it takes them, or ``rate`` events/s."""
+    start = time.monotonic()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as pull:
         pull.connect(str(sock_dir / "master_event_pull.ipc"))
-        for seq in range(first, first + count):
+        for i, seq in enumerate(range(first, first + count)):
+            if rate and (delay := start + i / rate - time.monotonic()) > 0:
+                time.sleep(delay)
             pull.sendall(encode_pull_message(TAG, {"seq": seq, "pad": pad}))
 
 
@@ -161,16 +165,22 @@ def in_order(expected: int) -> Callable[[Client], bool]:
 
 def accounted(client: Client) -> int:
     """Events delivered or announced missing, checking that they follow each other:
-    the seqs in order, each hole exactly the size its gap notice says."""
-    expected = 0
+    the seqs in order, and every hole covered by the gap notices just before it.
+
+    A notice counts every message dropped from the stream, and ``/all_events`` also
+    carries the master's own events (auth, jobs of other tests' minion…): a hole in
+    our seqs may be smaller than the notice, never bigger, and never without one.
+    Returns the next seq expected, plus what notices since the last seq announced.
+    """
+    expected, announced = 0, 0
     for item in client.items:
         if isinstance(item, tuple):
             assert item[1] > 0
-            expected += item[1]
+            announced += item[1]
         else:
-            assert item == expected
-            expected += 1
-    return expected
+            assert expected <= item <= expected + announced, (item, expected, announced)
+            expected, announced = item + 1, 0
+    return expected + announced
 
 
 # -- a server of each binding with its own limits and policy ----------------------------
@@ -241,15 +251,7 @@ EVENTS = 2000
 
 
 @pytest.mark.parametrize("policy", ["close", "gap"])
-async def test_a_client_that_never_reads_among_50_that_do(
-    make_server: Any, policy: str, request: pytest.FixtureRequest
-) -> None:
-    if policy == "gap" and request.node.callspec.params.get("make_server") == "trio":
-        # Seen once in four runs: the slow client met event N+1 right after N-1 with
-        # no gap notice for N. Not reproduced on asyncio; cause not found yet.
-        request.node.add_marker(
-            pytest.mark.xfail(strict=False, reason="intermittent: an event missing without a gap notice on trio")
-        )
+async def test_a_client_that_never_reads_among_50_that_do(make_server: Any, policy: str) -> None:
     running = await make_server(
         outbox_max_bytes=LIMIT_BYTES, slow_client_policy=policy,
         slow_client_close_code=1008, slow_client_close_reason="test: too slow",
@@ -273,13 +275,14 @@ async def test_a_client_that_never_reads_among_50_that_do(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_outboxes, running, LIMIT_BYTES, 10_000, seen)
-        nursery.start_soon(trio.to_thread.run_sync, fire, sock_dir, 0, EVENTS)
+        # Paced, so that the 50 readers (a thread of this process) keep up on a loaded machine.
+        nursery.start_soon(trio.to_thread.run_sync, fire, sock_dir, 0, EVENTS, PAD, 1000)
         async with trio.open_nursery() as clients:
             clients.start_soon(slow_client)
             clients.start_soon(trio.to_thread.run_sync, read_until, readers, in_order(EVENTS), 120)
         if policy == "gap":  # still subscribed: later events arrive after the notice
             await trio.to_thread.run_sync(fire, sock_dir, EVENTS, 10, "")
-            await trio.to_thread.run_sync(read_until, [slow], lambda c: accounted(c) >= EVENTS + 10, 30)
+            await trio.to_thread.run_sync(read_until, [slow], lambda c: bool(c.seqs) and c.seqs[-1] >= EVENTS + 9, 30)
         nursery.cancel_scope.cancel()
 
     for reader in readers:  # every event, in order, none closed
