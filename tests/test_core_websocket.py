@@ -30,7 +30,7 @@ from saltnado_core import (
     all_events_frame,
 )
 from saltnado_core.salt_calls import PublishGrains
-from saltnado_core.websocket import Closed
+from saltnado_core.websocket import Closed, TextReceived, WebSocketSession
 
 FUZZ_EXAMPLES = int(os.environ.get("SALTNADO_FUZZ_EXAMPLES", "200"))
 NOW = 1_700_000_000.0
@@ -586,3 +586,43 @@ def test_any_client_bytes_after_upgrade(ready: bool, data: bytes, step: int, clo
     opcodes = [opcode for opcode, _ in frames]
     if Opcode.CLOSE in opcodes:  # one close, and nothing after it
         assert opcodes.index(Opcode.CLOSE) == len(opcodes) - 1
+
+
+# -- the session's wsproto connection exists only between a frame's first and last byte --
+def test_idle_session_releases_its_wsproto_connection_and_still_answers() -> None:
+    session = WebSocketSession()
+    session.receive_data(READY)
+    assert session.events() == [TextReceived("websocket client ready")]
+    assert session._wsproto is None and session.open  # nothing held between frames
+    ping = bytes(client_frames().ping(b"are you there"))
+    session.receive_data(ping[:3])  # a partial frame keeps its decoder
+    assert session._wsproto is not None
+    session.receive_data(ping[3:])
+    assert decode_server(session.data_to_send()) == [(Opcode.PONG, b"are you there")]
+    assert session._wsproto is None
+    session.ping(b"1")  # our own ping is built without one
+    assert session._wsproto is None
+    assert decode_server(session.data_to_send()) == [(Opcode.PING, b"1")]
+
+
+def test_fragmented_message_across_chunks_is_one_message() -> None:
+    frames = client_frames()
+    first = bytes(frames.send_data("websocket ", False))
+    rest = bytes(frames.send_data("client ready", True))
+    session = WebSocketSession()
+    session.receive_data(first)  # a message in progress keeps its decoder
+    assert session.events() == [] and session._wsproto is not None
+    session.receive_data(rest)
+    assert session.events() == [TextReceived("websocket client ready")]
+    assert session._wsproto is None
+
+
+def test_close_after_release_runs_the_handshake() -> None:
+    session = WebSocketSession()
+    session.receive_data(READY)
+    session.events()
+    session.close(1001, "bye")
+    assert decode_server(session.data_to_send()) == [(Opcode.CLOSE, (1001, "bye"))]
+    assert session.events() == [Closed(1001, "bye")] and not session.open
+    session.receive_data(bytes(client_frames().close(1001, "bye")))
+    assert session.closed
