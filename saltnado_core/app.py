@@ -12,14 +12,14 @@ binding's loop is::
     # step is the outcome for ServerConnection.respond()
 
 Cross-cutting rules live here: output media by ``Accept`` (406 when nothing
-offered is acceptable), CORS headers on every response, ``OPTIONS`` preflight,
+offered is acceptable), CORS headers on every response (and event stream), ``OPTIONS`` preflight,
 and JSON/YAML error bodies for every error a handler raises.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
 from .config import Settings
@@ -50,6 +50,7 @@ class AcceptEventStream:
 
     token_expire: float
     headers: tuple[tuple[str, str], ...] = ()
+    token: str = field(default="", repr=False)  # re-checked with Salt while the stream is open
 
 
 Outcome = Union[Response, AcceptWebSocket, AcceptEventStream]
@@ -115,8 +116,11 @@ class Exchange:
         except Exception as exc:  # a bug: answer 500, never a traceback to the client
             self.error = exc
             step = self._error(500, "internal server error")
-        if isinstance(step, Response) and self._headers:
-            step = Response(step.status, step.body, step.headers + self._headers, step.content_type)
+        if self._headers:
+            if isinstance(step, Response):
+                step = Response(step.status, step.body, step.headers + self._headers, step.content_type)
+            elif isinstance(step, AcceptEventStream):  # a browser's cross-origin EventSource needs them too
+                step = replace(step, headers=step.headers + self._headers)
         return step
 
     def _error(self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:

@@ -11,6 +11,8 @@
   needs (the formatted view's grains request);
 * ``expire(now)`` — end a stream whose token has expired (call about once a second);
 * ``tick(now)`` — enforce the timeouts and ping websockets (call every tick);
+* ``stream_token`` — the token of an open stream, re-checked with Salt
+  (:class:`~saltnado_core.revocation.TokenRecheck`);
 * ``close(code, reason)`` — e.g. 1001 at shutdown;
 * ``data_to_send()`` — everything to write now, as one coalesced ``bytes``;
 * ``finished`` — true once the binding should flush and drop the socket.
@@ -137,6 +139,14 @@ class ServerConnection:
     def finished(self) -> bool:
         return self.phase is Phase.DONE
 
+    @property
+    def stream_token(self) -> str | None:
+        """The token an open stream was granted with (None before or after a stream),
+        for re-checking it with Salt: see :mod:`saltnado_core.revocation`."""
+        if self._stream is None or self.phase not in (Phase.AWAIT_READY, Phase.STREAMING):
+            return None
+        return self._stream[1] or None
+
     def _go(self, action: str) -> None:
         self.phase = _TRANSITIONS[(self.phase, action)]
         if self.phase is Phase.STREAMING and self._stream is not None:
@@ -211,7 +221,7 @@ class ServerConnection:
             self._http.start_stream(outcome.headers, SSE_PREAMBLE)
             self._prefix = self._http.data_to_send()
             self._sse = True
-            self._stream = ("events", "", False)
+            self._stream = ("events", outcome.token, False)
             self._go("event_stream")
             return
         assert isinstance(outcome, AcceptWebSocket) and self._request is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -67,3 +68,20 @@ def allowed_origin(origin: str | None, cors_origin: str | Sequence[str] | None) 
     if origin and any(fnmatch.fnmatchcase(origin, p) for p in patterns):
         return origin
     return None
+
+
+def websocket_origin_allowed(origin: str, host: str | None, cors_origin: str | Sequence[str] | None) -> bool:
+    """May a browser page from ``origin`` open a websocket to this server (reached as ``host``)?
+
+    Its own origin may (the ``Origin``'s host and port are the ``Host`` header:
+    Tornado's default ``check_origin``, which the reference uses when
+    ``cors_origin`` is unset); any other only if ``cors_origin`` allows it.
+    A request without ``Origin`` does not come from a browser: check that before.
+    """
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        netloc = ""
+    if netloc and host and netloc.lower() == host.strip().lower():
+        return True
+    return allowed_origin(origin, cors_origin) is not None

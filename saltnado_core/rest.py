@@ -24,8 +24,9 @@ from .app import (
 )
 from .bodies import parse_body
 from .http import HTTPError, Request, Response, websocket_key
-from .negotiation import allowed_origin
-from .salt_calls import FireEvent, GetToken, MakeToken, RemoveToken, RunLowstate, SaltCall
+from .negotiation import websocket_origin_allowed
+from .permissions import EVENTS_FORBIDDEN, may_read_events
+from .salt_calls import FireEvent, GetAuthList, GetToken, MakeToken, RemoveToken, RunLowstate, SaltCall
 from .tokens import TokenStatus, check_token, is_token_shaped
 
 UNAUTHORIZED = HTTPError(401, "Please log in", [("www-authenticate", "Session")])
@@ -54,15 +55,28 @@ def request_token(request: Request) -> str | None:
     return request.header(AUTH_TOKEN_HEADER) or cookie(request, AUTH_COOKIE_NAME)
 
 
-def authenticate(ctx: Context) -> Generator[SaltCall, Any, tuple[str, float]]:
-    """The request's token if Salt's token store says it is valid → (token, expire); else 401."""
+def authenticate(ctx: Context) -> Generator[SaltCall, Any, tuple[str, Mapping[str, Any]]]:
+    """The request's token if Salt's token store says it is valid → (token, its record); else 401."""
     token = request_token(ctx.request)
     if not token or not is_token_shaped(token, ctx.settings.token_length):
         raise UNAUTHORIZED
+    return token, (yield from token_record(ctx, token))
+
+
+def token_record(ctx: Context, token: str) -> Generator[SaltCall, Any, Mapping[str, Any]]:
+    """Salt's record of ``token`` if it is valid at ``ctx.now``; else 401."""
     record = yield GetToken(token)
     if check_token(record, ctx.now) is not TokenStatus.VALID:
         raise UNAUTHORIZED
-    return token, float(record["expire"])
+    return record  # type: ignore[no-any-return]
+
+
+def require_event_access(record: Mapping[str, Any]) -> Generator[SaltCall, Any, None]:
+    """403 unless the token's eauth permissions allow reading the event bus
+    (the rule is in :mod:`saltnado_core.permissions`)."""
+    auth_list = yield GetAuthList(record)
+    if not may_read_events(auth_list):
+        raise HTTPError(403, EVENTS_FORBIDDEN)
 
 
 def body(ctx: Context) -> Any:
@@ -209,8 +223,9 @@ def events(ctx: Context) -> Handler:
         raise HTTPError(400, "/events takes no query string; send X-Auth-Token or the session_id cookie")
     if ctx.request.http_version != "1.1":
         raise HTTPError(400, "/events needs HTTP/1.1")
-    _, expire = yield from authenticate(ctx)
-    return AcceptEventStream(expire)
+    token, record = yield from authenticate(ctx)
+    yield from require_event_access(record)
+    return AcceptEventStream(float(record["expire"]), token=token)
 
 
 def hook(ctx: Context) -> Handler:
@@ -232,13 +247,16 @@ def hook(ctx: Context) -> Handler:
 # -- websockets ----------------------------------------------------------------------
 def websocket(ctx: Context) -> Handler:
     allow(ctx, "GET")
-    origin = ctx.request.header("origin")
-    if ctx.settings.cors_origin and origin and allowed_origin(origin, ctx.settings.cors_origin) is None:
+    # The reference's check_origin: a browser page may open a websocket only from
+    # an origin cors_origin allows, or its own (same host and port); clients that
+    # send no Origin (websocket-client, pepper, curl) are not browsers.
+    origin = ctx.request.header("origin", ctx.request.header("sec-websocket-origin"))
+    host = ctx.request.header("host")
+    if origin is not None and not websocket_origin_allowed(origin, host, ctx.settings.cors_origin):
         raise HTTPError(403, "Cross origin websockets not allowed")
     token = ctx.route.params[0]
-    record = yield GetToken(token)
-    if check_token(record, ctx.now) is not TokenStatus.VALID:
-        raise UNAUTHORIZED
+    record = yield from token_record(ctx, token)
+    yield from require_event_access(record)
     if not ctx.request.wants_websocket:
         raise HTTPError(400, 'Can "Upgrade" only to "WebSocket".')
     websocket_key(ctx.request)  # validates the handshake (400/426)

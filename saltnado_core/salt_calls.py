@@ -30,6 +30,15 @@ class GetToken:
 
 
 @dataclass(frozen=True, slots=True)
+class GetAuthList:
+    """``LoadAuth.get_auth_list({"token": …}, token=record)`` for a valid token's
+    record (from :class:`GetToken`) → the permission entries Salt enforces for it
+    (a list), or None when its eauth is not configured."""
+
+    record: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class PublishGrains:
     """Publish ``grains.items`` (``local_async`` through Salt's ``NetapiClient``,
     so ``netapi_enable_clients`` and the token's eauth ACLs apply) to ``minions``
@@ -65,7 +74,7 @@ class FireEvent:
     data: Mapping[str, Any] = field(repr=False)
 
 
-SaltCall = MakeToken | GetToken | PublishGrains | RemoveToken | RunLowstate | FireEvent
+SaltCall = MakeToken | GetToken | GetAuthList | PublishGrains | RemoveToken | RunLowstate | FireEvent
 
 # Salt exception class names (matched along the MRO: the core cannot import salt).
 _UNAVAILABLE = {"SaltDaemonNotRunning", "SaltReqTimeoutError", "SaltClientError", "ConnectionError", "TimeoutError"}

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import enum
 import hmac
+import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote, unquote_plus
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 
@@ -49,13 +51,40 @@ def redact(text: str, token: str | None) -> str:
     return text.replace(token, token[:4] + "…")
 
 
-def redact_path(target: str, length: int) -> str:
-    """A request target fit for logs: token-shaped path segments are masked.
+# Route names whose next path segment is a token, whatever its shape.
+TOKEN_IN_PATH_AFTER = frozenset({"all_events", "formatted_events"})
+# Query-string keys whose values are credentials, whatever their shape.
+SECRET_QUERY_KEYS = frozenset({"token", "session_id", "x-auth-token", "password"})
+MASK = "<token>"
+# Any run of 32 or more hex digits: a token of every hash_type Salt offers
+# (md5's 32 up to sha512's 128), never a jid (20 digits).
+_HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}(?![0-9A-Fa-f])")
 
-    ``/all_events/<64 hex>?x=1`` → ``/all_events/<token>?x=1``.
+
+def redact_path(target: str, length: int) -> str:
+    """A request target fit for logs: tokens in the path and the query are masked.
+
+    ``/all_events/<64 hex>?x=1`` → ``/all_events/<token>?x=1``; also a
+    percent-encoded token, the segment after ``/all_events/`` or
+    ``/formatted_events/`` of any shape, and the value of a ``token``,
+    ``session_id`` or ``password`` query parameter.
     """
     path, sep, query = target.partition("?")
-    segments = [
-        "<token>" if is_token_shaped(segment, length) else segment for segment in path.split("/")
-    ]
-    return "/".join(segments) + sep + query
+    segments = path.split("/")
+    for i, segment in enumerate(segments):
+        after_route = i > 0 and segments[i - 1] in TOKEN_IN_PATH_AFTER
+        if (after_route and segment) or is_token_shaped(unquote(segment), length):
+            segments[i] = MASK
+    pairs = []
+    for pair in query.split("&") if query else ():
+        key, eq, value = pair.partition("=")
+        if unquote_plus(key).lower() in SECRET_QUERY_KEYS or is_token_shaped(unquote_plus(value), length):
+            value = MASK
+        pairs.append(key + eq + value)
+    return "/".join(segments) + sep + "&".join(pairs)
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with every run of 32+ hex digits (a token of any ``hash_type``)
+    masked: the last line of defence for log records (see ``saltnado_salt.logs``)."""
+    return _HEX_RUN.sub(MASK, text)

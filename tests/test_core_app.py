@@ -26,6 +26,7 @@ from saltnado_core import (
     unauthorized,
 )
 from saltnado_core.rest import sorted_permissions, sum_permissions
+from saltnado_core.salt_calls import GetAuthList
 
 NOW = 1_700_000_000.0
 TOKEN = "0123456789abcdef" * 4  # sha256-shaped
@@ -377,12 +378,18 @@ UPGRADE_HEADERS = {
 }
 
 
-def websocket_step(req: Request, record: Any) -> Any:
+def websocket_step(req: Request, record: Any, auth_list: Any = (".*",)) -> Any:
+    """Drive a websocket request: Salt knows ``record`` for the token and ``auth_list``
+    (None: eauth not configured) are its permissions."""
     exchange = make_app().handle(req, NOW)
     call = exchange.start()
     assert call == GetToken(TOKEN)
     assert TOKEN not in repr(call)
-    return exchange.resume(record)
+    step = exchange.resume(record)
+    if isinstance(step, GetAuthList):
+        assert step.record == record and TOKEN not in repr(step)
+        step = exchange.resume(list(auth_list) if auth_list is not None else None)
+    return step
 
 
 def test_websocket_accepted_with_valid_token() -> None:

@@ -203,8 +203,20 @@ def test_redact_path() -> None:
     assert redact_path(f"/all_events/{token}", 64) == "/all_events/<token>"
     assert redact_path(f"/all_events/{token}?x=1", 64) == "/all_events/<token>?x=1"
     assert redact_path(f"/formatted_events/{token.upper()}/", 64) == "/formatted_events/<token>/"
-    # Only the master's token shape is masked.
-    assert redact_path(f"/all_events/{token}0", 64) == f"/all_events/{token}0"
+    # Elsewhere only the master's token shape is masked; after a websocket route, anything.
+    assert redact_path(f"/hook/{token}0", 64) == f"/hook/{token}0"
+    assert redact_path(f"/hook/{token}", 64) == "/hook/<token>"
+    assert redact_path(f"/all_events/{token}0", 64) == "/all_events/<token>"
+    assert redact_path("/all_events/", 64) == "/all_events/"
     assert redact_path("/jobs/20240101120000123456", 64) == "/jobs/20240101120000123456"
     assert redact_path(f"/all_events/{'a' * 32}", 32) == "/all_events/<token>"
     assert redact_path("/", 64) == "/"
+    # Percent-encoded (the router decodes the path before matching it).
+    encoded = "".join(f"%{ord(c):02x}" for c in token)
+    assert redact_path(f"/minions/{encoded}", 64) == "/minions/<token>"
+    # The query: secret keys whatever the value, any token-shaped value.
+    assert redact_path(f"/events?token={token}", 64) == "/events?token=<token>"
+    assert redact_path("/events?Token=short&x=1", 64) == "/events?Token=<token>&x=1"
+    assert redact_path("/login?password=s3cret&eauth=pam", 64) == "/login?password=<token>&eauth=pam"
+    assert redact_path(f"/x?a=1&b={token}&c", 64) == "/x?a=1&b=<token>&c"
+    assert redact_path(f"/x?session_id={token}", 64) == "/x?session_id=<token>"

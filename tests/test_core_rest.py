@@ -13,7 +13,7 @@ from saltnado_core.connection import Phase
 from saltnado_core.http import HTTPError
 from saltnado_core.lowstate import check_clients, normalize, run
 from saltnado_core.negotiation import allowed_origin, choose_media
-from saltnado_core.salt_calls import FireEvent, GetToken, RunLowstate
+from saltnado_core.salt_calls import FireEvent, GetAuthList, GetToken, RunLowstate
 
 TOKEN = "ab" * 32
 NOW = 1_000.0
@@ -40,7 +40,7 @@ def drive(app: App, req: Request, results: dict[type, Any]) -> tuple[Any, list[A
     exchange = app.handle(req, NOW)
     calls = []
     step = exchange.start()
-    while isinstance(step, (GetToken, RunLowstate, FireEvent)):
+    while isinstance(step, (GetToken, GetAuthList, RunLowstate, FireEvent)):
         calls.append(step)
         answer = results[type(step)]
         step = exchange.fail(answer) if isinstance(answer, Exception) else exchange.resume(answer)
@@ -181,8 +181,8 @@ def sse_connection() -> tuple[ServerConnection, EventStreams]:
     conn.receive_data(f"GET /events HTTP/1.1\r\nHost: t\r\nX-Auth-Token: {TOKEN}\r\n\r\n".encode())
     req = conn.next_request()
     assert req is not None
-    outcome, _ = drive(App(settings()), req, {GetToken: RECORD})
-    assert outcome == AcceptEventStream(NOW + 100)
+    outcome, _ = drive(App(settings()), req, {GetToken: RECORD, GetAuthList: [".*"]})
+    assert outcome == AcceptEventStream(NOW + 100, token=TOKEN)
     conn.respond(outcome)
     return conn, streams
 
@@ -222,7 +222,7 @@ def test_websocket_closes_1008_when_the_token_expires() -> None:
     )
     req = conn.next_request()
     assert req is not None
-    outcome, _ = drive(App(settings()), req, {GetToken: RECORD})
+    outcome, _ = drive(App(settings()), req, {GetToken: RECORD, GetAuthList: [".*"]})
     conn.respond(outcome)
     conn.data_to_send()
     assert conn.expire(NOW + 100)

@@ -29,7 +29,7 @@ from saltnado_core import (
     Settings,
     all_events_frame,
 )
-from saltnado_core.salt_calls import PublishGrains
+from saltnado_core.salt_calls import GetAuthList, PublishGrains
 from saltnado_core.websocket import Closed, TextReceived, WebSocketSession
 
 FUZZ_EXAMPLES = int(os.environ.get("SALTNADO_FUZZ_EXAMPLES", "200"))
@@ -62,7 +62,7 @@ EVENT = SaltEvent("salt/job/20240101120000123456/ret/minion1", {"return": True, 
 def upgrade_request(
     token: str = TOKEN, key: str = RFC_KEY, version: str = "13", upgrade: bool = True, path: str = "all_events"
 ) -> bytes:
-    lines = [f"GET /{path}/{token} HTTP/1.1", "Host: salt.example:8000", "Origin: http://salt.example"]
+    lines = [f"GET /{path}/{token} HTTP/1.1", "Host: salt.example:8000", "Origin: http://salt.example:8000"]
     if upgrade:
         lines += ["Upgrade: websocket", "Connection: Upgrade"]
     lines += [f"Sec-WebSocket-Key: {key}", f"Sec-WebSocket-Version: {version}"]
@@ -96,12 +96,15 @@ class Wake:
 
 
 class Binding:
-    def __init__(self, limits: Limits = Limits(), record: Any = RECORD) -> None:
-        self.app = App(SETTINGS)
+    def __init__(
+        self, limits: Limits = Limits(), record: Any = RECORD, auth_list: Any = (".*",), settings: Settings = SETTINGS
+    ) -> None:
+        self.app = App(settings)
         self.streams = EventStreams()
         self.wake = Wake()
         self.conn = ServerConnection(limits, self.streams, self.wake)
         self.record = record
+        self.auth_list = list(auth_list) if auth_list is not None else None  # Salt's permissions for the token
         self.calls: list[Any] = []
 
     def feed(self, *chunks: bytes | bytearray) -> bytes:
@@ -116,9 +119,9 @@ class Binding:
         while (request := self.conn.next_request()) is not None:
             exchange = self.app.handle(request, NOW)
             step = exchange.start()
-            while isinstance(step, (GetToken, MakeToken)):
+            while isinstance(step, (GetToken, MakeToken, GetAuthList)):
                 self.calls.append(step)
-                step = exchange.resume(self.record)
+                step = exchange.resume(self.auth_list if isinstance(step, GetAuthList) else self.record)
             self.conn.respond(step)
 
     @property
@@ -139,7 +142,7 @@ def streaming(limits: Limits = Limits()) -> Binding:
 def test_upgrade_rfc_example_key() -> None:
     binding = Binding()
     assert binding.feed(upgrade_request()) == SWITCHING
-    assert binding.calls == [GetToken(TOKEN)]
+    assert binding.calls == [GetToken(TOKEN), GetAuthList(RECORD)]
     assert binding.conn.phase is Phase.AWAIT_READY
     assert binding.conn.token_expire == NOW + 100
     assert binding.subscribers == 0  # not before the client says it is ready
@@ -175,7 +178,8 @@ def test_ready_frame_arriving_while_the_token_is_checked() -> None:
     binding.conn.receive_data(READY)  # before respond()
     exchange = binding.app.handle(request, NOW)
     exchange.start()
-    accept = exchange.resume(RECORD)
+    exchange.resume(RECORD)  # → GetAuthList
+    accept = exchange.resume([".*"])
     assert isinstance(accept, AcceptWebSocket)
     binding.conn.respond(accept)
     assert binding.conn.data_to_send() == SWITCHING

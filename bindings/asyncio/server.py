@@ -95,6 +95,7 @@ class Server:
         while True:
             await asyncio.sleep(self.service.pacing.tick_interval)
             self.service.tick()
+            self.service.recheck_tokens(self._salt, self._spawn)
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting, close websockets with 1001, give them ``grace`` s to flush."""

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from saltnado_core import ConfigError, GetToken, MakeToken, SaltCall
-from saltnado_core.salt_calls import FireEvent, PublishGrains, RemoveToken, RunLowstate
+from saltnado_core.salt_calls import FireEvent, GetAuthList, PublishGrains, RemoveToken, RunLowstate
 
 
 class SaltBridge:
@@ -54,6 +54,11 @@ class SaltBridge:
             return self.load_auth().mk_token(load)
         if isinstance(call, GetToken):
             return self.load_auth().get_tok(call.token)
+        if isinstance(call, GetAuthList):
+            # As the master computes it for a request carrying this token
+            # (ClearFuncs → LoadAuth.check_authentication(load, "token")).
+            record = dict(call.record)
+            return self.load_auth().get_auth_list({"token": record.get("token")}, token=record)
         if isinstance(call, PublishGrains):
             low = {"client": "local_async", "fun": "grains.items", "token": call.token}
             if call.minions is None:

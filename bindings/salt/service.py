@@ -17,19 +17,25 @@ from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
-from saltnado_core import App, EventStreams, Request, Response, SaltCall, SaltEvent, ServerConnection, Settings
+from saltnado_core import (
+    App, ConfigError, EventStreams, Request, Response, SaltCall, SaltEvent, ServerConnection, Settings,
+)
 from saltnado_core.app import AcceptEventStream, Outcome
 from saltnado_core.buslink import EventBusLink
 from saltnado_core.messages import SSE_KEEPALIVE_INTERVAL
 from saltnado_core.pacing import Pacing
+from saltnado_core.revocation import TokenRecheck
+from saltnado_core.salt_calls import GetToken
 from saltnado_core.subscriptions import Subscription, Subscriptions
 from saltnado_core.tokens import redact_path
 
 from .bridge import SaltBridge
+from .logs import redact_saltnado_logs
 
 log = logging.getLogger("saltnado.server")
 access_log = logging.getLogger("saltnado.access")
 feed_log = logging.getLogger("saltnado.feed")
+redact_saltnado_logs()
 
 SaltRunner = Callable[[SaltCall], Awaitable[Any]]  # runs a call in a worker thread
 Spawn = Callable[[Callable[[], Awaitable[None]]], Any]  # starts a task the binding owns
@@ -65,6 +71,7 @@ class Service:
         )
         self.bridge = SaltBridge(master_opts)
         self.connections: dict[ServerConnection, Callable[[], None]] = {}  # → its writer's wake
+        self.recheck = TokenRecheck()
         self._last_keepalive = time.monotonic()
 
     # -- connections -----------------------------------------------------------
@@ -117,6 +124,23 @@ class Service:
             if conn.tick(now):
                 wake()
 
+    def recheck_tokens(self, salt: SaltRunner, spawn: Spawn) -> None:
+        """Every tick, beside :meth:`tick`: ask Salt once about each distinct token
+        held by an open stream (worker threads); streams whose token was revoked
+        are closed with 1008 (``/events``: ended)."""
+        for call in self.recheck.calls(self.connections):
+            spawn(partial(self._recheck_token, call, salt))
+
+    async def _recheck_token(self, call: GetToken, salt: SaltRunner) -> None:
+        try:
+            record = await salt(call)
+        except Exception as exc:
+            self.recheck.failed(call)
+            log.warning("re-checking a stream's token failed (the stream stays open): %s", type(exc).__name__)
+            return
+        for conn in self.recheck.done(call, record, time.time()):
+            self.connections.get(conn, _nothing)()
+
     # -- Salt calls --------------------------------------------------------------
     async def respond(self, request: Request, salt: SaltRunner) -> Outcome:
         """Run ``request`` through the app, its Salt calls through ``salt``; log it."""
@@ -165,12 +189,7 @@ class Service:
             feed_log.log(notice.level, notice.message)
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        if self.settings.disable_ssl:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        assert self.settings.ssl_crt is not None
-        context.load_cert_chain(self.settings.ssl_crt, self.settings.ssl_key)
-        return context
+        return load_ssl_context(self.settings)
 
     def log_listening(self, sockname: Any) -> None:
         scheme = "http" if self.settings.disable_ssl else "https"
@@ -179,6 +198,33 @@ class Service:
 
 def _nothing() -> None:
     pass
+
+
+def load_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server's TLS context (None with ``disable_ssl``): the certificate chain
+    from ``ssl_crt`` and its key from ``ssl_key``, or from ``ssl_crt`` too when it
+    holds both. Raises :class:`ConfigError` saying what is wrong with the files."""
+    if settings.disable_ssl:
+        return None
+    if not settings.ssl_crt:
+        raise ConfigError("TLS is enabled but 'rest_tornado: ssl_crt' is not set")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2+, no client certificates
+    files = f"ssl_crt {settings.ssl_crt}" + (f" and ssl_key {settings.ssl_key}" if settings.ssl_key else "")
+    try:
+        # An encrypted key would make OpenSSL prompt on the terminal: refuse it instead.
+        context.load_cert_chain(settings.ssl_crt, settings.ssl_key, password=_no_passphrase)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"cannot read {files}: {exc.filename or exc.strerror} does not exist") from None
+    except PermissionError as exc:
+        raise ConfigError(f"cannot read {files}: permission denied ({exc.filename})") from None
+    except (ssl.SSLError, ValueError) as exc:
+        hint = "" if settings.ssl_key else " (without ssl_key, ssl_crt must hold the private key too)"
+        raise ConfigError(f"cannot load {files}: not a PEM certificate and matching unencrypted key{hint}: {exc}") from None
+    return context
+
+
+def _no_passphrase() -> bytes:
+    raise ValueError("the key is encrypted; saltnado needs an unencrypted ssl_key")
 
 
 class LiveEvents:

@@ -17,6 +17,8 @@ import trio
 
 from saltnado_core import ConfigError, Settings
 from saltnado_salt import load_master_opts
+from saltnado_salt.logs import redact_handlers
+from saltnado_salt.service import load_ssl_context
 
 log = logging.getLogger("saltnado")
 
@@ -30,6 +32,7 @@ def configure_logging(debug: bool) -> None:
     )
     # Salt's own loggers are chatty at INFO and some print request payloads.
     logging.getLogger("salt").setLevel(logging.WARNING)
+    redact_handlers(logging.getLogger())  # tokens are masked in every record, Salt's too
 
 
 async def run_server(settings: Settings, opts: dict[str, Any], on_ready: Any = None) -> None:
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts = load_master_opts(path)
         settings = Settings.from_opts(opts)
+        load_ssl_context(settings)  # unreadable certificate or key: say so before serving
     except ConfigError as exc:
         print(f"saltnado: {exc}", file=sys.stderr)
         return 2

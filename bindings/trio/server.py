@@ -92,9 +92,11 @@ class Server:
             )
 
     async def _ticker(self) -> None:
+        assert self._nursery is not None
         while True:
             await trio.sleep(self.service.pacing.tick_interval)
             self.service.tick()
+            self.service.recheck_tokens(self._salt, self._nursery.start_soon)
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting, close websockets with 1001, give them ``grace`` s to flush."""

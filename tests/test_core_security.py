@@ -1,0 +1,335 @@
+"""Core security rules, bytes in and bytes out: who may read the event bus, streams
+closed when Salt revokes their token, websocket Origin checks, CORS on every
+response and stream, and tokens masked for logs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+from wsproto.frame_protocol import FrameProtocol, Opcode
+
+from saltnado_core import App, EventStreams, Limits, Phase, ServerConnection, Settings
+from saltnado_core.permissions import EVENTS_FORBIDDEN, may_read_events
+from saltnado_core.revocation import TokenRecheck
+from saltnado_core.salt_calls import GetAuthList, GetToken, SaltCall
+from saltnado_core.tokens import redact_tokens
+
+NOW = 1_700_000_000.0
+TOKEN = "0123456789abcdef" * 4
+OTHER = "fedcba9876543210" * 4
+RECORD = {"token": TOKEN, "start": NOW, "expire": NOW + 100, "name": "alice", "eauth": "pam"}
+OTHER_RECORD = {**RECORD, "token": OTHER, "name": "bob"}
+SETTINGS = Settings(websockets=True, disable_ssl=True)
+FULL = [".*", "@runner"]
+
+HANDSHAKE = (
+    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+SWITCHING = (
+    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+    b"sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+)
+READY = bytes(FrameProtocol(client=True, extensions=[]).send_data("websocket client ready", True))
+
+
+def ws_request(path: str, token: str = TOKEN, *headers: str) -> bytes:
+    lines = [f"GET /{path}/{token} HTTP/1.1", "Host: salt.example:8000", *headers]
+    return ("\r\n".join(lines) + "\r\n" + HANDSHAKE + "\r\n").encode()
+
+
+def sse_request(token: str = TOKEN, *headers: str) -> bytes:
+    lines = ["GET /events HTTP/1.1", "Host: salt.example:8000", f"X-Auth-Token: {token}", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class Client:
+    """One connection driven like a binding does, Salt answering from ``salt``:
+    tokens → records, and ``auth_lists``: tokens → Salt's permission list."""
+
+    def __init__(
+        self,
+        streams: EventStreams,
+        settings: Settings = SETTINGS,
+        records: dict[str, Any] | None = None,
+        auth_lists: dict[str, Any] | None = None,
+    ) -> None:
+        self.app = App(settings)
+        self.conn = ServerConnection(Limits(), streams)
+        self.records = records if records is not None else {TOKEN: RECORD, OTHER: OTHER_RECORD}
+        self.auth_lists = auth_lists if auth_lists is not None else {TOKEN: FULL, OTHER: FULL}
+        self.calls: list[SaltCall] = []
+
+    def send(self, data: bytes) -> bytes:
+        self.conn.receive_data(data)
+        while (request := self.conn.next_request()) is not None:
+            exchange = self.app.handle(request, NOW)
+            step = exchange.start()
+            while isinstance(step, (GetToken, GetAuthList)):
+                self.calls.append(step)
+                if isinstance(step, GetToken):
+                    step = exchange.resume(self.records.get(step.token, {}))
+                else:
+                    step = exchange.resume(self.auth_lists.get(step.record["token"]))
+            self.conn.respond(step)
+        return self.conn.data_to_send()
+
+
+def json_error(status: str, reason: str) -> bytes:
+    body = json.dumps({"status": status, "return": reason}).encode()
+    head = f"HTTP/1.1 {status}\r\nserver: saltnado\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+def frames(data: bytes) -> list[tuple[Opcode, Any]]:
+    reader = FrameProtocol(client=True, extensions=[])
+    reader.receive_bytes(data)
+    return [(frame.opcode, frame.payload) for frame in reader.received_frames()]
+
+
+# -- who may read the event bus -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("auth_list", "allowed"),
+    [
+        ([".*"], True),
+        (["@events"], True),
+        (["test.ping", "@events"], True),
+        ([{"*": [".*"]}], True),
+        ([{"*": ".*"}], True),
+        (["@runner", "@wheel", "@jobs", ".*"], True),  # the lab's operator: unchanged
+        (["test.ping"], False),
+        (["test.*", "grains.items"], False),
+        ([{"web*": [".*"]}], False),  # all functions, but not on every minion
+        ([{"*": ["test.ping"]}], False),
+        ([{"*": [".*"], "x": []}], False),  # not a Salt target entry (one key)
+        (["@runner", "@wheel", "@jobs"], False),
+        (["@event"], False),
+        ([], False),  # logged in, but nothing allowed
+        (None, False),  # the user's eauth is not in external_auth
+        ("@events", False),  # not a list: not Salt's shape
+    ],
+)
+def test_who_may_read_events(auth_list: Any, allowed: bool) -> None:
+    assert may_read_events(auth_list) is allowed
+
+
+FORBIDDEN = json_error("403 Forbidden", EVENTS_FORBIDDEN)
+
+
+@pytest.mark.parametrize("path", ["all_events", "formatted_events"])
+def test_websocket_without_event_permission_is_403_before_the_upgrade(path: str) -> None:
+    streams = EventStreams()
+    client = Client(streams, auth_lists={TOKEN: ["test.ping"]})
+    assert client.send(ws_request(path)) == FORBIDDEN
+    assert client.calls == [GetToken(TOKEN), GetAuthList(RECORD)]
+    assert client.conn.phase is Phase.HTTP  # refused; the connection stays HTTP
+    assert client.send(READY) == b""  # not a websocket: nothing is streamed
+    assert len(streams.all_events) == 0 and len(streams.formatted) == 0
+
+
+def test_events_without_event_permission_is_403() -> None:
+    streams = EventStreams()
+    client = Client(streams, auth_lists={TOKEN: None})
+    assert client.send(sse_request()) == FORBIDDEN
+    assert len(streams.events) == 0
+
+
+def test_unknown_token_is_401_without_asking_for_permissions() -> None:
+    client = Client(EventStreams(), records={})
+    assert client.send(ws_request("all_events")).startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+    assert client.calls == [GetToken(TOKEN)]
+
+
+def test_event_permission_opens_the_stream() -> None:
+    client = Client(EventStreams(), auth_lists={TOKEN: ["@events"]})
+    assert client.send(ws_request("all_events") + READY) == SWITCHING
+    assert client.conn.phase is Phase.STREAMING
+
+
+# -- revoked tokens close their streams -------------------------------------------------
+
+
+def open_streams() -> tuple[EventStreams, dict[str, Client]]:
+    streams = EventStreams()
+    clients = {name: Client(streams) for name in ("ws1", "ws2", "formatted", "sse", "other", "http")}
+    for name in ("ws1", "ws2"):
+        assert clients[name].send(ws_request("all_events") + READY) == SWITCHING
+    assert clients["formatted"].send(ws_request("formatted_events") + READY).startswith(SWITCHING)
+    assert clients["sse"].send(sse_request()).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert clients["other"].send(ws_request("all_events", OTHER) + READY) == SWITCHING
+    clients["http"].send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    return streams, clients
+
+
+def test_one_recheck_per_distinct_stream_token() -> None:
+    _, clients = open_streams()
+    recheck = TokenRecheck()
+    conns = [client.conn for client in clients.values()]
+    assert recheck.calls(conns) == [GetToken(TOKEN), GetToken(OTHER)]  # none for the plain HTTP one
+    assert recheck.calls(conns) == []  # both still being checked
+    assert recheck.done(GetToken(OTHER), OTHER_RECORD, NOW) == []  # still valid
+    assert recheck.calls(conns) == [GetToken(OTHER)]
+
+
+def test_a_revoked_token_closes_every_stream_holding_it() -> None:
+    streams, clients = open_streams()
+    recheck = TokenRecheck()
+    [check, _] = recheck.calls(client.conn for client in clients.values())
+    closed = recheck.done(check, {}, NOW)  # Salt's get_tok: {} once the token is removed
+    assert set(closed) == {clients[name].conn for name in ("ws1", "ws2", "formatted", "sse")}
+    for name in ("ws1", "ws2", "formatted"):
+        assert frames(clients[name].conn.data_to_send())[-1] == (Opcode.CLOSE, (1008, "token revoked"))
+        assert clients[name].conn.phase is Phase.CLOSING
+    assert clients["sse"].conn.data_to_send() == b"0\r\n\r\n"  # the event stream ends
+    assert clients["sse"].conn.phase is Phase.DONE
+    assert clients["other"].conn.phase is Phase.STREAMING and clients["other"].conn.data_to_send() == b""
+    assert len(streams.all_events) == 1 and len(streams.events) == 0 and len(streams.formatted) == 0
+
+
+def test_a_token_expired_by_salts_record_closes_with_that_reason() -> None:
+    _, clients = open_streams()
+    recheck = TokenRecheck()
+    [check, _] = recheck.calls([clients["ws1"].conn, clients["other"].conn])
+    assert recheck.done(check, {**RECORD, "expire": NOW - 1}, NOW) == [clients["ws1"].conn]
+    assert frames(clients["ws1"].conn.data_to_send()) == [(Opcode.CLOSE, (1008, "token expired"))]
+
+
+def test_a_failed_recheck_keeps_the_streams_and_asks_again() -> None:
+    _, clients = open_streams()
+    recheck = TokenRecheck()
+    conn = clients["ws1"].conn
+    [check] = recheck.calls([conn])
+    recheck.failed(check)
+    assert conn.phase is Phase.STREAMING and len(recheck) == 0
+    assert recheck.calls([conn]) == [check]
+
+
+def test_a_stream_closed_while_its_token_is_checked_is_left_alone() -> None:
+    _, clients = open_streams()
+    recheck = TokenRecheck()
+    conn = clients["ws1"].conn
+    [check] = recheck.calls([conn])
+    conn.close(1001, "server shutting down")
+    close = conn.data_to_send()
+    assert recheck.done(check, {}, NOW) == []
+    assert frames(close) == [(Opcode.CLOSE, (1001, "server shutting down"))]
+    assert conn.data_to_send() == b""
+
+
+def test_stream_token_is_known_only_while_streaming() -> None:
+    client = Client(EventStreams())
+    assert client.conn.stream_token is None
+    client.send(ws_request("all_events"))
+    assert client.conn.stream_token == TOKEN  # upgraded, waiting for "websocket client ready"
+    client.send(READY)
+    assert client.conn.stream_token == TOKEN
+    client.conn.close(1000, "bye")
+    assert client.conn.stream_token is None
+
+
+# -- websocket Origin ------------------------------------------------------------------
+
+CROSS_ORIGIN = json_error("403 Forbidden", "Cross origin websockets not allowed")
+
+
+@pytest.mark.parametrize(
+    ("cors_origin", "origin", "accepted"),
+    [
+        (None, None, True),  # no Origin: not a browser (websocket-client, pepper, curl)
+        (None, "http://salt.example:8000", True),  # the page's own origin
+        (None, "https://SALT.example:8000", True),  # host names are case-insensitive
+        (None, "http://salt.example", False),  # another port is another origin
+        (None, "https://evil.example", False),
+        (None, "null", False),
+        (None, "", False),
+        ("https://ui.example", "https://ui.example", True),
+        ("https://ui.example", "https://evil.example", False),
+        ("https://ui.example", "http://salt.example:8000", True),  # its own origin still
+        (["https://a.example", "https://*.corp.example"], "https://x.corp.example", True),
+        (["https://a.example", "https://*.corp.example"], "https://corp.example", False),
+        (["https://a.example", "https://*.corp.example"], "https://x.corp.example.evil", False),
+        ("*", "https://anything.example", True),
+        ("*", "null", True),
+    ],
+)
+def test_websocket_origin(cors_origin: Any, origin: str | None, accepted: bool) -> None:
+    settings = dataclasses.replace(SETTINGS, cors_origin=cors_origin)
+    client = Client(EventStreams(), settings)
+    headers = () if origin is None else (f"Origin: {origin}",)
+    out = client.send(ws_request("all_events", TOKEN, *headers))
+    if accepted:
+        assert out == SWITCHING
+    else:
+        assert out == CROSS_ORIGIN
+        assert client.calls == []  # refused before Salt is asked anything
+
+
+def test_legacy_sec_websocket_origin_is_checked_too() -> None:
+    client = Client(EventStreams())
+    out = client.send(ws_request("all_events", TOKEN, "Sec-WebSocket-Origin: https://evil.example"))
+    assert out == CROSS_ORIGIN
+
+
+# -- CORS on responses, preflight and event streams --------------------------------------
+
+
+def test_preflight_for_an_allowed_origin_is_literal() -> None:
+    settings = dataclasses.replace(SETTINGS, cors_origin=["https://*.corp.example"])
+    client = Client(EventStreams(), settings)
+    out = client.send(
+        b"OPTIONS /minions HTTP/1.1\r\nHost: salt.example:8000\r\nOrigin: https://ui.corp.example\r\n"
+        b"Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: X-Auth-Token, Content-Type\r\n\r\n"
+    )
+    assert out == (
+        b"HTTP/1.1 204 No Content\r\nserver: saltnado\r\ncontent-length: 0\r\n"
+        b"access-control-allow-headers: X-Auth-Token, Content-Type\r\n"
+        b"access-control-allow-methods: OPTIONS, GET, POST\r\n"
+        b"access-control-expose-headers: X-Auth-Token\r\n"
+        b"access-control-max-age: 1400\r\n"
+        b"access-control-allow-origin: https://ui.corp.example\r\n"
+        b"vary: Origin\r\n"
+        b"access-control-allow-credentials: true\r\n\r\n"
+    )
+
+
+def test_preflight_for_another_origin_allows_nothing() -> None:
+    settings = dataclasses.replace(SETTINGS, cors_origin=["https://*.corp.example"])
+    out = Client(EventStreams(), settings).send(
+        b"OPTIONS / HTTP/1.1\r\nHost: salt.example:8000\r\nOrigin: https://evil.example\r\n\r\n"
+    )
+    assert out.startswith(b"HTTP/1.1 204 No Content\r\n")
+    assert b"access-control-allow-origin" not in out and b"access-control-allow-credentials" not in out
+
+
+def test_star_allows_every_origin_without_credentials() -> None:
+    settings = dataclasses.replace(SETTINGS, cors_origin="*")
+    out = Client(EventStreams(), settings).send(
+        b"GET / HTTP/1.1\r\nHost: salt.example:8000\r\nOrigin: https://anything.example\r\n\r\n"
+    )
+    assert b"\r\naccess-control-allow-origin: *\r\nvary: Origin\r\n" in out
+    assert b"access-control-allow-credentials" not in out
+
+
+def test_event_stream_carries_cors_headers() -> None:
+    settings = dataclasses.replace(SETTINGS, cors_origin="https://ui.example")
+    out = Client(EventStreams(), settings).send(sse_request(TOKEN, "Origin: https://ui.example"))
+    assert out == (
+        b"HTTP/1.1 200 OK\r\nserver: saltnado\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+        b"x-accel-buffering: no\r\naccess-control-allow-origin: https://ui.example\r\nvary: Origin\r\n"
+        b"access-control-allow-credentials: true\r\nTransfer-Encoding: chunked\r\n\r\nb\r\nretry: 400\n\r\n"
+    )
+
+
+# -- tokens masked for logs ------------------------------------------------------------
+
+
+def test_redact_tokens_masks_every_token_shape() -> None:
+    for token in ("a" * 32, "0f" * 20, TOKEN, "F" * 128):  # md5, sha1, sha256, sha512 digests
+        assert redact_tokens(f"x {token}, /all_events/{token}?t={token}") == "x <token>, /all_events/<token>?t=<token>"
+    kept = "jid 20240101120000123456, id minion1, 31 hex " + "a" * 31
+    assert redact_tokens(kept) == kept
