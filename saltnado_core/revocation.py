@@ -25,6 +25,10 @@ from .tokens import TokenStatus, check_token
 
 REVOKED_REASON = "token revoked"
 EXPIRED_REASON = "token expired"
+# Salt's cache rounds a token's expiry down to a whole second (Cache.store's
+# int() of the timestamp), so it forgets a token up to this long before the
+# record's ``expire``.
+SALT_EXPIRY_ROUNDING = 1.0
 
 
 class TokenRecheck:
@@ -51,12 +55,16 @@ class TokenRecheck:
         status = check_token(record, now)
         if status is TokenStatus.VALID:
             return []
-        reason = EXPIRED_REASON if status is TokenStatus.EXPIRED else REVOKED_REASON
         closed = []
         for conn in holders:
-            if conn.stream_token is not None:  # still streaming: not closed meanwhile
-                conn.close(CLOSE_POLICY_VIOLATION, reason)
-                closed.append(conn)
+            if conn.stream_token is None:  # closed meanwhile
+                continue
+            # Salt forgets (and deletes) a token once it expires: gone at its
+            # expiry is expired, not revoked.
+            expiry = conn.token_expire
+            expired = status is TokenStatus.EXPIRED or (expiry is not None and now >= expiry - SALT_EXPIRY_ROUNDING)
+            conn.close(CLOSE_POLICY_VIOLATION, EXPIRED_REASON if expired else REVOKED_REASON)
+            closed.append(conn)
         return closed
 
     def failed(self, call: GetToken) -> None:

@@ -18,12 +18,20 @@ import trio
 from saltnado_core import Settings
 
 
+# Users besides 'saltdev' (full access) for permission tests; eauth 'auto' accepts any
+# password for them. A user not listed at all (e.g. 'nobody') logs in with no permissions.
+EAUTH_USERS = {
+    "watcher": ["@events"],  # may read the event bus, and run nothing
+    "pinger": ["test.ping"],  # may run test.ping, and not read the event bus
+}
+
+
 @pytest.fixture(scope="session")
 def salt_lab() -> Iterator[Any]:
     """A real private salt-master + salt-minion ('minion1'), started once per session."""
     from saltnado_salt.private_salt import PrivateSalt
 
-    lab = PrivateSalt(api_port=0)
+    lab = PrivateSalt(api_port=0, eauth_users=EAUTH_USERS)
     lab.start(timeout=240)
     try:
         yield lab

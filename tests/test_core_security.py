@@ -199,6 +199,18 @@ def test_a_token_expired_by_salts_record_closes_with_that_reason() -> None:
     assert frames(clients["ws1"].conn.data_to_send()) == [(Opcode.CLOSE, (1008, "token expired"))]
 
 
+def test_a_token_gone_after_its_expiry_is_expired_not_revoked() -> None:
+    _, clients = open_streams()
+    recheck = TokenRecheck()
+    [check] = recheck.calls([clients["ws1"].conn, clients["ws2"].conn])  # asked just before it expired …
+    # … Salt forgot it meanwhile: its cache rounds the expiry down to a whole second.
+    assert recheck.done(check, {}, NOW + 99.2) == [clients["ws1"].conn, clients["ws2"].conn]
+    assert frames(clients["ws1"].conn.data_to_send()) == [(Opcode.CLOSE, (1008, "token expired"))]
+    assert recheck.calls([clients["ws2"].conn, clients["other"].conn]) == [GetToken(OTHER)]  # ws2 is closed
+    assert recheck.done(GetToken(OTHER), {}, NOW + 98.9) == [clients["other"].conn]  # earlier: revoked
+    assert frames(clients["other"].conn.data_to_send()) == [(Opcode.CLOSE, (1008, "token revoked"))]
+
+
 def test_a_failed_recheck_keeps_the_streams_and_asks_again() -> None:
     _, clients = open_streams()
     recheck = TokenRecheck()

@@ -110,8 +110,8 @@ async def test_key_delete_and_accept_remove_and_restore_the_minion(server: Runni
 async def test_client_is_told_when_salt_refuses_the_grains_request(server: RunningServer) -> None:
     from conftest import login
 
-    # eauth 'auto' lets anyone log in; a user not listed in external_auth gets no perms.
-    token = (await trio.to_thread.run_sync(login, server.port, "nobody"))["token"]
+    # 'watcher' may read the event bus ('@events') but run nothing, not even grains.items.
+    token = (await trio.to_thread.run_sync(login, server.port, "watcher"))["token"]
 
     def scenario() -> dict[str, Any]:
         ws = _open(server, token)

@@ -15,6 +15,8 @@ from typing import Any
 from saltnado_core import ConfigError, GetToken, MakeToken, SaltCall
 from saltnado_core.salt_calls import FireEvent, GetAuthList, PublishGrains, RemoveToken, RunLowstate
 
+from .logs import redact_salt_logs
+
 
 class SaltBridge:
     def __init__(self, master_opts: Mapping[str, Any]) -> None:
@@ -36,6 +38,7 @@ class SaltBridge:
             if self._auth is None:
                 import salt.auth
 
+                redact_salt_logs()  # salt.auth names the tokens it cannot load
                 self._auth = salt.auth.LoadAuth(self.opts)
             return self._auth
 

@@ -4,9 +4,11 @@ The access log already writes request targets with tokens masked
 (:func:`saltnado_core.tokens.redact_path`), and nothing logs headers, bodies or
 Salt call arguments. :class:`TokenRedactor` also masks any token-shaped text
 (32+ hex digits) in a record's message and traceback — an exception's message
-can quote what it was given. It is attached to saltnado's own loggers here, and
-``saltnado serve`` attaches it to its log handler too, so Salt's own records
-(e.g. "Could not remove token …") are masked as well.
+can quote what it was given. It is attached to saltnado's own loggers and to the
+Salt loggers known to name tokens (``salt.auth`` warns "Token '<token>' could not
+be loaded" for every unknown or expired token a client sends), and
+``saltnado serve`` attaches it to its log handler too, so every record it
+writes is masked, whichever logger made it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,17 @@ import logging
 from saltnado_core.tokens import redact_tokens
 
 LOGGERS = ("saltnado", "saltnado.server", "saltnado.access", "saltnado.feed", "saltnado.demo")
+# Salt's loggers that name tokens (salt 3008); loader modules log as salt.loaded.int.<kind>.<name>.
+SALT_LOGGERS = (
+    "salt.auth",
+    "salt.cache",
+    "salt.cache.localfs",
+    "salt.loaded.int.cache.localfs",
+    "salt.tokens.localfs",
+    "salt.tokens.rediscluster",
+    "salt.loaded.int.tokens.localfs",
+    "salt.loaded.int.tokens.rediscluster",
+)
 
 
 class TokenRedactor(logging.Filter):
@@ -44,7 +57,21 @@ REDACTOR = TokenRedactor()
 
 def redact_saltnado_logs() -> None:
     """Attach :data:`REDACTOR` to every saltnado logger (idempotent)."""
-    for name in LOGGERS:
+    _attach(LOGGERS)
+
+
+def redact_salt_logs() -> None:
+    """Attach :data:`REDACTOR` to Salt's loggers that name tokens (idempotent).
+
+    Call it only once salt is imported: Salt's modules expect loggers of its own
+    class (with ``trace``), which importing salt installs; a logger made before
+    would be a plain one.
+    """
+    _attach(SALT_LOGGERS)
+
+
+def _attach(names: tuple[str, ...]) -> None:
+    for name in names:
         logger = logging.getLogger(name)
         if REDACTOR not in logger.filters:
             logger.addFilter(REDACTOR)

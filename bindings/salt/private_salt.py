@@ -134,7 +134,8 @@ class PrivateSalt:
     root: Path | None = None  # created (and removed by stop()) when None
     minion_ids: tuple[str, ...] = ("minion1",)
     api_port: int = 0  # 0: pick a free loopback port (resolved by start())
-    username: str = "saltdev"  # listed under external_auth: auto
+    username: str = "saltdev"  # listed under external_auth: auto, with full access
+    eauth_users: dict = field(default_factory=dict)  # more external_auth: auto users → their permissions
     extra_master_opts: dict = field(default_factory=dict)
 
     # set by start()
@@ -285,7 +286,7 @@ class PrivateSalt:
             "log_level_logfile": "warning",
             "presence_events": True, "loop_interval": 5,
             "netapi_enable_clients": NETAPI_CLIENTS,
-            "external_auth": {"auto": {self.username: [".*", "@runner", "@wheel", "@jobs"]}},
+            "external_auth": {"auto": {self.username: [".*", "@runner", "@wheel", "@jobs"], **self.eauth_users}},
             "open_mode": False, "auto_accept": False,
             "rest_tornado": {"port": self.api_port, "address": "127.0.0.1",
                              "disable_ssl": True, "websockets": True},
