@@ -111,7 +111,7 @@ class Settings:
         port = _int(block, "port")
         if not 0 <= port <= 65535:
             raise ConfigError(f"'rest_tornado: port' must be 0-65535, got {port}")
-        disable_ssl = bool(block.get("disable_ssl", False))
+        disable_ssl = _bool(block, "disable_ssl")
         ssl_crt = block.get("ssl_crt")
         if not disable_ssl and not ssl_crt:
             raise ConfigError(
@@ -194,6 +194,24 @@ def _positive_int(block: Mapping[str, Any], key: str, default: int) -> int:
     if value < 1:
         raise ConfigError(f"'rest_tornado: {key}' must be at least 1, got {value}")
     return value
+
+
+def _bool(block: Mapping[str, Any], key: str, default: bool = False) -> bool:
+    """A YAML boolean; also the strings true/false, yes/no, on/off, 1/0 — never the
+    truthiness of any string, so a quoted "false" does not turn TLS off."""
+    value: Any = block.get(key)
+    if value is None:  # absent, or an empty YAML value
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _BOOLEANS:
+        return _BOOLEANS[value.strip().lower()]
+    raise ConfigError(f"'rest_tornado: {key}' must be True or False, got {value!r}")
+
+
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 
 def _int(block: Mapping[str, Any], key: str, default: int | None = None) -> int:

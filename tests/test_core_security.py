@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from saltnado_core import App, EventStreams, Limits, Phase, ServerConnection, Settings
+from saltnado_core import App, ConfigError, EventStreams, Limits, Phase, ServerConnection, Settings
 from saltnado_core.permissions import EVENTS_FORBIDDEN, may_read_events
 from saltnado_core.revocation import TokenRecheck
 from saltnado_core.salt_calls import GetAuthList, GetToken, SaltCall
@@ -345,3 +345,26 @@ def test_redact_tokens_masks_every_token_shape() -> None:
         assert redact_tokens(f"x {token}, /all_events/{token}?t={token}") == "x <token>, /all_events/<token>?t=<token>"
     kept = "jid 20240101120000123456, id minion1, 31 hex " + "a" * 31
     assert redact_tokens(kept) == kept
+
+
+# -- TLS settings ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [True, "true", "Yes", "on", 1])
+def test_disable_ssl_true(value: Any) -> None:
+    assert Settings.from_opts({"rest_tornado": {"port": 8000, "disable_ssl": value}}).disable_ssl
+
+
+@pytest.mark.parametrize("value", [False, "false", "no", "off", 0, None])
+def test_disable_ssl_false_needs_a_certificate(value: Any) -> None:
+    # A quoted "false" is not the truthy string it is to Python: TLS stays on.
+    with pytest.raises(ConfigError, match="ssl_crt"):
+        Settings.from_opts({"rest_tornado": {"port": 8000, "disable_ssl": value}})
+    settings = Settings.from_opts({"rest_tornado": {"port": 8000, "disable_ssl": value, "ssl_crt": "/c.pem"}})
+    assert not settings.disable_ssl and (settings.ssl_crt, settings.ssl_key) == ("/c.pem", None)
+
+
+@pytest.mark.parametrize("value", ["maybe", 2, []])
+def test_disable_ssl_of_another_kind_is_refused(value: Any) -> None:
+    with pytest.raises(ConfigError, match="'rest_tornado: disable_ssl' must be True or False"):
+        Settings.from_opts({"rest_tornado": {"port": 8000, "disable_ssl": value}})

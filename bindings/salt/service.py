@@ -11,6 +11,7 @@ owns — so the trio and asyncio bindings run the very same request path.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -208,23 +209,32 @@ def load_ssl_context(settings: Settings) -> ssl.SSLContext | None:
         return None
     if not settings.ssl_crt:
         raise ConfigError("TLS is enabled but 'rest_tornado: ssl_crt' is not set")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2+, no client certificates
+    for key, path in (("ssl_crt", settings.ssl_crt), ("ssl_key", settings.ssl_key)):
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"'rest_tornado: {key}' {path} does not exist (or is not a file)")
+        if path is not None and not os.access(path, os.R_OK):
+            raise ConfigError(f"'rest_tornado: {key}' {path} is not readable by this user")
     files = f"ssl_crt {settings.ssl_crt}" + (f" and ssl_key {settings.ssl_key}" if settings.ssl_key else "")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2+, no client certificates
     try:
-        # An encrypted key would make OpenSSL prompt on the terminal: refuse it instead.
+        # An encrypted key would make OpenSSL ask for its passphrase on the terminal: refuse it instead.
         context.load_cert_chain(settings.ssl_crt, settings.ssl_key, password=_no_passphrase)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"cannot read {files}: {exc.filename or exc.strerror} does not exist") from None
-    except PermissionError as exc:
-        raise ConfigError(f"cannot read {files}: permission denied ({exc.filename})") from None
-    except (ssl.SSLError, ValueError) as exc:
+    except _EncryptedKey:
+        raise ConfigError(f"cannot load {files}: the key is encrypted; saltnado needs an unencrypted key") from None
+    except (ssl.SSLError, OSError) as exc:
         hint = "" if settings.ssl_key else " (without ssl_key, ssl_crt must hold the private key too)"
-        raise ConfigError(f"cannot load {files}: not a PEM certificate and matching unencrypted key{hint}: {exc}") from None
+        raise ConfigError(
+            f"cannot load {files}: not a PEM certificate chain and its matching private key{hint}: {exc}"
+        ) from None
     return context
 
 
+class _EncryptedKey(Exception):
+    pass
+
+
 def _no_passphrase() -> bytes:
-    raise ValueError("the key is encrypted; saltnado needs an unencrypted ssl_key")
+    raise _EncryptedKey
 
 
 class LiveEvents:
