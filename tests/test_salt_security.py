@@ -263,7 +263,7 @@ async def test_tokens_are_never_logged(server: RunningServer, caplog: pytest.Log
     token = await trio.to_thread.run_sync(every_token_place, server.port, server.ws_url)
     await trio.sleep(0.5)  # the closes are logged
     access = [r.getMessage() for r in caplog.records if r.name == "saltnado.access"]
-    assert f"GET /all_events/<token>" in " ".join(access) and "GET /events?token=<token> 400" in " ".join(access)
+    assert "GET /all_events/<token>" in " ".join(access) and "GET /events?token=<token> 400" in " ".join(access)
     assert len(access) >= 12
     for record in caplog.records:
         assert token not in record.getMessage(), record.name

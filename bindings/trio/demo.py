@@ -6,6 +6,7 @@ process it started and removes the directory.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import threading
@@ -45,7 +46,8 @@ saltnado is serving a private Salt master with minion 'minion1' at {base}
    ws://127.0.0.1:{port}/all_events/$TOKEN    (send "websocket client ready" first)
 
    Python: .venv/bin/python -c "import websocket,sys; ws=websocket.create_connection('ws://127.0.0.1:{port}/all_events/'+sys.argv[1]); ws.send('websocket client ready'); [print(ws.recv()) for _ in iter(int, 1)]" $TOKEN
-   JS:     ws = new WebSocket('ws://127.0.0.1:{port}/all_events/' + TOKEN); ws.onopen = () => ws.send('websocket client ready'); ws.onmessage = e => console.log(JSON.parse(e.data));
+   JS (from a browser page of any origin: the demo sets cors_origin: '*'):
+           ws = new WebSocket('ws://127.0.0.1:{port}/all_events/' + TOKEN); ws.onopen = () => ws.send('websocket client ready'); ws.onmessage = e => console.log(JSON.parse(e.data));
 
 A test.ping is fired every few seconds so the stream is never empty (--no-ping turns it off).
 Press Ctrl-C to stop the server, the master and the minion, and remove the temporary directory.
@@ -78,7 +80,8 @@ def run_demo(port: int = 8000, ping_interval: float | None = 5.0) -> int:
         lab.start(progress=_say)
         _say(f"Salt is up after {time.monotonic() - started:.1f} s (config in {lab.config_dir})")
         opts = load_master_opts(str(lab.master_config_path))
-        settings = Settings.from_opts(opts)
+        # Browser pages of any origin may connect (the JS line below): a private loopback demo.
+        settings = dataclasses.replace(Settings.from_opts(opts), cors_origin="*")
 
         async def on_ready(server: Any, nursery: Any) -> None:
             print(instructions(lab.api_port, lab.username), flush=True)
