@@ -8,8 +8,6 @@ two at most; nothing asserts how long anything took, only what the client got
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import ipaddress
 import json
 import select
 import socket
@@ -26,6 +24,7 @@ from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode
 from conftest import BINDINGS, RunningServer, http, login, parse_response, running_server
 from saltnado_core import Limits, Settings, Timeouts
 from saltnado_core.pacing import Pacing
+from tls_certs import make_tls_files
 
 FAST_TICKS = Pacing(tick_interval=0.05)
 TINY = Timeouts(handshake_timeout=1, header_timeout=0.5, keepalive_timeout=0.5, ws_ping_interval=0.3, ws_pong_timeout=0.5)
@@ -307,36 +306,6 @@ async def test_oversized_websocket_message_is_closed_1009(server: RunningServer,
 # -- TLS: the handshake is part of the handshake timeout -----------------------------------------
 
 
-def _self_signed(directory: Path) -> tuple[str, str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(key, hashes.SHA256())
-    )
-    crt, pem = directory / "api.crt", directory / "api.key"
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return str(crt), str(pem)
-
-
 def _client_hello(cafile: str) -> bytes:
     context = ssl.create_default_context(cafile=cafile)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -350,9 +319,11 @@ def _client_hello(cafile: str) -> bytes:
 async def test_stalled_tls_handshakes_are_closed(
     binding: str, salt_lab: Any, master_opts: dict[str, Any], tmp_path: Path
 ) -> None:
-    crt, key = _self_signed(tmp_path)
-    settings = _settings(master_opts, limits={"timeouts": TINY}, disable_ssl=False, ssl_crt=crt, ssl_key=key)
-    hello = _client_hello(crt)
+    files = make_tls_files(tmp_path)
+    settings = _settings(
+        master_opts, limits={"timeouts": TINY}, disable_ssl=False, ssl_crt=str(files.cert), ssl_key=str(files.key)
+    )
+    hello = _client_hello(str(files.ca))
     async with running_server(binding, salt_lab, master_opts, settings, pacing=FAST_TICKS) as srv:
 
         def stalled(first: bytes) -> bytes:
@@ -361,7 +332,7 @@ async def test_stalled_tls_handshakes_are_closed(
                 return _read_to_eof(sock)
 
         def served_then_idle() -> tuple[int, bytes]:
-            context = ssl.create_default_context(cafile=crt)
+            context = files.client_context()
             with context.wrap_socket(_connect(srv.port), server_hostname="127.0.0.1") as tls:
                 tls.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
                 status, _, _ = _read_response(tls)
@@ -372,7 +343,7 @@ async def test_stalled_tls_handshakes_are_closed(
                 return status, rest
 
         def handshake_then_silence() -> bytes:
-            context = ssl.create_default_context(cafile=crt)
+            context = files.client_context()
             with context.wrap_socket(_connect(srv.port), server_hostname="127.0.0.1") as tls:
                 try:
                     return tls.recv(65536)

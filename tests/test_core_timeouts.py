@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameProtocol
 
 from saltnado_core import App, EventStreams, GetToken, Limits, Phase, ServerConnection, Settings, Timeouts
+from saltnado_core.salt_calls import GetAuthList
 
 NOW = 1_700_000_000.0  # wall clock, for the token only
 TOKEN = "0123456789abcdef" * 4
@@ -72,8 +73,8 @@ class Binding:
         while (request := self.conn.next_request()) is not None:
             exchange = self.app.handle(request, NOW)
             step: Any = exchange.start()
-            while isinstance(step, GetToken):
-                step = exchange.resume(RECORD)
+            while isinstance(step, (GetToken, GetAuthList)):  # a valid token that may read events
+                step = exchange.resume(RECORD if isinstance(step, GetToken) else [".*"])
             self.conn.respond(step)
 
     def tick(self, now: float) -> bytes | None:
