@@ -368,3 +368,47 @@ def test_disable_ssl_false_needs_a_certificate(value: Any) -> None:
 def test_disable_ssl_of_another_kind_is_refused(value: Any) -> None:
     with pytest.raises(ConfigError, match="'rest_tornado: disable_ssl' must be True or False"):
         Settings.from_opts({"rest_tornado": {"port": 8000, "disable_ssl": value}})
+
+
+# -- tokens are never compared with == ------------------------------------------------------
+
+
+def _token_comparisons(source: str) -> list[int]:
+    """Lines comparing something named *token* with ``==``/``!=`` to anything but a literal."""
+    import ast
+
+    def names_token(node: ast.expr) -> bool:
+        name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+        return "token" in name.lower()
+
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops):
+            operands = [node.left, *node.comparators]
+            if any(names_token(o) for o in operands) and not any(isinstance(o, ast.Constant) for o in operands):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_the_checker_finds_token_comparisons() -> None:
+    assert _token_comparisons("ok = request_token == stored\nok = self.token != other") == [1, 2]
+    assert _token_comparisons("ok = token is None or token == ''\nsame = same_token(a, b)") == []
+
+
+def test_no_token_is_compared_with_equality() -> None:
+    # A client-supplied token compared with == would leak, by timing, how much of it
+    # matches; saltnado leaves token lookups to Salt and has same_token (hmac.compare_digest)
+    # for any local comparison.
+    from pathlib import Path
+
+    import saltnado_asyncio
+    import saltnado_core
+    import saltnado_salt
+    import saltnado_trio
+
+    found = {}
+    for package in (saltnado_core, saltnado_salt, saltnado_trio, saltnado_asyncio):
+        for path in Path(package.__file__).parent.glob("*.py"):
+            if lines := _token_comparisons(path.read_text()):
+                found[path.name] = lines
+    assert found == {}
