@@ -4,8 +4,11 @@ Both bindings call ``ServerConnection.tick(now)`` on every open connection once 
 ``tick_interval`` (1 s) instead of keeping a timer per connection. This prints the
 cost of one sweep (µs, and ns per connection) on idle streaming websockets — the
 common case at fan-out scale — in three states: between pings, at the tick that
-pings them all, and at the tick after (each awaiting its pong); and the memory of
-one idle streaming connection (tracemalloc). No sockets, no event loop.
+pings them all, and at the tick after (each awaiting its pong); the token re-check
+that runs beside it (``TokenRecheck.calls``: which distinct stream tokens to ask Salt
+about; it costs per distinct token, not per connection), with one token for all
+streams and one token each; and the memory of one
+idle streaming connection (tracemalloc). No sockets, no event loop.
 
     .venv/bin/python benchmarks/core_ticks.py [--connections 1000,10000]
 """
@@ -19,28 +22,34 @@ import tracemalloc
 from typing import Any
 
 from saltnado_core import App, EventStreams, GetToken, Limits, ServerConnection, Settings
+from saltnado_core.revocation import TokenRecheck
+from saltnado_core.salt_calls import GetAuthList
 
 TOKEN = "0123456789abcdef" * 4
 RECORD = {"token": TOKEN, "start": 0.0, "expire": 1e12, "name": "u", "eauth": "pam"}
-UPGRADE = (
-    f"GET /all_events/{TOKEN} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-).encode()
 READY = b"\x81\x96\x00\x00\x00\x00websocket client ready"  # masked with a zero key
 
 
-def streaming(n: int, streams: EventStreams) -> list[ServerConnection]:
+def upgrade(token: str) -> bytes:
+    return (
+        f"GET /all_events/{token} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def streaming(n: int, streams: EventStreams, distinct_tokens: bool = False) -> list[ServerConnection]:
     app = App(Settings(websockets=True, disable_ssl=True))
     conns = []
-    for _ in range(n):
+    for i in range(n):
+        token = f"{i:064x}" if distinct_tokens else TOKEN
         conn = ServerConnection(Limits(), streams)
-        conn.receive_data(UPGRADE + READY)
+        conn.receive_data(upgrade(token) + READY)
         request = conn.next_request()
         assert request is not None
         exchange = app.handle(request, 0.0)
         step: Any = exchange.start()
-        while isinstance(step, GetToken):
-            step = exchange.resume(RECORD)
+        while isinstance(step, (GetToken, GetAuthList)):  # a valid token that may read events
+            step = exchange.resume({**RECORD, "token": token} if isinstance(step, GetToken) else [".*"])
         conn.respond(step)
         conn.data_to_send()
         conns.append(conn)
@@ -74,6 +83,19 @@ def run(n: int) -> dict[str, float]:
     }
 
 
+def recheck_us(n: int, distinct_tokens: bool) -> tuple[float, int]:
+    """One tick's ``TokenRecheck.calls`` over ``n`` streams (µs, best of 5) → GetToken calls."""
+    streams = EventStreams()
+    streaming(n, streams, distinct_tokens)
+    best, calls = float("inf"), 0
+    for _ in range(5):
+        recheck = TokenRecheck()
+        t0 = time.perf_counter()
+        calls = len(recheck.calls(streams.tokens))
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e6, calls
+
+
 def bytes_per_idle_websocket(n: int = 2000) -> float:
     streams = EventStreams()
     gc.collect()
@@ -99,6 +121,12 @@ def main() -> None:
             f"({r['idle_ns_per_conn']:.0f} ns/conn idle, {r['pinging_ns_per_conn']:.0f} pinging, "
             f"{r['awaiting_pong_ns_per_conn']:.0f} awaiting pongs)"
         )
+        for distinct in (False, True):
+            us, calls = recheck_us(n, distinct)
+            print(
+                f"{n:>6} streams, {'one token each' if distinct else 'one token':>14}: token re-check {us:8.0f} µs "
+                f"per tick → {calls} GetToken call(s) for the worker threads"
+            )
     print(f"memory per idle streaming websocket (core objects): {bytes_per_idle_websocket() / 1024:.2f} KiB")
 
 

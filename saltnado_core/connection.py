@@ -154,7 +154,7 @@ class ServerConnection:
             self._salt_calls += self._streams.attach(name, self.outbox, token, delta)
             self._attached = True
         if self.phase in (Phase.CLOSING, Phase.DONE) and self._attached and self._stream is not None:
-            self._streams.detach(self._stream[0], self.outbox)
+            self._streams.detach(self._stream[0], self.outbox, self._stream[1])
             self._attached = False
         if self.phase is Phase.DONE:
             self.outbox.clear()

@@ -4,10 +4,13 @@ A token is checked when a stream opens; afterwards its expiry is known
 (:meth:`ServerConnection.expire`), but it can also be revoked: ``/logout``,
 Salt's ``LoadAuth.rm_token``, a deleted token file. So once a tick the binding
 asks :meth:`TokenRecheck.calls` for one :class:`GetToken` per distinct token
-held by an open stream, runs them in worker threads, and feeds each answer to
-:meth:`TokenRecheck.done`, which closes every stream holding a token Salt no
-longer knows: websockets with 1008 and a reason, ``/events`` by ending the
-response. A token whose check is still running is not asked about again.
+held by a streaming connection (:attr:`EventStreams.tokens`, kept as streams
+attach and detach, so a tick costs one look per token, not per connection),
+runs them in worker threads, and feeds each answer to :meth:`TokenRecheck.done`,
+which closes every stream holding a token Salt no longer knows: websockets with
+1008 and a reason, ``/events`` by ending the response. A token whose check is
+still running is not asked about again. The tokens are ones Salt accepted for
+these streams, never a client's guess; they are still compared in constant time.
 
 A check that fails (Salt's token store unreachable) closes nothing: expiry is
 still enforced locally, and the next tick asks again.
@@ -21,7 +24,7 @@ from typing import Any
 from .broadcast import CLOSE_POLICY_VIOLATION
 from .connection import ServerConnection
 from .salt_calls import GetToken
-from .tokens import TokenStatus, check_token
+from .tokens import TokenStatus, check_token, same_token
 
 REVOKED_REASON = "token revoked"
 EXPIRED_REASON = "token expired"
@@ -33,31 +36,29 @@ SALT_EXPIRY_ROUNDING = 1.0
 
 class TokenRecheck:
     def __init__(self) -> None:
-        # token → the streams holding it, for each check in flight. Keys are tokens
-        # that Salt already accepted for these streams, never a client's guess.
-        self._checking: dict[str, list[ServerConnection]] = {}
+        self._checking: set[str] = set()  # tokens whose check is in flight
 
-    def calls(self, connections: Iterable[ServerConnection]) -> list[GetToken]:
-        """One :class:`GetToken` per distinct token of the open streams among
-        ``connections`` that is not being checked already."""
-        holders: dict[str, list[ServerConnection]] = {}
-        for conn in connections:
-            token = conn.stream_token
-            if token is not None and token not in self._checking:
-                holders.setdefault(token, []).append(conn)
-        self._checking.update(holders)
-        return [GetToken(token) for token in holders]
+    def calls(self, tokens: Iterable[str]) -> list[GetToken]:
+        """One :class:`GetToken` for each of the distinct stream ``tokens``
+        (:attr:`EventStreams.tokens`) that is not being checked already."""
+        fresh = [token for token in tokens if token not in self._checking]
+        self._checking.update(fresh)
+        return [GetToken(token) for token in fresh]
 
-    def done(self, call: GetToken, record: Mapping[str, Any] | None, now: float) -> list[ServerConnection]:
-        """Salt's answer to ``call`` at time ``now``: close the streams holding the
-        token unless it is still valid; returns the connections closed (to wake)."""
-        holders = self._checking.pop(call.token, [])
+    def done(
+        self, call: GetToken, record: Mapping[str, Any] | None, now: float, connections: Iterable[ServerConnection]
+    ) -> list[ServerConnection]:
+        """Salt's answer to ``call`` at time ``now``: unless the token is still
+        valid, close the streams among ``connections`` holding it; returns the
+        connections closed (to wake). Only this rare case looks at every connection."""
+        self._checking.discard(call.token)
         status = check_token(record, now)
         if status is TokenStatus.VALID:
             return []
         closed = []
-        for conn in holders:
-            if conn.stream_token is None:  # closed meanwhile
+        for conn in list(connections):
+            token = conn.stream_token
+            if token is None or not same_token(token, call.token):
                 continue
             # Salt forgets (and deletes) a token once it expires: gone at its
             # expiry is expired, not revoked.
@@ -69,7 +70,7 @@ class TokenRecheck:
 
     def failed(self, call: GetToken) -> None:
         """``call`` raised: keep its streams open; the next tick asks again."""
-        self._checking.pop(call.token, None)
+        self._checking.discard(call.token)
 
     def __len__(self) -> int:
         """Checks in flight."""

@@ -3,7 +3,10 @@
 :meth:`EventStreams.dispatch` encodes an event once per stream that has
 subscribers (never per subscriber) and publishes the shared bytes. A
 connection joins a stream with :meth:`attach` once its client is ready and
-leaves with :meth:`detach`; both are by stream name, as routed.
+leaves with :meth:`detach`; both are by stream name, as routed. The tokens of
+attached connections are counted (:attr:`EventStreams.tokens`), so the periodic
+re-check of stream tokens with Salt costs one look per distinct token, not one
+per connection.
 """
 
 from __future__ import annotations
@@ -28,9 +31,15 @@ class EventStreams:
         self.events = Broadcast(gap_sse)  # /events: SSE, as HTTP chunks
         self.formatted = FormattedStream(FormattedView(max_jobs, max_job_age))
         self.dispatched = 0  # events seen, for logs and metrics
+        self.tokens: dict[str, int] = {}  # token → attached connections holding it
 
     def attach(self, name: str, outbox: Outbox, token: str, delta: bool = False) -> list[SaltCall]:
-        """Subscribe ``outbox`` to stream ``name``; returns Salt calls to run for it."""
+        """Subscribe ``outbox`` to stream ``name`` for a client holding ``token``;
+        returns Salt calls to run for it."""
+        if name not in STREAM_NAMES:
+            raise KeyError(name)
+        if token:
+            self.tokens[token] = self.tokens.get(token, 0) + 1
         if name == "all_events":
             self.all_events.subscribe(outbox)
             return []
@@ -41,7 +50,12 @@ class EventStreams:
             return self.formatted.attach(outbox, token, delta)
         raise KeyError(name)
 
-    def detach(self, name: str, outbox: Outbox) -> None:
+    def detach(self, name: str, outbox: Outbox, token: str = "") -> None:
+        """Unsubscribe ``outbox`` (attached with ``token``) from stream ``name``."""
+        if token and token in self.tokens:
+            held = self.tokens.pop(token) - 1
+            if held:
+                self.tokens[token] = held
         if name == "all_events":
             self.all_events.unsubscribe(outbox)
         elif name == "events":

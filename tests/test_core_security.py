@@ -166,22 +166,35 @@ def open_streams() -> tuple[EventStreams, dict[str, Client]]:
     return streams, clients
 
 
+def test_stream_tokens_are_counted_as_streams_attach_and_detach() -> None:
+    streams, clients = open_streams()
+    assert streams.tokens == {TOKEN: 4, OTHER: 1}  # the plain HTTP connection holds none
+    waiting = Client(streams)
+    waiting.send(ws_request("all_events"))  # upgraded, not ready yet: not streaming
+    assert streams.tokens[TOKEN] == 4
+    clients["ws1"].conn.close(1000, "bye")
+    clients["sse"].conn.close()
+    clients["other"].send(b"")  # EOF
+    assert streams.tokens == {TOKEN: 2}
+
+
 def test_one_recheck_per_distinct_stream_token() -> None:
-    _, clients = open_streams()
+    streams, clients = open_streams()
     recheck = TokenRecheck()
     conns = [client.conn for client in clients.values()]
-    assert recheck.calls(conns) == [GetToken(TOKEN), GetToken(OTHER)]  # none for the plain HTTP one
-    assert recheck.calls(conns) == []  # both still being checked
-    assert recheck.done(GetToken(OTHER), OTHER_RECORD, NOW) == []  # still valid
-    assert recheck.calls(conns) == [GetToken(OTHER)]
+    assert recheck.calls(streams.tokens) == [GetToken(TOKEN), GetToken(OTHER)]
+    assert recheck.calls(streams.tokens) == []  # both still being checked
+    assert recheck.done(GetToken(OTHER), OTHER_RECORD, NOW, conns) == []  # still valid
+    assert recheck.calls(streams.tokens) == [GetToken(OTHER)]
 
 
 def test_a_revoked_token_closes_every_stream_holding_it() -> None:
     streams, clients = open_streams()
     recheck = TokenRecheck()
-    [check, _] = recheck.calls(client.conn for client in clients.values())
-    closed = recheck.done(check, {}, NOW)  # Salt's get_tok: {} once the token is removed
-    assert set(closed) == {clients[name].conn for name in ("ws1", "ws2", "formatted", "sse")}
+    conns = [client.conn for client in clients.values()]
+    [check, _] = recheck.calls(streams.tokens)
+    closed = recheck.done(check, {}, NOW, conns)  # Salt's get_tok: {} once the token is removed
+    assert closed == [clients[name].conn for name in ("ws1", "ws2", "formatted", "sse")]
     for name in ("ws1", "ws2", "formatted"):
         assert frames(clients[name].conn.data_to_send())[-1] == (Opcode.CLOSE, (1008, "token revoked"))
         assert clients[name].conn.phase is Phase.CLOSING
@@ -189,46 +202,54 @@ def test_a_revoked_token_closes_every_stream_holding_it() -> None:
     assert clients["sse"].conn.phase is Phase.DONE
     assert clients["other"].conn.phase is Phase.STREAMING and clients["other"].conn.data_to_send() == b""
     assert len(streams.all_events) == 1 and len(streams.events) == 0 and len(streams.formatted) == 0
+    assert streams.tokens == {OTHER: 1}
+
+
+def test_a_websocket_not_yet_ready_is_closed_with_its_token() -> None:
+    streams = EventStreams()
+    waiting = Client(streams)
+    waiting.send(ws_request("all_events"))
+    assert TokenRecheck().done(GetToken(TOKEN), {}, NOW, [waiting.conn]) == [waiting.conn]
+    assert frames(waiting.conn.data_to_send()) == [(Opcode.CLOSE, (1008, "token revoked"))]
 
 
 def test_a_token_expired_by_salts_record_closes_with_that_reason() -> None:
     _, clients = open_streams()
-    recheck = TokenRecheck()
-    [check, _] = recheck.calls([clients["ws1"].conn, clients["other"].conn])
-    assert recheck.done(check, {**RECORD, "expire": NOW - 1}, NOW) == [clients["ws1"].conn]
+    conns = [clients["ws1"].conn, clients["other"].conn]
+    assert TokenRecheck().done(GetToken(TOKEN), {**RECORD, "expire": NOW - 1}, NOW, conns) == [conns[0]]
     assert frames(clients["ws1"].conn.data_to_send()) == [(Opcode.CLOSE, (1008, "token expired"))]
 
 
-def test_a_token_gone_after_its_expiry_is_expired_not_revoked() -> None:
+def test_a_token_gone_at_its_expiry_is_expired_not_revoked() -> None:
     _, clients = open_streams()
+    conns = [client.conn for client in clients.values()]
     recheck = TokenRecheck()
-    [check] = recheck.calls([clients["ws1"].conn, clients["ws2"].conn])  # asked just before it expired …
-    # … Salt forgot it meanwhile: its cache rounds the expiry down to a whole second.
-    assert recheck.done(check, {}, NOW + 99.2) == [clients["ws1"].conn, clients["ws2"].conn]
+    # Asked just before it expired; Salt forgot it meanwhile: its cache rounds the
+    # expiry down to a whole second.
+    expired = recheck.done(GetToken(TOKEN), {}, NOW + 99.2, conns)
+    assert expired == [clients[name].conn for name in ("ws1", "ws2", "formatted", "sse")]
     assert frames(clients["ws1"].conn.data_to_send()) == [(Opcode.CLOSE, (1008, "token expired"))]
-    assert recheck.calls([clients["ws2"].conn, clients["other"].conn]) == [GetToken(OTHER)]  # ws2 is closed
-    assert recheck.done(GetToken(OTHER), {}, NOW + 98.9) == [clients["other"].conn]  # earlier: revoked
+    assert recheck.done(GetToken(OTHER), {}, NOW + 98.9, conns) == [clients["other"].conn]  # earlier: revoked
     assert frames(clients["other"].conn.data_to_send()) == [(Opcode.CLOSE, (1008, "token revoked"))]
 
 
 def test_a_failed_recheck_keeps_the_streams_and_asks_again() -> None:
-    _, clients = open_streams()
+    streams, clients = open_streams()
     recheck = TokenRecheck()
-    conn = clients["ws1"].conn
-    [check] = recheck.calls([conn])
+    [check, _] = recheck.calls(streams.tokens)
     recheck.failed(check)
-    assert conn.phase is Phase.STREAMING and len(recheck) == 0
-    assert recheck.calls([conn]) == [check]
+    assert clients["ws1"].conn.phase is Phase.STREAMING and len(recheck) == 1
+    assert recheck.calls(streams.tokens) == [check]
 
 
 def test_a_stream_closed_while_its_token_is_checked_is_left_alone() -> None:
-    _, clients = open_streams()
+    streams, clients = open_streams()
     recheck = TokenRecheck()
     conn = clients["ws1"].conn
-    [check] = recheck.calls([conn])
+    [check, _] = recheck.calls(streams.tokens)
     conn.close(1001, "server shutting down")
     close = conn.data_to_send()
-    assert recheck.done(check, {}, NOW) == []
+    assert conn not in recheck.done(check, {}, NOW, [conn])
     assert frames(close) == [(Opcode.CLOSE, (1001, "server shutting down"))]
     assert conn.data_to_send() == b""
 

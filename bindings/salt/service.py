@@ -129,7 +129,7 @@ class Service:
         """Every tick, beside :meth:`tick`: ask Salt once about each distinct token
         held by an open stream (worker threads); streams whose token was revoked
         are closed with 1008 (``/events``: ended)."""
-        for call in self.recheck.calls(self.connections):
+        for call in self.recheck.calls(self.streams.tokens):
             spawn(partial(self._recheck_token, call, salt))
 
     async def _recheck_token(self, call: GetToken, salt: SaltRunner) -> None:
@@ -139,7 +139,7 @@ class Service:
             self.recheck.failed(call)
             log.warning("re-checking a stream's token failed (the stream stays open): %s", type(exc).__name__)
             return
-        for conn in self.recheck.done(call, record, time.time()):
+        for conn in self.recheck.done(call, record, time.time(), self.connections):
             self.connections.get(conn, _nothing)()
 
     # -- Salt calls --------------------------------------------------------------
