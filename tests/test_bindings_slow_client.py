@@ -18,8 +18,10 @@ from conftest import BINDINGS, login, parse_response, running_server
 from saltnado_core import Limits, Settings, encode_pull_message
 from saltnado_core.pacing import Pacing
 
-EVENTS = 1000
-PAYLOAD = "x" * 4_000  # the stuck client's socket buffers fill after a few hundred events
+# 10 MB in all: more than the stuck client's socket takes (the server's send buffer
+# grows to tcp_wmem's max, ~4 MB) plus its 1 MB outbox, whatever the timing.
+EVENTS = 2500
+PAYLOAD = "x" * 4_000
 
 
 def _open(port: int, token: str, rcvbuf: int | None = None) -> socket.socket:
