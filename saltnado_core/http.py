@@ -218,7 +218,8 @@ class HTTPConnection:
         headers = [(b"server", SERVER_NAME)]
         if response.content_type is not None:
             headers.append((b"content-type", response.content_type.encode("latin-1")))
-        headers.append((b"content-length", str(len(response.body)).encode()))
+        if _has_body(response.status):
+            headers.append((b"content-length", str(len(response.body)).encode()))
         headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers)
         try:
             self._send(
@@ -367,11 +368,17 @@ def _to_request(event: h11.Request, body: bytes) -> Request:
     )
 
 
+def _has_body(status: int) -> bool:
+    """RFC 9110 §8.6: no Content-Length on a 1xx or 204 response (nor a 304's own)."""
+    return status >= 200 and status not in (204, 304)
+
+
 def _raw_response(response: Response) -> bytes:
     head = [f"HTTP/1.1 {status_line(response.status)}"]
     head.append(f"server: {SERVER_NAME.decode()}")
     if response.content_type:
         head.append(f"content-type: {response.content_type}")
-    head.append(f"content-length: {len(response.body)}")
+    if _has_body(response.status):
+        head.append(f"content-length: {len(response.body)}")
     head.extend(f"{k}: {v}" for k, v in response.headers)
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body

@@ -160,7 +160,7 @@ def test_next_request_waits_for_the_response() -> None:
     conn.respond(Response(204, content_type=None))
     second = conn.next_request()
     assert second is not None and second.target == "/nope"
-    assert conn.data_to_send() == b"HTTP/1.1 204 No Content\r\nserver: saltnado\r\ncontent-length: 0\r\n\r\n"
+    assert conn.data_to_send() == b"HTTP/1.1 204 No Content\r\nserver: saltnado\r\n\r\n"
 
 
 def test_connection_close_request() -> None:

@@ -319,7 +319,7 @@ def test_preflight_for_an_allowed_origin_is_literal() -> None:
         b"Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: X-Auth-Token, Content-Type\r\n\r\n"
     )
     assert out == (
-        b"HTTP/1.1 204 No Content\r\nserver: saltnado\r\ncontent-length: 0\r\n"
+        b"HTTP/1.1 204 No Content\r\nserver: saltnado\r\n"
         b"access-control-allow-headers: X-Auth-Token, Content-Type\r\n"
         b"access-control-allow-methods: OPTIONS, GET, POST\r\n"
         b"access-control-expose-headers: X-Auth-Token\r\n"
