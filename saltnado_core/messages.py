@@ -33,8 +33,42 @@ def _json_default(value: Any) -> Any:
 
 
 def dumps(obj: Any) -> str:
-    """JSON the way salt.utils.json.dumps writes it (std json, ensure_ascii=False)."""
-    return json.dumps(obj, ensure_ascii=False, default=_json_default)
+    """JSON the way salt.utils.json.dumps writes it (std json, ensure_ascii=False).
+
+    Never raises for data decoded from the event bus: msgpack maps may have keys
+    JSON cannot hold (bytes, ext types, timestamps), and nesting deep enough to
+    exhaust the encoder's recursion limit; such data is written by
+    :func:`_jsonable`'s rules instead (keys as strings, nesting past
+    ``MAX_JSON_DEPTH`` as a marker string).
+    """
+    try:
+        return json.dumps(obj, ensure_ascii=False, default=_json_default)
+    except (TypeError, ValueError, RecursionError):
+        return json.dumps(_jsonable(obj, MAX_JSON_DEPTH), ensure_ascii=False, default=_json_default)
+
+
+MAX_JSON_DEPTH = 100  # levels kept when data has to be rewritten (see dumps)
+TOO_DEEP = "<nested too deeply>"
+
+
+def _jsonable(value: Any, depth: int) -> Any:
+    if isinstance(value, dict):
+        if depth <= 0:
+            return TOO_DEEP
+        return {_json_key(k): _jsonable(v, depth - 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        if depth <= 0:
+            return TOO_DEEP
+        return [_jsonable(v, depth - 1) for v in value]
+    return value
+
+
+def _json_key(key: Any) -> Any:
+    if key is None or isinstance(key, (str, int, float)):  # bool is an int
+        return key
+    if isinstance(key, (bytes, bytearray)):
+        return bytes(key).decode("utf-8", "replace")
+    return str(key)
 
 
 def event_json(event: SaltEvent) -> bytes:

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import socket
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -193,3 +194,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "salt_lab" in getattr(item, "fixturenames", ()):
                 item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How many inputs the fuzz tests ran (see tests/fuzzing.py), when any ran."""
+    fuzzing = sys.modules.get("fuzzing")
+    line = fuzzing.report() if fuzzing is not None else None
+    if line:
+        terminalreporter.write_line(line)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from saltnado_core import SaltEvent, all_events_frame, event_json, text_frame
+from saltnado_core.messages import MAX_JSON_DEPTH, TOO_DEEP
 
 FUZZ_EXAMPLES = int(os.environ.get("SALTNADO_FUZZ_EXAMPLES", "200"))
 
@@ -97,6 +98,33 @@ def test_event_json_sets_and_unknown_objects() -> None:
 
     raw = event_json(SaltEvent("t", {"s": frozenset([1]), "o": Thing()}))
     assert raw == b'{"data": {"s": [1], "o": "thing!"}, "tag": "t"}'
+
+
+def test_event_json_keys_json_cannot_hold_become_strings() -> None:
+    # msgpack maps (strict_map_key=False) may have bytes, ext-type or timestamp keys;
+    # json.dumps raised TypeError on them, which stopped the event feed.
+    import msgpack
+
+    data = msgpack.unpackb(
+        msgpack.packb({b"k\xc3\xbc": 1, 2: {b"\xff": [None]}, msgpack.ExtType(1, b"x"): 3}),
+        raw=False, strict_map_key=False,
+    )
+    assert event_json(SaltEvent("t", data)) == (
+        '{"data": {"kü": 1, "2": {"\ufffd": [null]}, "ExtType(code=1, data=b\'x\')": 3}, "tag": "t"}'.encode()
+    )
+
+
+def test_event_json_nesting_too_deep_for_json_is_cut() -> None:
+    # msgpack decodes ~1000 levels; json.dumps raised RecursionError on them.
+    import msgpack
+
+    deep = msgpack.unpackb(b"\x91" * 1000 + b"\xc0")
+    payload = json.loads(event_json(SaltEvent("t", {"return": deep})))
+    level, depth = payload["data"], 0
+    while isinstance(level, (dict, list)):
+        level = level["return"] if isinstance(level, dict) else level[0]
+        depth += 1
+    assert level == TOO_DEEP and depth == MAX_JSON_DEPTH - 1  # the event map is the first level
 
 
 def test_event_json_non_dict_data() -> None:

@@ -149,6 +149,25 @@ def test_link_dispatches_each_event_to_streams_and_subscribers() -> None:
     assert sub.next_event() is None
 
 
+def test_link_streams_events_whose_data_json_cannot_hold() -> None:
+    # Found by tests/test_fuzz_eventbus.py: a bytes map key (any minion can fire one)
+    # raised TypeError out of receive_data, which ended the server's event feed.
+    streams = EventStreams()
+    box, view = Outbox(100, 1 << 20), Outbox(100, 1 << 20)
+    streams.all_events.subscribe(box)
+    streams.attach("formatted_events", view, "t" * 64)
+    view.drain(1 << 20)
+    link = EventBusLink("/s", streams)
+    link.connected()
+    jid = "20240101120000123456"
+    new = encode_pub_message(f"salt/job/{jid}/new", {"jid": jid, "minions": ["m1"], "fun": "test.arg"})
+    ret = {"id": "m1", "jid": jid, "retcode": 0, "return": {b"\xffkey": [1]}, "success": True}
+    link.receive_data(new + encode_pub_message(f"salt/job/{jid}/ret/m1", ret), 0.0)
+    assert streams.dispatched == 2 and len(box) == 2
+    assert '"\ufffdkey": [1]'.encode() in box.drain(1 << 20)
+    assert '"\ufffdkey": [1]'.encode() in view.drain(1 << 20)
+
+
 def test_link_garbage_raises_and_reconnect_starts_a_fresh_decoder() -> None:
     link = EventBusLink("/s", EventStreams())
     link.connected()
