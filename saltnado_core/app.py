@@ -102,7 +102,9 @@ class Exchange:
                 status, reason = classify_salt_error(exc)
                 if status == 500:
                     self.error = exc
-                return self._error(status, reason)
+                # RFC 9110 §15.5.2: a 401 names its scheme, as every other 401 here does
+                challenge = (("www-authenticate", "Session"),) if status == 401 else ()
+                return self._error(status, reason, challenge)
 
         return self._step(throw)
 

@@ -2,7 +2,11 @@
 
 Form bodies merge the query string's arguments and turn repeated keys into
 lists; ``text/plain`` is JSON ("because people are terrible"). An unknown or
-missing type with a body is 406, an unparseable body 400.
+missing type with a body is 415 (the reference: 406), an unparseable body 400
+with the parser's reason — including bodies nested past the parsers' recursion
+limit, YAML values its constructors refuse (``!!float x``, a 5,000-digit int) and
+YAML aliases, which are not accepted: ``&a``/``*a`` let a few hundred bytes
+stand for a structure with billions of nodes that Salt would then walk.
 """
 
 from __future__ import annotations
@@ -14,6 +18,16 @@ from urllib.parse import parse_qsl
 import yaml
 
 from .http import HTTPError, Request
+
+
+class _BodyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` without aliases (see the module docstring)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not accepted", mark)
+        return super().compose_node(parent, index)
 
 
 def parse_form(text: str, into: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -44,13 +58,18 @@ def parse_body(request: Request) -> Any:
             return json.loads(text)
         except ValueError as exc:
             raise HTTPError(400, f"invalid JSON body: {exc}") from None
+        except RecursionError:
+            raise HTTPError(400, "invalid JSON body: nested too deeply") from None
     if content_type in ("application/x-yaml", "text/yaml"):
         try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise HTTPError(400, f"invalid YAML body: {exc}") from None
+            return yaml.load(text, Loader=_BodyLoader)  # noqa: S506 - a SafeLoader
+        except (yaml.YAMLError, ValueError, TypeError) as exc:
+            reason = str(exc).replace("\n", " ")
+            raise HTTPError(400, f"invalid YAML body: {reason}") from None
+        except RecursionError:
+            raise HTTPError(400, "invalid YAML body: nested too deeply") from None
     raise HTTPError(
-        406,
+        415,
         f"unsupported Content-Type {content_type or '(none)'!r}; use application/json, "
         "application/x-www-form-urlencoded, application/x-yaml, text/yaml or text/plain",
     )

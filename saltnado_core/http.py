@@ -133,6 +133,7 @@ class HTTPConnection:
         self._busy = False  # a request was handed out and awaits its response
         self._receiving = False  # bytes of the next request have arrived
         self.requests = 0  # complete requests handed out so far
+        self._head = False  # the current request is HEAD: its response has no body
         self.closed = False
 
     @property
@@ -178,6 +179,7 @@ class HTTPConnection:
                 return None
             if isinstance(event, h11.Request):
                 self._pending = event
+                self._head = event.method == b"HEAD"
                 self._body.clear()
                 # h11 bounds only an *incomplete* head; a whole one that arrived
                 # in a single read is measured here.
@@ -225,7 +227,7 @@ class HTTPConnection:
             self._send(
                 h11.Response(status_code=response.status, headers=headers, reason=_phrase(response.status))
             )
-            if response.body:
+            if response.body and not self._head:  # RFC 9110 §9.3.2: HEAD gets the head alone
                 self._send(h11.Data(data=response.body))
             self._send(h11.EndOfMessage())
         except h11.LocalProtocolError:

@@ -181,14 +181,14 @@ def sorted_permissions(perms: list[Any]) -> list[Any]:
 
 # -- /minions, /jobs, /run ---------------------------------------------------------
 def minions(ctx: Context) -> Handler:
-    allow(ctx, "GET", "POST")
+    mid = ctx.route.params[0] if ctx.route.params else ""
+    if mid and ctx.request.method == "POST":
+        raise HTTPError(405, "POST to /minions, not /minions/<id>", [("allow", "GET")])
+    allow(ctx, "GET") if mid else allow(ctx, "GET", "POST")
     token, _ = yield from authenticate(ctx)
     if ctx.request.method == "GET":
-        mid = ctx.route.params[0] if ctx.route.params else ""
         chunk = {"client": "local", "tgt": mid or "*", "fun": "grains.items"}
         return (yield from run_lowstate(ctx, chunk, token))
-    if ctx.route.params and ctx.route.params[0]:
-        raise HTTPError(405, "POST to /minions, not /minions/<id>", [("allow", "GET")])
     chunks = lowstate.normalize(body(ctx))
     for chunk in chunks:
         if chunk.setdefault("client", "local_async") != "local_async":

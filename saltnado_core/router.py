@@ -36,6 +36,7 @@ class Router:
                 ("formatted_events", rf"/formatted_events/{token}"),
             ]
         self._table = [(name, re.compile(pattern)) for name, pattern in table]
+        self.names = tuple(name for name, _ in table)  # every route, in matching order
 
     def match(self, path: str) -> Route | None:
         for name, pattern in self._table:

@@ -209,10 +209,12 @@ class Unparsable(AssertionError):
     pass
 
 
-def read_responses(out: bytes, bodyless: Callable[[int], bool]) -> tuple[list[WireResponse], bytes]:
+def read_responses(out: bytes, bodyless: Callable[[int], bool | None]) -> tuple[list[WireResponse], bytes]:
     """Split HTTP/1.1 output into responses; returns them and what follows the last
     one that ends the HTTP phase (a 101's websocket frames, an event stream's
-    chunks). ``bodyless(i)`` says whether the i-th final response answers HEAD.
+    chunks). ``bodyless(i)`` says whether the i-th final response answers HEAD
+    (None: not known — the request did not parse; then a head that ends the
+    output has no body).
 
     Raises :class:`Unparsable` if the bytes are not well-formed responses.
     """
@@ -245,7 +247,8 @@ def read_responses(out: bytes, bodyless: Callable[[int], bool]) -> tuple[list[Wi
         length = response.header("content-length")
         if length is None or not length.isdigit():
             raise Unparsable(f"response without a Content-Length: {head!r}")
-        size = 0 if bodyless(finals) else int(length)
+        no_body = bodyless(finals)
+        size = 0 if no_body or (no_body is None and not after) else int(length)
         if len(after) < size:
             raise Unparsable(f"body shorter than its Content-Length: {head!r}")
         responses.append(WireResponse(status, headers, after[:size]))

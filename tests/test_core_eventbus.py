@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Iterable
 from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from saltnado_core import EventBusDecoder, EventBusError, SaltEvent, encode_pub_message, encode_pull_message
 
-FUZZ_EXAMPLES = int(os.environ.get("SALTNADO_FUZZ_EXAMPLES", "200"))
 
 
 def salt_pub_message(tag: str, data: Any) -> bytes:
@@ -294,68 +290,3 @@ def test_huge_declared_length_never_buffers_past_the_limit() -> None:
         for _ in range(5):
             decoder.feed(b"\x00" * 1024)
             assert list(decoder.events()) == []
-
-
-# -- properties ------------------------------------------------------------------
-
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=20)
-)
-json_like = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12,
-)
-# Salt tags never contain the "\n\n" separator (nor end with "\n", which would move it).
-tags = st.text(min_size=0, max_size=40).filter(lambda t: "\n\n" not in t and not t.endswith("\n"))
-
-
-@st.composite
-def chunked(draw: st.DrawFn, data: bytes) -> list[bytes]:
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
-    bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
-
-
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
-@given(st.lists(st.tuples(tags, json_like), max_size=6), st.data())
-def test_roundtrip_under_any_chunking(items: list[tuple[str, Any]], data: st.DataObject) -> None:
-    stream = b"".join(encode_pub_message(tag, value) for tag, value in items)
-    chunks = data.draw(chunked(stream))
-    assert b"".join(chunks) == stream
-    assert decode(chunks) == [SaltEvent(tag, value) for tag, value in items]
-
-
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
-@given(st.binary(max_size=300), st.data())
-def test_arbitrary_bytes_give_events_or_event_bus_error(garbage: bytes, data: st.DataObject) -> None:
-    decoder = EventBusDecoder(max_event_bytes=256)
-    try:
-        for chunk in data.draw(chunked(garbage)):
-            decoder.feed(chunk)
-            for event in decoder.events():
-                assert isinstance(event, SaltEvent)
-                assert isinstance(event.tag, str)
-    except EventBusError:
-        with pytest.raises(EventBusError):  # and it stays failed
-            list(decoder.events())
-
-
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
-@given(st.lists(st.tuples(tags, json_like), min_size=1, max_size=3), st.binary(min_size=1, max_size=40))
-def test_valid_events_then_garbage(items: list[tuple[str, Any]], garbage: bytes) -> None:
-    stream = b"".join(encode_pub_message(tag, value) for tag, value in items)
-    decoder = EventBusDecoder()
-    decoder.feed(stream + garbage)
-    seen: list[SaltEvent] = []
-    try:
-        for event in decoder.events():
-            seen.append(event)
-    except EventBusError:
-        pass
-    # Every valid event before the garbage comes out, in order, whatever follows.
-    assert seen[: len(items)] == [SaltEvent(tag, value) for tag, value in items]

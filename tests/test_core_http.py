@@ -7,14 +7,10 @@ Every request is fed whole, one byte at a time, and followed by trailing data
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from saltnado_core import (
     App,
@@ -31,7 +27,6 @@ from saltnado_core import (
     error_response,
 )
 
-FUZZ_EXAMPLES = int(os.environ.get("SALTNADO_FUZZ_EXAMPLES", "200"))
 NOW = 1_700_000_000.0
 TOKEN = "0123456789abcdef" * 4
 RECORD = {"token": TOKEN, "start": NOW, "expire": NOW + 100, "name": "saltuser", "eauth": "pam"}
@@ -439,67 +434,6 @@ def test_error_response_shape() -> None:
         418, b'{"status": "418 I\'m a Teapot", "return": "short and stout"}', (("x-a", "b"),)
     )
     assert error_response(599, "odd").body == b'{"status": "599", "return": "odd"}'
-
-
-# -- fuzz --------------------------------------------------------------------------
-
-FRAGMENTS = [
-    b"GET ",
-    b"POST ",
-    b"PUT ",
-    b"/",
-    b"/login",
-    b"/nope",
-    b"/all_events/" + TOKEN.encode(),
-    b" HTTP/1.1\r\n",
-    b" HTTP/1.0\r\n",
-    b"Host: x\r\n",
-    b"Content-Length: 5\r\n",
-    b"Content-Length: 43\r\n",
-    b"Transfer-Encoding: chunked\r\n",
-    b"Connection: close\r\n",
-    b"Content-Type: application/x-www-form-urlencoded\r\n",
-    b"Content-Type: application/json\r\n",
-    b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
-    b"\r\n",
-    b"5\r\nhello\r\n",
-    b"0\r\n\r\n",
-    LOGIN_FORM,
-    b'{"username": "u", "password": "p", "eauth": "pam"}',
-    GET_ROOT,
-    LOGIN_POST,
-]
-http_ish = st.lists(st.sampled_from(FRAGMENTS) | st.binary(max_size=8), max_size=20).map(b"".join)
-
-
-@st.composite
-def chunked(draw: st.DrawFn, data: bytes) -> list[bytes]:
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
-    bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
-
-
-def check_never_raises(chunks: Iterable[bytes], record: Any) -> None:
-    """Bytes in any split, then EOF: responses only, never an exception, always finished."""
-    binding = Binding(Limits(max_header_bytes=512, max_body_bytes=64), record=record)
-    out = binding.feed(*chunks, b"")
-    assert out == b"" or out.startswith(b"HTTP/1.1 ")
-    assert binding.conn.finished  # EOF always ends the connection
-    binding.conn.close()
-    assert binding.conn.data_to_send() == b""
-
-
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
-@given(st.binary(max_size=400), st.data())
-def test_arbitrary_bytes_never_raise(data: bytes, draw: st.DataObject) -> None:
-    check_never_raises(draw.draw(chunked(data)), RECORD)
-
-
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
-@given(http_ish, st.data(), st.sampled_from([RECORD, {}]))
-def test_http_like_bytes_never_raise(data: bytes, draw: st.DataObject, record: Any) -> None:
-    check_never_raises(draw.draw(chunked(data)), record)
 
 
 def test_expect_100_continue_is_answered_before_the_body() -> None:

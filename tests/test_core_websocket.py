@@ -6,12 +6,9 @@ Client frames are built with wsproto's client FrameProtocol (masked, as RFC 6455
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request as WSRequest, TextMessage
 from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode
@@ -32,7 +29,6 @@ from saltnado_core import (
 from saltnado_core.salt_calls import GetAuthList, PublishGrains
 from saltnado_core.websocket import Closed, TextReceived, WebSocketSession
 
-FUZZ_EXAMPLES = int(os.environ.get("SALTNADO_FUZZ_EXAMPLES", "200"))
 NOW = 1_700_000_000.0
 TOKEN = "0123456789abcdef" * 4
 RECORD = {"token": TOKEN, "start": NOW, "expire": NOW + 100, "name": "saltuser", "eauth": "pam"}
@@ -531,65 +527,6 @@ def test_slow_client_is_closed_1013_and_others_keep_streaming() -> None:
         (Opcode.CLOSE, (CloseReason.TRY_AGAIN_LATER, "client too slow: outbox full"))
     ]
     assert slow.conn.phase is Phase.CLOSING
-
-
-# -- fuzz ------------------------------------------------------------------------------
-
-
-def continuation(text: str, fin: bool) -> bytes:
-    frames = client_frames()
-    frames.send_data("", False)  # puts the encoder mid-message; that frame is dropped
-    return bytes(frames.send_data(text, fin))
-
-
-@st.composite
-def client_bytes(draw: st.DrawFn) -> bytes:
-    """Masked frames (valid, out of order, or oversized) mixed with raw bytes."""
-    parts: list[bytes | bytearray] = []
-    for _ in range(draw(st.integers(0, 6))):
-        kind = draw(st.sampled_from(["text", "big", "bytes", "ping", "close", "raw", "first", "next", "ready"]))
-        if kind == "text":
-            parts.append(client_frames().send_data(draw(st.text(max_size=50)), True))
-        elif kind == "big":  # over the 40-byte limit of the test below
-            parts.append(client_frames().send_data("x" * draw(st.integers(41, 60)), True))
-        elif kind == "first":
-            parts.append(client_frames().send_data(draw(st.text(max_size=30)), False))
-        elif kind == "next":
-            parts.append(continuation(draw(st.text(max_size=30)), draw(st.booleans())))
-        elif kind == "bytes":
-            parts.append(client_frames().send_data(draw(st.binary(max_size=50)), True))
-        elif kind == "ping":
-            parts.append(client_frames().ping(draw(st.binary(max_size=125))))
-        elif kind == "close":
-            code = draw(st.sampled_from([1000, 1001, 1008, 4000]))
-            parts.append(client_frames().close(code, draw(st.text(max_size=20))))
-        elif kind == "ready":
-            parts.append(READY)
-        else:
-            parts.append(draw(st.binary(max_size=30)))
-    return b"".join(parts)
-
-
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
-@given(st.booleans(), client_bytes(), st.integers(1, 64), st.none() | st.integers(0, 20))
-def test_any_client_bytes_after_upgrade(ready: bool, data: bytes, step: int, close_at: int | None) -> None:
-    """Any client input (and a server close at any point) ends in frames and a close, never a crash."""
-    binding = Binding(Limits(max_ws_message_bytes=40))
-    out = binding.feed(upgrade_request() + (READY if ready else b""))
-    assert out == SWITCHING
-    for n, offset in enumerate(range(0, len(data), step)):
-        binding.streams.dispatch(EVENT)
-        if n == close_at:
-            binding.conn.close()
-        out += binding.feed(data[offset : offset + step])
-    out += binding.feed(b"")
-    assert binding.conn.finished
-    assert binding.subscribers == 0
-    frames = decode_server(out[len(SWITCHING) :])  # the output is well-formed frames only
-    assert all(opcode in (Opcode.TEXT, Opcode.PONG, Opcode.CLOSE) for opcode, _ in frames)
-    opcodes = [opcode for opcode, _ in frames]
-    if Opcode.CLOSE in opcodes:  # one close, and nothing after it
-        assert opcodes.index(Opcode.CLOSE) == len(opcodes) - 1
 
 
 # -- the session's wsproto connection exists only between a frame's first and last byte --

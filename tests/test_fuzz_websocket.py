@@ -58,9 +58,13 @@ def held_by_wsproto(session: WebSocketSession) -> int:
     return len(session._ws._proto._frame_decoder.buffer)
 
 
-def check_session_bounded(session: WebSocketSession) -> None:
-    assert session._size <= MAX_MESSAGE
-    assert sum(len(p.encode()) if isinstance(p, str) else len(p) for p in session._parts) <= MAX_MESSAGE
+def message_held(session: WebSocketSession) -> int:
+    """Bytes of the unfinished incoming message the session holds."""
+    return sum(len(p.encode()) if isinstance(p, str) else len(p) for p in session._parts)
+
+
+def check_session_bounded(session: WebSocketSession, max_message: int = MAX_MESSAGE) -> None:
+    assert message_held(session) <= max_message
     if not session.closed:
         assert held_by_wsproto(session) <= WSPROTO_MAX_HELD
 

@@ -116,7 +116,7 @@ async def test_error_paths(server: RunningServer, token: str) -> None:
         (("POST", "/", b"", token), {}, 400),  # empty body (the reference hangs)
         (("POST", "/", b"{oops", token), {}, 400),  # bad JSON
         (("POST", "/", b"- [", token, "application/x-yaml"), {}, 400),  # bad YAML
-        (("POST", "/", b"x=1", token, "application/xml"), {}, 406),  # unknown content type
+        (("POST", "/", b"x=1", token, "application/xml"), {}, 415),  # unsupported content type
         (("POST", "/", {"client": "nope", "fun": "test.ping"}, token), {}, 400),
         (("POST", "/", [low, {"client": "ssh", "tgt": "*", "fun": "x"}], token), {}, 400),
         (("PUT", "/"), {}, 405),
