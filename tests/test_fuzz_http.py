@@ -19,6 +19,7 @@ Sizes from ``SALTNADO_FUZZ`` (see tests/fuzzing.py).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import yaml
@@ -64,6 +65,7 @@ SETTINGS = Settings(
 SMALL = Limits(max_header_bytes=512, max_body_bytes=64, max_ws_message_bytes=64, outbox_max_messages=4)
 ROOMY = Limits(max_header_bytes=2048, max_body_bytes=8192, max_ws_message_bytes=256)
 LIMITS = [SMALL, ROOMY, ROOMY]
+Choose = Callable[[Sequence[Any]], Any]  # picks one of the options
 # Every final status the server may send; never 500 (an unexpected error is a bug here).
 STATUSES = {200, 202, 204, 400, 401, 403, 404, 405, 406, 413, 415, 426, 431, 503, 504}
 
@@ -117,9 +119,9 @@ ANSWERS: dict[type, list[Any]] = {
 class Driver:
     """One connection driven as a binding does: feed, answer requests, run Salt calls, write."""
 
-    def __init__(self, limits: Limits, draw: st.DataObject) -> None:
+    def __init__(self, limits: Limits, choose: Choose) -> None:
         self.limits = limits
-        self.draw = draw
+        self.choose = choose  # picks Salt's answers and when events arrive
         self.app = App(SETTINGS)
         self.streams = EventStreams()
         self.conn = ServerConnection(limits, self.streams)
@@ -127,7 +129,7 @@ class Driver:
         self.out = b""
 
     def salt(self, call: SaltCall) -> Any:
-        answer = self.draw.draw(st.sampled_from(ANSWERS[type(call)]))
+        answer = self.choose(ANSWERS[type(call)])
         if isinstance(answer, Exception):
             raise answer
         return dict(answer) if isinstance(answer, dict) else answer
@@ -345,11 +347,20 @@ UPGRADE = (
 EVENT = SaltEvent("salt/job/20240101120000123456/ret/minion1", {"return": True, "id": "minion1"})
 
 
+def chooser(draw: st.DataObject) -> Choose:
+    return lambda options: draw.draw(st.sampled_from(options))
+
+
 def run(draw: st.DataObject, stream: bytes, limits: Limits, eof: bool = True) -> Driver:
-    driver = Driver(limits, draw)
-    for chunk in draw.draw(split(stream, max_cuts=12)):
+    return drive(draw.draw(split(stream, max_cuts=12)), limits, chooser(draw), eof)
+
+
+def drive(chunks: Iterable[bytes], limits: Limits, choose: Choose, eof: bool = True) -> Driver:
+    """Feed ``chunks`` (then EOF, or a server close) and check everything that came out."""
+    driver = Driver(limits, choose)
+    for chunk in chunks:
         driver.feed(chunk)
-        if driver.conn.phase is Phase.STREAMING and draw.draw(st.booleans()):
+        if driver.conn.phase is Phase.STREAMING and choose((False, True)):
             driver.streams.dispatch(EVENT)
             driver.out += driver.conn.data_to_send()
     if not eof:  # the server shuts down instead
