@@ -10,6 +10,7 @@ Frames come from :func:`fuzzing.client_frame`; sizes from ``SALTNADO_FUZZ``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hypothesis import given
@@ -93,16 +94,21 @@ def pings_in(data: bytes) -> set[bytes]:
 def test_session_any_client_frames(data: bytes, draw: st.DataObject) -> None:
     count("websocket")
     data = draw.draw(mutated(data)) if draw.draw(st.booleans()) else data
+    session_run(data, draw.draw(split(data)), lambda options: draw.draw(st.sampled_from(options)))
+
+
+def session_run(data: bytes, chunks: list[bytes], choose: Callable[[Sequence[Any]], Any]) -> None:
+    """``data`` in ``chunks`` through a session, with sends and closes in between, then EOF."""
     session = WebSocketSession(max_message_bytes=MAX_MESSAGE)
     out, events = b"", []
-    for chunk in draw.draw(split(data)):
+    for chunk in chunks:
         session.receive_data(chunk)
         check_session_bounded(session)
-        action = draw.draw(st.sampled_from(["none"] * 6 + ["send", "close"]))
+        action = choose(["none"] * 6 + ["send", "close"])
         if action == "send":
-            session.send_text(draw.draw(st.text(max_size=20)))
+            session.send_text(choose(["", "x", "ü" * 30, READY_TEXT]))
         elif action == "close":
-            session.close(draw.draw(st.sampled_from([1000, 1001, 1008, 1013])), "bye")
+            session.close(choose([1000, 1001, 1008, 1013]), "bye")
         events += session.events()
         out += session.data_to_send()
     session.receive_data(b"")  # EOF
@@ -165,14 +171,18 @@ READY = bytes(FrameProtocol(client=True, extensions=[]).send_data(READY_TEXT, Tr
 @given(client_frames, st.booleans(), st.data())
 def test_connection_any_client_frames_while_streaming(data: bytes, ready_first: bool, draw: st.DataObject) -> None:
     count("websocket")
-    if ready_first:
-        data = READY + data
+    stream = UPGRADE + (READY if ready_first else b"") + data
+    connection_run(draw.draw(split(stream)), lambda options: draw.draw(st.sampled_from(options)))
+
+
+def connection_run(chunks: list[bytes], choose: Callable[[Sequence[Any]], Any]) -> None:
+    """An upgrade and client frames in ``chunks``, with events published, server closes
+    and token expiry in between, then EOF."""
     case = Connection()
     out = b""
-    stream = UPGRADE + data
-    for chunk in draw.draw(split(stream)):
+    for chunk in chunks:
         upgraded = case.conn.phase is not Phase.HTTP
-        action = draw.draw(st.sampled_from(["none"] * 4 + ["event", "burst", "close", "expire"])) if upgraded else ""
+        action = choose(["none"] * 4 + ["event", "burst", "close", "expire"]) if upgraded else ""
         if action == "event":
             case.streams.dispatch(EVENT)
         elif action == "burst":  # more than the outbox holds: the slow-client policy
@@ -187,7 +197,9 @@ def test_connection_any_client_frames_while_streaming(data: bytes, ready_first: 
     assert case.conn.finished and case.conn.phase is Phase.DONE
     assert len(case.streams.all_events) == 0 and len(case.conn.outbox) == 0
     head, sep, frames_out = out.partition(SWITCHING_END)
-    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n") and sep
+    if not head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"):  # the upgrade itself was broken
+        assert head.startswith(b"HTTP/1.1 4") or out == b"", out[:200]
+        return
     frames = read_server_frames(frames_out)
     check_one_close_last(frames)
     for opcode, payload in frames:
