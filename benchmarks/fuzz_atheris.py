@@ -14,12 +14,12 @@ The seed corpus is built from the hypothesis strategies.
     .venv/bin/python benchmarks/fuzz_atheris.py http -atheris_runs=200000
     .venv/bin/python benchmarks/fuzz_atheris.py eventbus -max_total_time=600 CORPUS_DIR
 
-At exit it prints how many inputs ran (``fuzz inputs run (atheris): <target> N``).
+libFuzzer reports the inputs it ran at the end (``Done N runs``; with
+``-print_final_stats=1`` also ``stat::number_of_executed_units``).
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import random
 import sys
@@ -40,9 +40,6 @@ with atheris.instrument_imports(include=["saltnado_core", "h11", "wsproto"]):
 import test_fuzz_eventbus as eventbus_tests  # noqa: E402
 import test_fuzz_http as http_tests  # noqa: E402
 import test_fuzz_websocket as websocket_tests  # noqa: E402
-
-RUNS = 0
-
 
 def pieces(rng: random.Random, data: bytes) -> list[bytes]:
     """``data`` in reads of random sizes (never empty: ``b""`` is EOF)."""
@@ -121,21 +118,13 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:
         sys.exit(f"usage: {sys.argv[0]} {{{','.join(TARGETS)}}} [libFuzzer options] [corpus dir]")
     target = sys.argv.pop(1)
-    body = TARGETS[target]
-
-    def one(data: bytes) -> None:
-        global RUNS
-        RUNS += 1
-        body(data)
-
     args = list(sys.argv)
     if not any(not a.startswith("-") for a in args[1:]):  # no corpus given: seed a fresh one
         corpus = tempfile.mkdtemp(prefix=f"saltnado-atheris-{target}-")
         for i, seed in enumerate(seeds(target)):
             Path(corpus, f"seed-{i}").write_bytes(seed)
         args.append(corpus)
-    atexit.register(lambda: print(f"fuzz inputs run (atheris): {target} {RUNS:,}", flush=True))
-    atheris.Setup(args, one)
+    atheris.Setup(args, TARGETS[target])
     atheris.Fuzz()
 
 
