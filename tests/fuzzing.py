@@ -245,6 +245,10 @@ def read_responses(out: bytes, bodyless: Callable[[int], bool | None]) -> tuple[
             responses.append(response)
             return responses, after
         length = response.header("content-length")
+        if status in (204, 304):  # RFC 9110 §8.6: no body, and no Content-Length
+            if length is not None:
+                raise Unparsable(f"a {status} with a Content-Length: {head!r}")
+            length = "0"
         if length is None or not length.isdigit():
             raise Unparsable(f"response without a Content-Length: {head!r}")
         no_body = bodyless(finals)
@@ -296,8 +300,9 @@ def read_server_frames(data: bytes) -> list[tuple[Opcode, Any]]:
 
 
 def check_one_close_last(frames: list[tuple[Opcode, Any]]) -> None:
+    """Text, pongs and the server's keep-alive pings, then at most one close, last."""
     opcodes = [opcode for opcode, _ in frames]
-    assert set(opcodes) <= {Opcode.TEXT, Opcode.PONG, Opcode.CLOSE}, opcodes
+    assert set(opcodes) <= {Opcode.TEXT, Opcode.PING, Opcode.PONG, Opcode.CLOSE}, opcodes
     if Opcode.CLOSE in opcodes:
         assert opcodes.index(Opcode.CLOSE) == len(opcodes) - 1, opcodes
 

@@ -49,7 +49,15 @@ from saltnado_core import (
     ServerConnection,
     Settings,
 )
-from saltnado_core.salt_calls import FireEvent, GetToken, MakeToken, PublishGrains, RemoveToken, RunLowstate
+from saltnado_core.salt_calls import (
+    FireEvent,
+    GetAuthList,
+    GetToken,
+    MakeToken,
+    PublishGrains,
+    RemoveToken,
+    RunLowstate,
+)
 from test_fuzz_websocket import check_session_bounded
 
 NOW = 1_700_000_000.0
@@ -98,6 +106,7 @@ class SaltClientTimeout(Exception):
 
 ANSWERS: dict[type, list[Any]] = {
     GetToken: [RECORD, RECORD, {}, {**RECORD, "expire": NOW - 1}, {"expire": "soon"}, SaltDaemonNotRunning()],
+    GetAuthList: [[".*"], ["@events"], [{"*": [".*"]}], ["test.ping"], [], None, SaltDaemonNotRunning()],
     MakeToken: [RECORD, {}, {**RECORD, "eauth": "ldap"}, EauthAuthenticationError(), SaltReqTimeoutError()],
     RunLowstate: [
         {"minion1": True},
@@ -127,6 +136,13 @@ class Driver:
         self.conn = ServerConnection(limits, self.streams)
         self.requests: list[Request] = []
         self.out = b""
+        self.clock = 0.0  # the binding's monotonic clock, for tick()
+
+    def tick(self) -> None:
+        """Time passes (from nothing to past every timeout) and the binding ticks."""
+        self.clock += self.choose((0.0, 1.0, 11.0, 21.0, 61.0))
+        if self.conn.tick(self.clock):
+            self.out += self.conn.data_to_send()
 
     def salt(self, call: SaltCall) -> Any:
         answer = self.choose(ANSWERS[type(call)])
@@ -200,7 +216,8 @@ class Driver:
 def check_response(response: WireResponse, request: Request | None) -> None:
     status = response.status
     if request is None:  # the peer broke HTTP: answered, then the connection closes
-        assert status in (400, 413, 431, 501), response  # 501: a transfer coding h11 lacks
+        # 408: a request not received in full in time; 501: a transfer coding h11 lacks
+        assert status in (400, 408, 413, 431, 501), response
         assert response.header("connection") == "close"
         check_error_body(response, head=not response.body)  # no body: it answers a HEAD
         return
@@ -360,6 +377,8 @@ def drive(chunks: Iterable[bytes], limits: Limits, choose: Choose, eof: bool = T
     driver = Driver(limits, choose)
     for chunk in chunks:
         driver.feed(chunk)
+        if choose((False, False, True)):
+            driver.tick()
         if driver.conn.phase is Phase.STREAMING and choose((False, True)):
             driver.streams.dispatch(EVENT)
             driver.out += driver.conn.data_to_send()

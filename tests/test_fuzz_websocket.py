@@ -38,6 +38,7 @@ from saltnado_core import (
     Settings,
     WebSocketSession,
 )
+from saltnado_core.salt_calls import GetAuthList
 from saltnado_core.websocket import Closed, TextReceived
 
 MAX_MESSAGE = 64
@@ -56,7 +57,9 @@ WSPROTO_MAX_HELD = 14 + 125
 
 
 def held_by_wsproto(session: WebSocketSession) -> int:
-    return len(session._ws._proto._frame_decoder.buffer)
+    """Bytes wsproto holds unparsed (the session keeps no wsproto connection between frames)."""
+    ws = session._wsproto
+    return 0 if ws is None else len(ws._proto._frame_decoder.buffer)
 
 
 def message_held(session: WebSocketSession) -> int:
@@ -147,8 +150,8 @@ class Connection:
         while (request := self.conn.next_request()) is not None:
             exchange = self.app.handle(request, NOW)
             step = exchange.start()
-            while isinstance(step, GetToken):
-                step = exchange.resume(RECORD)
+            while isinstance(step, (GetToken, GetAuthList)):
+                step = exchange.resume(RECORD if isinstance(step, GetToken) else [".*"])
             assert exchange.error is None
             self.conn.respond(step)
         self.check_bounded()
@@ -179,10 +182,10 @@ def connection_run(chunks: list[bytes], choose: Callable[[Sequence[Any]], Any]) 
     """An upgrade and client frames in ``chunks``, with events published, server closes
     and token expiry in between, then EOF."""
     case = Connection()
-    out = b""
+    out, clock = b"", 0.0
     for chunk in chunks:
         upgraded = case.conn.phase is not Phase.HTTP
-        action = choose(["none"] * 4 + ["event", "burst", "close", "expire"]) if upgraded else ""
+        action = choose(["none"] * 4 + ["event", "burst", "close", "expire", "tick"]) if upgraded else ""
         if action == "event":
             case.streams.dispatch(EVENT)
         elif action == "burst":  # more than the outbox holds: the slow-client policy
@@ -192,6 +195,9 @@ def connection_run(chunks: list[bytes], choose: Callable[[Sequence[Any]], Any]) 
             case.conn.close()
         elif action == "expire":
             case.conn.expire(NOW + 101)
+        elif action == "tick":  # time passes: pings are due, then a pong is overdue
+            clock += choose([1.0, 21.0, 41.0])
+            case.conn.tick(clock)
         out += case.feed(chunk)
     out += case.feed(b"")  # EOF
     assert case.conn.finished and case.conn.phase is Phase.DONE

@@ -39,7 +39,7 @@ import trio
 from conftest import RunningServer, http
 from fuzzing import WireResponse, check_error_body, read_responses
 from saltnado_core import App, EventStreams, Limits, Router, SaltCall, ServerConnection, Settings
-from saltnado_core.salt_calls import FireEvent, GetToken, MakeToken, RemoveToken, RunLowstate
+from saltnado_core.salt_calls import FireEvent, GetAuthList, GetToken, MakeToken, RemoveToken, RunLowstate
 
 NOW = 1_700_000_000.0
 TOKEN = "0123456789abcdef" * 4
@@ -192,7 +192,7 @@ def check(case: Case, raw: bytes) -> WireResponse:
 # -- core: literal bytes through ServerConnection + App ------------------------------------------
 
 SALT: dict[type, Any] = {
-    GetToken: RECORD, MakeToken: RECORD, RunLowstate: {"minion1": True}, FireEvent: True, RemoveToken: None,
+    GetToken: RECORD, GetAuthList: [".*"], MakeToken: RECORD, RunLowstate: {"minion1": True}, FireEvent: True, RemoveToken: None,
 }
 
 
