@@ -1,7 +1,7 @@
 """Malformed input on every endpoint of the router's table: wrong methods (405 with
 ``Allow``), unknown paths (404), bad JSON and YAML bodies (400 naming the problem),
 unsupported ``Content-Type`` (415), unacceptable ``Accept`` (406), oversized bodies
-(413) and header blocks (431). Every answer is a JSON ``{"status", "return"}``.
+(413) and header blocks (431, by size or by count). Every answer is a JSON ``{"status", "return"}``.
 
 Each case is literal request bytes: fed to :class:`ServerConnection` + :class:`App`
 here (with Salt answering every call), and sent over real sockets to both bindings
@@ -157,6 +157,9 @@ def cases(limits: Limits, token: str = TOKEN) -> list[Case]:
                  f"request body exceeds the {limits.max_body_bytes}-byte limit"))
         add(Case(f"431 {ep.path}", request(method, ep.path, {"X-Padding": "x" * limits.max_header_bytes}), 431,
                  "request header block too large"))
+        many = {f"X-{i}": "1" for i in range(limits.max_header_count)}
+        add(Case(f"431 count {ep.path}", request(method, ep.path, many), 431,
+                 f"too many request header fields (more than {limits.max_header_count})"))
         if not ep.body:
             continue
         for content_type, body, reason in BAD_BODIES:
