@@ -13,7 +13,10 @@
 * ``tick(now)`` — enforce the timeouts and ping websockets (call every tick);
 * ``stream_token`` — the token of an open stream, re-checked with Salt
   (:class:`~saltnado_core.revocation.TokenRecheck`);
-* ``close(code, reason)`` — e.g. 1001 at shutdown;
+* ``close(code, reason)`` — e.g. 1001 at shutdown (a request being answered
+  gets its response first, with ``Connection: close``);
+* ``abandon_request(reason)`` — answer the request being answered with 503 now
+  (shutdown cannot wait for it any longer);
 * ``data_to_send()`` — everything to write now, as one coalesced ``bytes``;
 * ``finished`` — true once the binding should flush and drop the socket.
 
@@ -46,6 +49,7 @@ from .streams import EventStreams
 from .websocket import CLOSE_GOING_AWAY, Closed, TextReceived, WebSocketSession
 
 READY_MESSAGE = "websocket client ready"
+CLOSE_HEADER = (("connection", "close"),)
 _UPGRADED = HTTPConnection()  # shared stand-in for the HTTP phase of upgraded connections
 _UPGRADED.closed = True
 
@@ -128,6 +132,7 @@ class ServerConnection:
         self._prefix = b""  # output that must precede the rest (101, head, frames before a close)
         self.token_expire: float | None = None
         self.close_reason: Closed | None = None  # how the websocket ended, once it has
+        self._close_after_response = False  # close() came while a request was being answered
         # timeouts (see tick): the first tick's time, the wait being timed and since when
         self._opened: float | None = None
         self._waiting: tuple[Wait, int] | None = None
@@ -210,6 +215,10 @@ class ServerConnection:
         """Answer the request from :meth:`next_request` with the app's outcome."""
         if self.phase is not Phase.HTTP:
             return
+        if self._close_after_response:  # the server is closing: no upgrade, no keep-alive
+            if not isinstance(outcome, Response):
+                outcome = error_response(503, "the server is shutting down")
+            outcome = Response(outcome.status, outcome.body, outcome.headers + CLOSE_HEADER, outcome.content_type)
         if isinstance(outcome, Response):
             self._http.send_response(outcome)
             self._request = None
@@ -237,10 +246,16 @@ class ServerConnection:
             self._websocket_events()
 
     def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
-        """Close politely: a stream gets what is queued, then its end (a close frame
-        for a websocket, the last chunk for an event stream)."""
+        """Close politely: a request being answered gets its response first (with
+        ``Connection: close``; an upgrade or event stream it asked for is refused
+        with 503), an idle or half-received one is closed at once; a stream gets
+        what is queued, then its end (a close frame for a websocket, the last
+        chunk for an event stream)."""
         if self.phase is Phase.HTTP:
-            self._go("end")
+            if self._http.busy:
+                self._close_after_response = True
+            else:
+                self._go("end")
         elif self._sse:
             if self.phase is Phase.STREAMING:
                 self._prefix += self.outbox.drain(self.outbox.queued_bytes) + self._http.end_stream()
@@ -249,6 +264,17 @@ class ServerConnection:
             self._prefix += self.outbox.drain(self.outbox.queued_bytes)
             self._ws.close(code, reason)
             self._websocket_events()
+
+    def abandon_request(self, reason: str) -> bool:
+        """Answer the request being answered with 503 and ``reason`` now and close,
+        when the server cannot wait for it (a shutdown past its timeout); its own
+        response, if it comes later, is dropped. True if there was one."""
+        if self.phase is not Phase.HTTP or not self._http.busy:
+            return False
+        self._http.send_response(error_response(503, reason, CLOSE_HEADER))
+        self._request = None
+        self._go("end")
+        return True
 
     def expire(self, now: float) -> bool:
         """End the stream if its token has expired by ``now``; True if it did."""

@@ -22,6 +22,7 @@ import os
 import socket
 import ssl
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import trio
@@ -29,6 +30,7 @@ import trio
 from saltnado_core import SaltCall, ServerConnection, Settings
 from saltnado_core.connection import Phase
 from saltnado_core.pacing import Pacing
+from saltnado_core.salt_calls import MasterUnavailable, needs_master
 from saltnado_salt.service import EventHub, Service, Wakeup
 
 from .feed import read_event_bus
@@ -76,7 +78,8 @@ class Server:
             nursery.start_soon(read_event_bus, self.service, self._salt, nursery.start_soon)
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._direct.run)
-            nursery.start_soon(trio.to_thread.run_sync, self.service.bridge.load_auth)  # warm up eauth
+            warm_up = partial(trio.to_thread.run_sync, self.service.bridge.load_auth, abandon_on_cancel=True)
+            nursery.start_soon(warm_up)  # eauth modules load once, before the first request
             if listeners:
                 await nursery.start(self._accept, listeners, nursery)
             task_status.started(listeners)
@@ -99,12 +102,20 @@ class Server:
             self.service.recheck_tokens(self._salt, self._nursery.start_soon)
 
     async def shutdown(self, grace: float | None = None) -> None:
-        """Stop accepting, close websockets with 1001, give them ``grace`` s to flush."""
+        """Stop accepting; close websockets with 1001 and end event streams; let
+        requests being answered finish for ``grace`` s (default: the
+        ``shutdown_timeout`` setting), then answer those left 503; stop. Returns
+        within ``grace`` + ``pacing.shutdown_flush`` s: Salt calls still running
+        are abandoned (their worker threads end on their own)."""
         self._accepting.cancel()
         for listener in self.listeners:
             await listener.aclose()
         self.service.close_all()
-        with trio.move_on_after(self.service.pacing.shutdown_grace if grace is None else grace):
+        with trio.move_on_after(self.settings.limits.timeouts.shutdown_timeout if grace is None else grace):
+            while self.service.connections:
+                await trio.sleep(0.02)
+        self.service.abandon_requests()
+        with trio.move_on_after(self.service.pacing.shutdown_flush):
             while self.service.connections:
                 await trio.sleep(0.02)
         if self._nursery is not None:
@@ -175,7 +186,16 @@ class Server:
                 await wake.wait()
 
     async def _salt(self, call: SaltCall) -> Any:
-        return await trio.to_thread.run_sync(self.service.bridge.execute, call, limiter=self.limiter)
+        """Run ``call`` in a worker thread. Cancelled (shutdown, a vanished client),
+        the thread is abandoned: it still holds its limiter slot until Salt returns."""
+        run = partial(
+            trio.to_thread.run_sync, self.service.bridge.execute, call, limiter=self.limiter, abandon_on_cancel=True
+        )
+        if not needs_master(call):
+            return await run()
+        with trio.CancelScope() as scope, self.service.master_call(scope.cancel):
+            return await run()
+        raise MasterUnavailable()  # the event bus went down during the call
 
 
 async def _read_fd(fd: int, max_bytes: int) -> bytes:
