@@ -4,7 +4,13 @@
 
 * ``receive_data(data)`` — bytes from the socket; ``b""`` means EOF;
 * ``next_request()`` — a complete HTTP request for the binding to run through
-  :class:`~saltnado_core.app.App` (None while there is none);
+  :class:`~saltnado_core.app.App` (None while there is none, or while
+  ``input_paused``);
+* ``input_paused`` — the client has not read its responses (more than
+  ``limits.write_chunk_bytes`` of them wait to be taken): read nothing more and
+  ask ``next_request()`` again once the writer has taken ``data_to_send()``, so
+  a client that pipelines requests without reading the answers holds a bounded
+  amount of memory, and TCP slows it down;
 * ``respond(outcome)`` — the app's :class:`Response`, :class:`AcceptWebSocket`
   or :class:`AcceptEventStream`;
 * ``take_salt_calls()`` / ``salt_call_done(call, error)`` — Salt calls a stream
@@ -18,7 +24,10 @@
 * ``abandon_request(reason)`` — answer the request being answered with 503 now
   (shutdown cannot wait for it any longer);
 * ``data_to_send()`` — everything to write now, as one coalesced ``bytes``;
-* ``finished`` — true once the binding should flush and drop the socket.
+* ``finished`` — true once the binding should flush and drop the socket;
+* ``cut_off`` — the client is being dropped for not keeping up (its outbox
+  overflowed, or a timeout ran out): what is left to write gets the close
+  handshake time, however full its socket, then the binding drops it.
 
 ``wake`` (given by the binding) is called whenever output becomes ready outside
 a call the binding made itself — i.e. when the fan-out queues a message.
@@ -133,6 +142,7 @@ class ServerConnection:
         self.token_expire: float | None = None
         self.close_reason: Closed | None = None  # how the websocket ended, once it has
         self._close_after_response = False  # close() came while a request was being answered
+        self._timed_out = False
         # timeouts (see tick): the first tick's time, the wait being timed and since when
         self._opened: float | None = None
         self._waiting: tuple[Wait, int] | None = None
@@ -151,6 +161,10 @@ class ServerConnection:
         if self._stream is None or self.phase not in (Phase.AWAIT_READY, Phase.STREAMING):
             return None
         return self._stream[1] or None
+
+    @property
+    def cut_off(self) -> bool:
+        return self.outbox.overflowed or self._timed_out
 
     def _go(self, action: str) -> None:
         self.phase = _TRANSITIONS[(self.phase, action)]
@@ -181,8 +195,12 @@ class ServerConnection:
         self._ws.receive_data(data)
         self._websocket_events()
 
+    @property
+    def input_paused(self) -> bool:
+        return self.phase is Phase.HTTP and self._http.backlog > self.limits.write_chunk_bytes
+
     def next_request(self) -> Request | None:
-        if self.phase is not Phase.HTTP:
+        if self.phase is not Phase.HTTP or self.input_paused:
             return None
         request = self._http.next_request()
         if request is not None and self._refused:
@@ -352,6 +370,7 @@ class ServerConnection:
         return True
 
     def _time_out(self, wait: Wait) -> bool:
+        self._timed_out = True
         field, expiry, code = _WAITS[wait]
         seconds = f"{getattr(self.limits.timeouts, field):g}"
         if expiry is Expiry.REQUEST_TIMEOUT and self._http.receiving:

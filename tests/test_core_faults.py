@@ -230,3 +230,33 @@ def test_close_of_an_idle_or_half_received_connection_is_at_once() -> None:
     assert half.next_request() is None
     half.close()
     assert half.finished and half.data_to_send() == b""
+
+
+# -- a client that does not read its responses --------------------------------------------
+
+
+def test_requests_wait_while_the_client_has_not_taken_its_responses() -> None:
+    conn = ServerConnection(Limits(write_chunk_bytes=300), EventStreams())
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 10)  # pipelined, nothing read yet
+    answered = 0
+    while (request := conn.next_request()) is not None:
+        conn.respond(Response(200, b"x" * 100))  # ~190 bytes with the head
+        answered += 1
+    assert answered == 2 and conn.input_paused  # past 300 bytes waiting: no more requests
+    assert len(conn.data_to_send()) > 300  # the writer takes them …
+    assert not conn.input_paused
+    while (request := conn.next_request()) is not None:  # … and the binding asks again
+        conn.respond(Response(200, b"x" * 100))
+        answered += 1
+    assert answered == 4 and conn.input_paused
+
+
+def test_a_timed_out_client_is_cut_off() -> None:
+    from saltnado_core import Timeouts
+
+    conn = ServerConnection(Limits(timeouts=Timeouts(header_timeout=5)), EventStreams())
+    conn.receive_data(b"GET / HTTP/1.1\r\n")
+    conn.tick(100.0)
+    assert not conn.cut_off
+    assert conn.tick(106.0)
+    assert conn.cut_off and conn.finished and conn.data_to_send().startswith(b"HTTP/1.1 408 ")

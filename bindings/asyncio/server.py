@@ -143,8 +143,8 @@ class Server:
             async with asyncio.timeout(None) as deadline:
                 wake.deadline = deadline
                 async with asyncio.TaskGroup() as tasks:
-                    reading = tasks.create_task(self._reader(reader, conn))
-                    await self._writer(writer, conn, wake.task, deadline)
+                    reading = tasks.create_task(self._reader(reader, conn, wake))
+                    await self._writer(writer, conn, wake)
                     reading.cancel()
         except TimeoutError:
             pass  # the peer never answered our close frame
@@ -157,34 +157,44 @@ class Server:
             except (TimeoutError, OSError):
                 pass
 
-    async def _reader(self, reader: asyncio.StreamReader, conn: ServerConnection) -> None:
+    async def _reader(self, reader: asyncio.StreamReader, conn: ServerConnection, wake: _Wake) -> None:
         while not conn.finished:
+            if conn.input_paused:  # the client is not reading its responses: neither do we
+                if wake.reading is None:
+                    wake.reading = Wakeup(asyncio.Event)
+                await wake.reading.wait()  # the writer has written some
+                await self.service.receive(conn, None, self._salt, self._spawn)
+                continue
             try:
                 data = await reader.read(self.service.pacing.read_bytes)
             except OSError:  # reset, TLS error: the peer vanished
                 data = b""
             await self.service.receive(conn, data, self._salt, self._spawn)
             if not data:
+                # The client has closed its side (or vanished): what is left to write
+                # gets the close-handshake time, then the connection is dropped.
+                wake.limit(self.service.pacing.close_handshake)
                 return
 
-    async def _writer(
-        self, writer: asyncio.StreamWriter, conn: ServerConnection, wake: Wakeup, deadline: asyncio.Timeout
-    ) -> None:
+    async def _writer(self, writer: asyncio.StreamWriter, conn: ServerConnection, wake: _Wake) -> None:
         while True:
             data = conn.data_to_send()
-            if conn.phase is Phase.CLOSING and deadline.when() is None:
-                # Our close frame is out: the peer has this long to answer it.
-                deadline.reschedule(asyncio.get_running_loop().time() + self.service.pacing.close_handshake)
+            if conn.phase is Phase.CLOSING or conn.cut_off:
+                # Our close frame is out, or the client is cut off: it has this long
+                # to take the rest (and answer the close) before it is dropped.
+                wake.limit(self.service.pacing.close_handshake)
             if data:
                 try:
                     writer.write(data)
                     await writer.drain()
                 except OSError:
                     return
+                if wake.reading is not None:
+                    wake.reading()
             elif conn.finished:
                 return
             else:
-                await wake.wait()
+                await wake.task.wait()
 
     # -- tasks and threads -------------------------------------------------------
     def _spawn(self, start: Callable[[], Awaitable[None]]) -> None:
@@ -233,7 +243,7 @@ class _DirectWrites:
 class _Wake:
     """One connection's wake (see :class:`_DirectWrites`); ``task`` wakes its writer task."""
 
-    __slots__ = ("direct", "writer", "close_handshake", "task", "conn", "deadline")
+    __slots__ = ("direct", "writer", "close_handshake", "task", "conn", "deadline", "reading")
 
     def __init__(self, direct: _DirectWrites, writer: asyncio.StreamWriter, close_handshake: float) -> None:
         self.direct = direct
@@ -242,17 +252,27 @@ class _Wake:
         self.task = Wakeup(asyncio.Event)
         self.conn: ServerConnection | None = None
         self.deadline: asyncio.Timeout | None = None
+        self.reading: Wakeup | None = None  # the reader, waiting for its responses to be written
 
     def __call__(self) -> None:
-        conn, deadline = self.conn, self.deadline
+        conn = self.conn
         if conn is not None and conn.phase is Phase.STREAMING and not conn.outbox.overflowed:
             self.direct.mark(self)
             return
-        if conn is not None and conn.outbox.overflowed and deadline is not None and deadline.when() is None:
+        if conn is not None and conn.cut_off:
             # Cut off, perhaps while its socket is full: it has this long to take
             # what was sent and the close before the connection is dropped.
-            deadline.reschedule(asyncio.get_running_loop().time() + self.close_handshake)
+            self.limit(self.close_handshake)
         self.task()
+
+    def limit(self, seconds: float) -> None:
+        """Drop the connection ``seconds`` from now, unless an earlier limit is set."""
+        deadline = self.deadline
+        if deadline is not None:
+            at = asyncio.get_running_loop().time() + seconds
+            when = deadline.when()
+            if when is None or at < when:
+                deadline.reschedule(at)
 
     def write(self) -> None:
         conn, transport = self.conn, self.writer.transport

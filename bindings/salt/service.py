@@ -89,15 +89,17 @@ class Service:
         self.connections.pop(conn, None)
         conn.close()
 
-    async def receive(self, conn: ServerConnection, data: bytes, salt: SaltRunner, spawn: Spawn) -> None:
-        """Feed ``data`` (``b""`` at EOF) to ``conn``, answer its requests, start the
-        Salt calls its stream needs, and wake its writer."""
-        conn.receive_data(data)
+    async def receive(self, conn: ServerConnection, data: bytes | None, salt: SaltRunner, spawn: Spawn) -> None:
+        """Feed ``data`` (``b""`` at EOF; None: nothing new, after ``conn.input_paused``)
+        to ``conn``, answer its requests, start the Salt calls its stream needs, and
+        wake its writer."""
+        if data is not None:
+            conn.receive_data(data)
         while (request := conn.next_request()) is not None:
             conn.respond(await self.respond(request, salt))
         for call in conn.take_salt_calls():
             spawn(partial(self._stream_salt_call, conn, call, salt))
-        if not data and not conn.finished:
+        if data == b"" and not conn.finished:
             conn.close()  # EOF mid-exchange: close what is still open
         self.connections.get(conn, _nothing)()
 

@@ -126,12 +126,12 @@ class Server:
         """Serve one accepted connection until it ends (also for a host's own listener)."""
         wake = _TaskWake()
         direct = _Direct(self._direct, stream, wake, self.service.pacing.close_handshake)
-        conn = self.service.open_connection(direct if direct.fd >= 0 else wake)
+        conn = self.service.open_connection(direct)
         direct.conn = conn
         try:
             async with trio.open_nursery() as nursery:
                 direct.scope = nursery.cancel_scope
-                nursery.start_soon(self._reader, stream, conn)
+                nursery.start_soon(self._reader, stream, conn, direct)
                 await self._writer(stream, conn, wake, nursery.cancel_scope, direct)
                 nursery.cancel_scope.cancel()
         finally:
@@ -143,18 +143,30 @@ class Server:
                 except _GONE:
                     pass
 
-    async def _reader(self, stream: trio.abc.Stream, conn: ServerConnection) -> None:
+    async def _reader(self, stream: trio.abc.Stream, conn: ServerConnection, direct: _Direct) -> None:
         assert self._nursery is not None, "serve() first"
         spawn = self._nursery.start_soon
         read_bytes = self.service.pacing.read_bytes
         fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         while not conn.finished:
+            if conn.input_paused:  # the client is not reading its responses: neither do we
+                if direct.reading is None:
+                    direct.reading = _TaskWake()
+                await direct.reading.wait()  # the writer has written some
+                await self.service.receive(conn, None, self._salt, spawn)
+                continue
             try:
                 data = await (_read_fd(fd, read_bytes) if fd >= 0 else stream.receive_some(read_bytes))
             except _GONE:
                 data = b""
             await self.service.receive(conn, data, self._salt, spawn)
             if not data:
+                # The client has closed its side (or vanished): what is left to write
+                # gets the close-handshake time, then the connection is dropped.
+                assert direct.scope is not None
+                direct.scope.deadline = min(
+                    direct.scope.deadline, trio.current_time() + self.service.pacing.close_handshake
+                )
                 return
 
     async def _writer(
@@ -169,8 +181,9 @@ class Server:
             data = conn.data_to_send()
             if direct.pending:  # the rest of a direct write goes first
                 data, direct.pending = direct.pending + data, b""
-            if conn.phase is Phase.CLOSING and scope.deadline == math.inf:
-                # Our close frame is out: the peer has this long to answer it.
+            if (conn.phase is Phase.CLOSING or conn.cut_off) and scope.deadline == math.inf:
+                # Our close frame is out, or the client is cut off: it has this long
+                # to take the rest (and answer the close) before it is dropped.
                 scope.deadline = trio.current_time() + self.service.pacing.close_handshake
             if data:
                 direct.sending = True
@@ -180,6 +193,8 @@ class Server:
                     return
                 finally:
                     direct.sending = False
+                if direct.reading is not None:
+                    direct.reading()
             elif conn.finished:
                 return
             else:
@@ -277,7 +292,9 @@ class _Direct:
     """One connection's wake: mark it for :class:`_DirectWrites`, or, while its
     writer task owns the socket (or for TLS), wake that task."""
 
-    __slots__ = ("writes", "fd", "writer", "close_handshake", "conn", "scope", "pending", "sending", "gone")
+    __slots__ = (
+        "writes", "fd", "writer", "close_handshake", "conn", "scope", "pending", "sending", "gone", "reading"
+    )
 
     def __init__(
         self, writes: _DirectWrites, stream: trio.abc.Stream, writer: _TaskWake, close_handshake: float
@@ -291,14 +308,15 @@ class _Direct:
         self.pending = b""  # what a direct write left over, for the writer task
         self.sending = False  # the writer task is in send_all
         self.gone = False
+        self.reading: _TaskWake | None = None  # the reader, waiting for its responses to be written
 
     def __call__(self) -> None:
-        if not (self.sending or self.pending or self.gone):
+        if not (self.sending or self.pending or self.gone or self.fd < 0):
             self.writes.mark(self)
             return
         self.writer()
         conn, scope = self.conn, self.scope
-        if conn is not None and conn.outbox.overflowed and scope is not None and scope.deadline == math.inf:
+        if conn is not None and conn.cut_off and scope is not None and scope.deadline == math.inf:
             # Cut off while the socket is full: it has this long to take what was
             # sent (and the close frame) before the connection is dropped.
             scope.deadline = trio.current_time() + self.close_handshake
