@@ -331,8 +331,9 @@ class _Direct:
                 sent = os.write(self.fd, data)
             except BlockingIOError:
                 sent = 0
-            except OSError:
-                return  # the peer vanished; the reader sees it too
+            except OSError:  # the peer vanished: the reader sees it too, but it may have
+                self.writer()  # already, and a finished connection's writer must end
+                return
             if sent < len(data):
                 self.pending = data[sent:]
                 break
