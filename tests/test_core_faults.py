@@ -260,3 +260,25 @@ def test_a_timed_out_client_is_cut_off() -> None:
     assert not conn.cut_off
     assert conn.tick(106.0)
     assert conn.cut_off and conn.finished and conn.data_to_send().startswith(b"HTTP/1.1 408 ")
+
+
+# -- memory that churn would leak ------------------------------------------------------------
+
+
+def test_no_module_holds_an_exception_instance() -> None:
+    """An exception instance raised again and again chains every traceback (and the
+    frames they hold) onto itself: 3 KB per unauthenticated request, found by
+    benchmarks/churn.py. Raise a new one each time (a class works: ``raise Cls``)."""
+    import importlib
+    import pkgutil
+
+    import saltnado_core
+
+    shared = [
+        f"{info.name}.{name}"
+        for info in pkgutil.iter_modules(saltnado_core.__path__, "saltnado_core.")
+        for name, value in vars(importlib.import_module(info.name)).items()
+        if isinstance(value, BaseException)
+    ]
+    assert shared == []
+
