@@ -1,19 +1,35 @@
 """The event-bus subscription without its socket: decode, dispatch, when to retry.
 
 A binding connects a Unix stream socket to :attr:`EventBusLink.path` (the
-master's ``master_event_pub.ipc``) and reports what happens:
+master's ``master_event_pub.ipc``) and reports what happens, with its
+wall-clock ``now``:
 
-* ``unavailable(error)`` — connecting failed → seconds to wait before retrying
-  (capped exponential backoff, :class:`~saltnado_core.pacing.Pacing`);
-* ``connected()`` — subscribed; a fresh decoder starts;
+* ``unavailable(error, now)`` — connecting failed → seconds to wait before
+  retrying (capped exponential backoff, :class:`~saltnado_core.pacing.Pacing`);
+* ``connected(now)`` — subscribed; a fresh decoder starts;
 * ``receive_data(data, now)`` — bytes read → Salt calls the streams need (run
   them in worker threads). Raises :class:`EventBusError` when the stream is
   garbled: the decoder cannot resync, so drop the socket and report ``lost``;
-* ``lost(error)`` — the socket ended (``None``: the master closed it).
+* ``lost(error, now)`` — the socket ended (``None``: the master closed it).
+* ``tick(now)`` — about once a second (see below).
 
 Each decoded event is dispatched once to the websocket/SSE streams and offered
 to the in-process subscribers. ``notices()`` returns what to log: one line per
-state change, never one per retry. Websocket clients stay connected throughout.
+state change, never one per retry.
+
+The bus is the master's own publisher, so while it is gone the master is taken
+to be down (:attr:`EventBusLink.master_available`): calls that need it get 503
+at once instead of waiting out Salt's own timeouts. Streaming clients stay
+connected and are told, each once: ``saltnado/bus/down`` with
+``{"reason", "_stamp"}`` when the link goes down (also to a client that
+subscribes while it is down), ``saltnado/bus/up`` with ``{"down_since",
+"_stamp"}`` when it is back. Both are shaped like Salt events; events the master
+fired in between are not replayed (the bus keeps no history).
+
+"Back" means a new connection that has carried bytes or lasted
+``pacing.bus_settle`` seconds (checked by ``tick``): while a killed master's
+processes die, its socket can still accept a connection and reset it a moment
+later, and that flap must not reach clients as up-and-down-again.
 """
 
 from __future__ import annotations
@@ -21,14 +37,16 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
-from .eventbus import EventBusDecoder, EventBusError
+from .eventbus import EventBusDecoder, EventBusError, SaltEvent
 from .pacing import Backoff, Pacing
 from .salt_calls import SaltCall
-from .streams import EventStreams
+from .streams import BUS_DOWN_TAG, BUS_UP_TAG, EventStreams
 from .subscriptions import Subscriptions
 
 PUB_SOCKET = "master_event_pub.ipc"
+_DOWN_STATES = ("waiting", "lost")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +55,11 @@ class Notice:
 
     level: int
     message: str
+
+
+def salt_stamp(now: float) -> str:
+    """``now`` (seconds since the epoch) as Salt stamps events: naive UTC ISO 8601."""
+    return datetime.fromtimestamp(now, timezone.utc).replace(tzinfo=None).isoformat()
 
 
 class EventBusLink:
@@ -54,24 +77,37 @@ class EventBusLink:
         self.max_event_bytes = max_event_bytes
         self.state = "starting"  # → waiting | connected | lost
         self.connections = 0  # successful subscriptions so far
+        self.down_since: str | None = None  # the stamp of the down notice, while down
+        self._settle = pacing.bus_settle
+        self._connected_at: float | None = None  # the current connection, until it has settled
         self._backoff = Backoff(pacing.reconnect_min, pacing.reconnect_max)
         self._decoder = EventBusDecoder(max_event_bytes)
         self._notices: list[Notice] = []
 
-    def unavailable(self, error: OSError) -> float:
+    @property
+    def master_available(self) -> bool:
+        """False from the bus going down (or a first attempt failing) until a new
+        connection has settled."""
+        return self.down_since is None
+
+    def unavailable(self, error: OSError, now: float = 0.0) -> float:
         """Connecting failed; returns the seconds to wait before the next try."""
-        why = error.strerror or str(error)
-        self._enter("waiting", logging.WARNING, f"event bus {self.path} unavailable ({why}); retrying")
+        why = error.strerror or type(error).__name__
+        message = f"event bus {self.path} unavailable ({why}); retrying"
+        self._enter("waiting", logging.WARNING, message, now, f"event bus unavailable ({why})")
         return self._backoff.delay()
 
-    def connected(self) -> None:
+    def connected(self, now: float = 0.0) -> None:
         self._backoff.reset()
         self._decoder = EventBusDecoder(self.max_event_bytes)
         self.connections += 1
-        self._enter("connected", logging.INFO, f"subscribed to the event bus at {self.path}")
+        self._connected_at = now
+        self._enter("connected", logging.INFO, f"subscribed to the event bus at {self.path}", now)
 
     def receive_data(self, data: bytes, now: float) -> list[SaltCall]:
         """Decode ``data`` and dispatch every complete event at wall-clock ``now``."""
+        if self._connected_at is not None:
+            self._settled(now)
         self._decoder.feed(data)
         calls: list[SaltCall] = []
         dispatch, publish = self.streams.dispatch, self.subscriptions.publish
@@ -81,20 +117,45 @@ class EventBusLink:
                 publish(event)
         return calls
 
-    def lost(self, error: BaseException | None) -> None:
+    def lost(self, error: BaseException | None, now: float = 0.0) -> None:
         if error is None:
             reason = "the master closed the event bus"
         elif isinstance(error, EventBusError):
             reason = f"event bus stream unreadable ({error}); reconnecting"
         else:
             reason = f"event bus connection lost ({error})"
-        self._enter("lost", logging.WARNING, reason)
+        self._enter("lost", logging.WARNING, reason, now)
+
+    def tick(self, now: float) -> None:
+        """About once a second: a connection that has lasted ``bus_settle`` s is
+        taken as the master being back."""
+        if self._connected_at is not None and now - self._connected_at >= self._settle:
+            self._settled(now)
 
     def notices(self) -> list[Notice]:
         notices, self._notices = self._notices, []
         return notices
 
-    def _enter(self, state: str, level: int, message: str) -> None:
-        if state != self.state:
-            self.state = state
-            self._notices.append(Notice(level, message))
+    def _enter(self, state: str, level: int, message: str, now: float, reason: str | None = None) -> None:
+        """``message`` is for the log; ``reason`` (default: the same) for clients,
+        so it never holds the socket's path."""
+        if state == self.state:
+            return
+        self.state = state
+        self._notices.append(Notice(level, message))
+        if state in _DOWN_STATES:
+            self._connected_at = None
+            if self.down_since is None:
+                self.down_since = salt_stamp(now)
+                data = {"reason": message if reason is None else reason, "_stamp": self.down_since}
+                self._tell(SaltEvent(BUS_DOWN_TAG, data))
+
+    def _settled(self, now: float) -> None:
+        self._connected_at = None
+        if self.down_since is not None:
+            self._tell(SaltEvent(BUS_UP_TAG, {"down_since": self.down_since, "_stamp": salt_stamp(now)}))
+            self.down_since = None
+
+    def _tell(self, notice: SaltEvent) -> None:
+        self.streams.notify(notice)
+        self.subscriptions.notify(notice)

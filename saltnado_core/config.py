@@ -43,6 +43,9 @@ class Timeouts:
     keepalive_timeout: float = 60.0  # a response sent → the next request's first byte (closed)
     ws_ping_interval: float = 20.0  # a streaming websocket is pinged this often …
     ws_pong_timeout: float = 20.0  # … and closed 1011 if it sends nothing for this long after
+    # SIGTERM/SIGINT (Server.shutdown): requests being answered get this long to
+    # finish (then 503), websockets closed 1001 this long to answer the close
+    shutdown_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

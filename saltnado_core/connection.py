@@ -4,7 +4,13 @@
 
 * ``receive_data(data)`` — bytes from the socket; ``b""`` means EOF;
 * ``next_request()`` — a complete HTTP request for the binding to run through
-  :class:`~saltnado_core.app.App` (None while there is none);
+  :class:`~saltnado_core.app.App` (None while there is none, or while
+  ``input_paused``);
+* ``input_paused`` — the client has not read its responses (more than
+  ``limits.write_chunk_bytes`` of them wait to be taken): read nothing more and
+  ask ``next_request()`` again once the writer has taken ``data_to_send()``, so
+  a client that pipelines requests without reading the answers holds a bounded
+  amount of memory, and TCP slows it down;
 * ``respond(outcome)`` — the app's :class:`Response`, :class:`AcceptWebSocket`
   or :class:`AcceptEventStream`;
 * ``take_salt_calls()`` / ``salt_call_done(call, error)`` — Salt calls a stream
@@ -13,9 +19,15 @@
 * ``tick(now)`` — enforce the timeouts and ping websockets (call every tick);
 * ``stream_token`` — the token of an open stream, re-checked with Salt
   (:class:`~saltnado_core.revocation.TokenRecheck`);
-* ``close(code, reason)`` — e.g. 1001 at shutdown;
+* ``close(code, reason)`` — e.g. 1001 at shutdown (a request being answered
+  gets its response first, with ``Connection: close``);
+* ``abandon_request(reason)`` — answer the request being answered with 503 now
+  (shutdown cannot wait for it any longer);
 * ``data_to_send()`` — everything to write now, as one coalesced ``bytes``;
-* ``finished`` — true once the binding should flush and drop the socket.
+* ``finished`` — true once the binding should flush and drop the socket;
+* ``cut_off`` — the client is being dropped for not keeping up (its outbox
+  overflowed, or a timeout ran out): what is left to write gets the close
+  handshake time, however full its socket, then the binding drops it.
 
 ``wake`` (given by the binding) is called whenever output becomes ready outside
 a call the binding made itself — i.e. when the fan-out queues a message.
@@ -46,6 +58,7 @@ from .streams import EventStreams
 from .websocket import CLOSE_GOING_AWAY, Closed, TextReceived, WebSocketSession
 
 READY_MESSAGE = "websocket client ready"
+CLOSE_HEADER = (("connection", "close"),)
 _UPGRADED = HTTPConnection()  # shared stand-in for the HTTP phase of upgraded connections
 _UPGRADED.closed = True
 
@@ -128,6 +141,8 @@ class ServerConnection:
         self._prefix = b""  # output that must precede the rest (101, head, frames before a close)
         self.token_expire: float | None = None
         self.close_reason: Closed | None = None  # how the websocket ended, once it has
+        self._close_after_response = False  # close() came while a request was being answered
+        self._timed_out = False
         # timeouts (see tick): the first tick's time, the wait being timed and since when
         self._opened: float | None = None
         self._waiting: tuple[Wait, int] | None = None
@@ -146,6 +161,10 @@ class ServerConnection:
         if self._stream is None or self.phase not in (Phase.AWAIT_READY, Phase.STREAMING):
             return None
         return self._stream[1] or None
+
+    @property
+    def cut_off(self) -> bool:
+        return self.outbox.overflowed or self._timed_out
 
     def _go(self, action: str) -> None:
         self.phase = _TRANSITIONS[(self.phase, action)]
@@ -176,8 +195,12 @@ class ServerConnection:
         self._ws.receive_data(data)
         self._websocket_events()
 
+    @property
+    def input_paused(self) -> bool:
+        return self.phase is Phase.HTTP and self._http.backlog > self.limits.write_chunk_bytes
+
     def next_request(self) -> Request | None:
-        if self.phase is not Phase.HTTP:
+        if self.phase is not Phase.HTTP or self.input_paused:
             return None
         request = self._http.next_request()
         if request is not None and self._refused:
@@ -210,6 +233,10 @@ class ServerConnection:
         """Answer the request from :meth:`next_request` with the app's outcome."""
         if self.phase is not Phase.HTTP:
             return
+        if self._close_after_response:  # the server is closing: no upgrade, no keep-alive
+            if not isinstance(outcome, Response):
+                outcome = error_response(503, "the server is shutting down")
+            outcome = Response(outcome.status, outcome.body, outcome.headers + CLOSE_HEADER, outcome.content_type)
         if isinstance(outcome, Response):
             self._http.send_response(outcome)
             self._request = None
@@ -237,10 +264,16 @@ class ServerConnection:
             self._websocket_events()
 
     def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
-        """Close politely: a stream gets what is queued, then its end (a close frame
-        for a websocket, the last chunk for an event stream)."""
+        """Close politely: a request being answered gets its response first (with
+        ``Connection: close``; an upgrade or event stream it asked for is refused
+        with 503), an idle or half-received one is closed at once; a stream gets
+        what is queued, then its end (a close frame for a websocket, the last
+        chunk for an event stream)."""
         if self.phase is Phase.HTTP:
-            self._go("end")
+            if self._http.busy:
+                self._close_after_response = True
+            else:
+                self._go("end")
         elif self._sse:
             if self.phase is Phase.STREAMING:
                 self._prefix += self.outbox.drain(self.outbox.queued_bytes) + self._http.end_stream()
@@ -249,6 +282,17 @@ class ServerConnection:
             self._prefix += self.outbox.drain(self.outbox.queued_bytes)
             self._ws.close(code, reason)
             self._websocket_events()
+
+    def abandon_request(self, reason: str) -> bool:
+        """Answer the request being answered with 503 and ``reason`` now and close,
+        when the server cannot wait for it (a shutdown past its timeout); its own
+        response, if it comes later, is dropped. True if there was one."""
+        if self.phase is not Phase.HTTP or not self._http.busy:
+            return False
+        self._http.send_response(error_response(503, reason, CLOSE_HEADER))
+        self._request = None
+        self._go("end")
+        return True
 
     def expire(self, now: float) -> bool:
         """End the stream if its token has expired by ``now``; True if it did."""
@@ -326,6 +370,7 @@ class ServerConnection:
         return True
 
     def _time_out(self, wait: Wait) -> bool:
+        self._timed_out = True
         field, expiry, code = _WAITS[wait]
         seconds = f"{getattr(self.limits.timeouts, field):g}"
         if expiry is Expiry.REQUEST_TIMEOUT and self._http.receiving:

@@ -128,6 +128,7 @@ class HTTPConnection:
         self._max_header_count = max_header_count
         self._max_body = max_body_bytes
         self._out: list[bytes] = []
+        self._out_bytes = 0  # len(b"".join(self._out))
         self._pending: h11.Request | None = None
         self._body = bytearray()
         self._busy = False  # a request was handed out and awaits its response
@@ -140,6 +141,11 @@ class HTTPConnection:
     def busy(self) -> bool:
         """A request was handed out and awaits its response."""
         return self._busy
+
+    @property
+    def backlog(self) -> int:
+        """Bytes of responses not yet taken by :meth:`data_to_send`."""
+        return self._out_bytes
 
     @property
     def receiving(self) -> bool:
@@ -282,6 +288,7 @@ class HTTPConnection:
     def data_to_send(self) -> bytes:
         out = b"".join(self._out)
         self._out.clear()
+        self._out_bytes = 0
         return out
 
     def time_out(self, reason: str) -> None:
@@ -295,6 +302,7 @@ class HTTPConnection:
         data = self._h11.send(event)
         if data:
             self._out.append(data)
+            self._out_bytes += len(data)
 
     def _next_cycle(self) -> None:
         if self._h11.our_state is h11.MUST_CLOSE or self._h11.their_state in (h11.MUST_CLOSE, h11.CLOSED):
@@ -317,7 +325,9 @@ class HTTPConnection:
                 self._close()
                 return
         # h11 refuses to respond after a parse error in some states; write it raw.
-        self._out.append(_raw_response(response))
+        raw = _raw_response(response)
+        self._out.append(raw)
+        self._out_bytes += len(raw)
         self._close()
 
     def _close(self) -> None:

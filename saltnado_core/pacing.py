@@ -17,12 +17,17 @@ class Pacing:
     # RFC 6455 §7.1.1: after sending a close frame the server waits for the
     # peer's, then drops TCP; a peer that never answers is dropped after this.
     close_handshake: float = 5.0
-    shutdown_grace: float = 3.0  # for open connections to flush their close at shutdown
+    # at shutdown, once ``shutdown_timeout`` (config.Timeouts) is over: for the 503s
+    # of requests still unanswered to be written before everything is dropped
+    shutdown_flush: float = 1.0
     # how often streams are checked for expired tokens and connections for
     # timeouts (a timeout fires up to two intervals late, never early)
     tick_interval: float = 1.0
     reconnect_min: float = 0.05  # first delay before reconnecting to the event bus …
     reconnect_max: float = 2.0  # … doubling up to this while the master is away
+    # A new event-bus connection shows the master is back once bytes arrive on it or
+    # it has lasted this long: a dying master's socket still accepts for a moment.
+    bus_settle: float = 1.0
     read_bytes: int = 64 * 1024  # one read from a client socket
     bus_read_bytes: int = 256 * 1024  # one read from the event bus
 

@@ -76,6 +76,24 @@ class FireEvent:
 
 SaltCall = MakeToken | GetToken | GetAuthList | PublishGrains | RemoveToken | RunLowstate | FireEvent
 
+# Calls that reach the running master (its request server or event bus). Tokens
+# and eauth are local (the master's cache on disk, its config), so MakeToken,
+# GetToken, GetAuthList and RemoveToken still work while the master is stopped.
+_NEEDS_MASTER = (PublishGrains, RunLowstate, FireEvent)
+
+
+def needs_master(call: SaltCall) -> bool:
+    """True if ``call`` cannot succeed while the master is down."""
+    return isinstance(call, _NEEDS_MASTER)
+
+
+class MasterUnavailable(Exception):
+    """The master is known to be down (its event bus is gone): a call that needs it
+    is not attempted, or no longer awaited. Classified as 503."""
+
+
+MASTER_DOWN = "The Salt master is unavailable (its event bus is down); try again later"
+
 # Salt exception class names (matched along the MRO: the core cannot import salt).
 _UNAVAILABLE = {"SaltDaemonNotRunning", "SaltReqTimeoutError", "SaltClientError", "ConnectionError", "TimeoutError"}
 AUTH_FAILURES = {"EauthAuthenticationError", "AuthenticationError", "AuthorizationError", "TokenAuthenticationError"}
@@ -93,6 +111,8 @@ def classify_salt_error(exc: BaseException) -> tuple[int, str]:
         return 403, "Salt's eauth ACLs do not allow this for your token"
     if names & _BAD_REQUEST:
         return 400, str(exc) or type(exc).__name__
+    if "MasterUnavailable" in names:
+        return 503, MASTER_DOWN
     if names & _UNAVAILABLE:
         return 503, "The Salt master could not be reached; try again later"
     if "SaltClientTimeout" in names:

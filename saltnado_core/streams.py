@@ -6,7 +6,9 @@ connection joins a stream with :meth:`attach` once its client is ready and
 leaves with :meth:`detach`; both are by stream name, as routed. The tokens of
 attached connections are counted (:attr:`EventStreams.tokens`), so the periodic
 re-check of stream tokens with Salt costs one look per distinct token, not one
-per connection.
+per connection. :meth:`EventStreams.notify` sends the server's own notices (the
+event bus going down and coming back) to every stream, ``/formatted_events``
+included.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from .messages import SSE_KEEPALIVE, event_json, sse_chunk, text_frame
 from .salt_calls import SaltCall
 
 STREAM_NAMES = ("all_events", "formatted_events", "events")
+# the server's own notices when the event bus goes down and comes back (buslink.py)
+BUS_DOWN_TAG = "saltnado/bus/down"
+BUS_UP_TAG = "saltnado/bus/up"
 
 
 def gap_sse(missed: int) -> bytes:
@@ -32,23 +37,27 @@ class EventStreams:
         self.formatted = FormattedStream(FormattedView(max_jobs, max_job_age))
         self.dispatched = 0  # events seen, for logs and metrics
         self.tokens: dict[str, int] = {}  # token → attached connections holding it
+        self._bus_down: tuple[bytes, bytes] | None = None  # the down notice (frame, SSE) while down
 
     def attach(self, name: str, outbox: Outbox, token: str, delta: bool = False) -> list[SaltCall]:
         """Subscribe ``outbox`` to stream ``name`` for a client holding ``token``;
-        returns Salt calls to run for it."""
+        returns Salt calls to run for it. While the event bus is down, the client
+        is told so first thing."""
         if name not in STREAM_NAMES:
             raise KeyError(name)
         if token:
             self.tokens[token] = self.tokens.get(token, 0) + 1
+        calls: list[SaltCall] = []
         if name == "all_events":
             self.all_events.subscribe(outbox)
-            return []
-        if name == "events":
+        elif name == "events":
             self.events.subscribe(outbox)
-            return []
-        if name == "formatted_events":
-            return self.formatted.attach(outbox, token, delta)
-        raise KeyError(name)
+        else:
+            calls = self.formatted.attach(outbox, token, delta)
+        if self._bus_down is not None:
+            frame, sse = self._bus_down
+            outbox.offer(sse if name == "events" else frame)
+        return calls
 
     def detach(self, name: str, outbox: Outbox, token: str = "") -> None:
         """Unsubscribe ``outbox`` (attached with ``token``) from stream ``name``."""
@@ -76,6 +85,19 @@ class EventStreams:
             if self.events:
                 self.events.publish(sse_chunk(event.tag, payload))
         return self.formatted.dispatch(event, now)
+
+    def notify(self, notice: SaltEvent) -> None:
+        """A server notice (``saltnado/bus/down``, ``saltnado/bus/up``) to every
+        subscriber of every stream, in the shape of an ``/all_events`` message,
+        encoded once per stream type. A down notice is kept and sent to clients
+        that join until the up notice."""
+        payload = event_json(notice)
+        frame, sse = text_frame(payload), sse_chunk(notice.tag, payload)
+        self._bus_down = (frame, sse) if notice.tag == BUS_DOWN_TAG else None
+        self.all_events.publish(frame)
+        self.formatted.full.publish(frame)
+        self.formatted.delta.publish(frame)
+        self.events.publish(sse)
 
     def keepalive(self) -> None:
         """Send ``/events`` clients a comment, so idle streams survive proxies."""

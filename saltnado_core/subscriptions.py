@@ -66,11 +66,12 @@ class Subscription:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def offer(self, event: SaltEvent) -> bool:
-        """Queue ``event`` if its tag matches; False once the subscriber is cut off."""
+    def offer(self, event: SaltEvent, notice: bool = False) -> bool:
+        """Queue ``event`` if its tag matches (a server ``notice``: whatever its tag);
+        False once the subscriber is cut off."""
         if self.overflowed or self.ended:
             return False
-        if not event.tag.startswith(self.tag_prefix):
+        if not notice and not event.tag.startswith(self.tag_prefix):
             return True
         if self.missed:
             self._resume()
@@ -158,12 +159,17 @@ class Subscriptions:
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscribers.pop(subscription, None)
 
-    def publish(self, event: SaltEvent) -> int:
+    def publish(self, event: SaltEvent, notice: bool = False) -> int:
         """Offer ``event`` to every subscriber; returns how many were cut off now."""
-        dropped = [sub for sub in self._subscribers if not sub.offer(event)]
+        dropped = [sub for sub in self._subscribers if not sub.offer(event, notice)]
         for subscription in dropped:
             del self._subscribers[subscription]
         return len(dropped)
+
+    def notify(self, notice: SaltEvent) -> int:
+        """A server notice (the event bus going down or coming back) to every
+        subscriber, whatever its tag prefix; bounded like an event."""
+        return self.publish(notice, notice=True)
 
     def end_all(self) -> None:
         """The server is stopping: end every subscription (and any made later)."""

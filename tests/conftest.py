@@ -192,7 +192,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if os.environ.get("SALTNADO_SKIP_SALT"):
         skip = pytest.mark.skip(reason="SALTNADO_SKIP_SALT is set")
         for item in items:
-            if "salt_lab" in getattr(item, "fixturenames", ()):
+            if "salt_lab" in getattr(item, "fixturenames", ()) or item.get_closest_marker("salt"):
                 item.add_marker(skip)
 
 

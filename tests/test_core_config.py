@@ -112,7 +112,8 @@ def test_limit_and_timeout_defaults() -> None:
     assert (limits.max_header_bytes, limits.max_header_count, limits.max_body_bytes) == (16384, 100, 1048576)
     assert (limits.max_ws_message_bytes, limits.max_connections) == (65536, 15_000)
     assert limits.timeouts == Timeouts(
-        handshake_timeout=10, header_timeout=10, keepalive_timeout=60, ws_ping_interval=20, ws_pong_timeout=20
+        handshake_timeout=10, header_timeout=10, keepalive_timeout=60, ws_ping_interval=20, ws_pong_timeout=20,
+        shutdown_timeout=10,
     )
 
 
@@ -121,14 +122,15 @@ def test_every_limit_and_timeout_is_a_config_key() -> None:
         "port": 8000, "disable_ssl": True,
         "max_header_count": 20, "max_connections": "500",
         "handshake_timeout": 3, "header_timeout": "2.5", "keepalive_timeout": 0,
-        "ws_ping_interval": 5, "ws_pong_timeout": 7.5,
+        "ws_ping_interval": 5, "ws_pong_timeout": 7.5, "shutdown_timeout": 2,
     }
     limits = Settings.from_opts({"rest_tornado": block}).limits
     assert limits == Limits(
         max_header_count=20,
         max_connections=500,
         timeouts=Timeouts(
-            handshake_timeout=3, header_timeout=2.5, keepalive_timeout=0, ws_ping_interval=5, ws_pong_timeout=7.5
+            handshake_timeout=3, header_timeout=2.5, keepalive_timeout=0, ws_ping_interval=5, ws_pong_timeout=7.5,
+            shutdown_timeout=2,
         ),
     )
 

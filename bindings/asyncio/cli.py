@@ -14,11 +14,15 @@ from .server import Server
 log = logging.getLogger("saltnado")
 
 
-async def run_server(settings: Settings, opts: dict[str, Any]) -> None:
+async def run_server(settings: Settings, opts: dict[str, Any], on_ready: Any = None) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down gracefully; ``await on_ready(server)``
+    once listening (as the trio CLI's ``on_ready``)."""
     server = Server(settings, opts)
     await server.start()
     for sock in server.sockets:
         server.service.log_listening(sock.getsockname())
+    if on_ready is not None:
+        await on_ready(server)
     received: asyncio.Queue[int] = asyncio.Queue()  # a second signal does not cut shutdown short
     for signum in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(signum, received.put_nowait, signum)

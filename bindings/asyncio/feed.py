@@ -2,7 +2,8 @@
 
 Reads ``<sock_dir>/master_event_pub.ipc`` and hands the bytes to the core's
 :class:`~saltnado_core.buslink.EventBusLink`, which decodes, dispatches, and
-says how long to wait before reconnecting when the master is away or restarts.
+says how long to wait before reconnecting when the master is away or restarts;
+the service tells streaming clients and fails calls that need the master meanwhile.
 """
 
 from __future__ import annotations
@@ -20,12 +21,10 @@ async def read_event_bus(service: Service, salt: SaltRunner, spawn: Spawn) -> No
         try:
             reader, writer = await asyncio.open_unix_connection(link.path)
         except OSError as exc:
-            delay = link.unavailable(exc)
-            service.log_feed()
+            delay = service.bus_unavailable(exc)
             await asyncio.sleep(delay)
             continue
-        link.connected()
-        service.log_feed()
+        service.bus_connected()
         error: BaseException | None = None
         try:
             while data := await reader.read(service.pacing.bus_read_bytes):
@@ -34,5 +33,4 @@ async def read_event_bus(service: Service, salt: SaltRunner, spawn: Spawn) -> No
             error = exc
         finally:
             writer.close()
-        link.lost(error)
-        service.log_feed()
+        service.bus_lost(error)

@@ -21,16 +21,17 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
 from saltnado_core import SaltCall, ServerConnection, Settings
 from saltnado_core.connection import Phase
 from saltnado_core.pacing import Pacing
+from saltnado_core.salt_calls import MasterUnavailable, needs_master
 from saltnado_salt.service import EventHub, Service, Wakeup
 
 from .feed import read_event_bus
+from .threads import SaltThreads
 
 
 class Server:
@@ -47,8 +48,9 @@ class Server:
         self.streams = self.service.streams
         self.feed = self.service.link  # .state, .connections
         self.hub = EventHub(self.service.subscriptions, asyncio.Event)
-        # The bound on Salt's worker threads (asyncio.to_thread's pool is shared and unbounded by us).
-        self._executor = ThreadPoolExecutor(salt_threads, thread_name_prefix="saltnado-salt")
+        # Salt's worker threads: bounded, and daemons (a call stuck on a vanished master
+        # is abandoned at shutdown instead of holding up the process's exit).
+        self._threads = SaltThreads(salt_threads)
         self._direct = _DirectWrites()
         self._tasks: asyncio.TaskGroup | None = None
         self._main: asyncio.Task[None] | None = None
@@ -86,7 +88,7 @@ class Server:
             self._tasks = tasks
             tasks.create_task(read_event_bus(self.service, self._salt, self._spawn))
             tasks.create_task(self._ticker())
-            tasks.create_task(self._in_thread(self.service.bridge.load_auth))  # warm up eauth
+            tasks.create_task(self._threads.run(self.service.bridge.load_auth))  # warm up eauth
             for listener in self.listeners:
                 await listener.start_serving()
             ready.set()
@@ -98,20 +100,29 @@ class Server:
             self.service.recheck_tokens(self._salt, self._spawn)
 
     async def shutdown(self, grace: float | None = None) -> None:
-        """Stop accepting, close websockets with 1001, give them ``grace`` s to flush."""
+        """Stop accepting; close websockets with 1001 and end event streams; let
+        requests being answered finish for ``grace`` s (default: the
+        ``shutdown_timeout`` setting), then answer those left 503; stop. Returns
+        within ``grace`` + ``pacing.shutdown_flush`` s: Salt calls still running
+        are abandoned (their daemon threads end on their own)."""
         for listener in self.listeners:
             listener.close()
         self.service.close_all()
+        await self._until_no_connections(self.settings.limits.timeouts.shutdown_timeout if grace is None else grace)
+        self.service.abandon_requests()
+        await self._until_no_connections(self.service.pacing.shutdown_flush)
+        if self._main is not None:
+            self._main.cancel()
+            await asyncio.wait([self._main])
+        self._threads.shutdown()
+
+    async def _until_no_connections(self, timeout: float) -> None:
         try:
-            async with asyncio.timeout(self.service.pacing.shutdown_grace if grace is None else grace):
+            async with asyncio.timeout(timeout):
                 while self.service.connections:
                     await asyncio.sleep(0.02)
         except TimeoutError:
             pass
-        if self._main is not None:
-            self._main.cancel()
-            await asyncio.wait([self._main])
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> Server:
         await self.start()
@@ -132,8 +143,8 @@ class Server:
             async with asyncio.timeout(None) as deadline:
                 wake.deadline = deadline
                 async with asyncio.TaskGroup() as tasks:
-                    reading = tasks.create_task(self._reader(reader, conn))
-                    await self._writer(writer, conn, wake.task, deadline)
+                    reading = tasks.create_task(self._reader(reader, conn, wake))
+                    await self._writer(writer, conn, wake)
                     reading.cancel()
         except TimeoutError:
             pass  # the peer never answered our close frame
@@ -146,45 +157,62 @@ class Server:
             except (TimeoutError, OSError):
                 pass
 
-    async def _reader(self, reader: asyncio.StreamReader, conn: ServerConnection) -> None:
+    async def _reader(self, reader: asyncio.StreamReader, conn: ServerConnection, wake: _Wake) -> None:
         while not conn.finished:
+            if conn.input_paused:  # the client is not reading its responses: neither do we
+                if wake.reading is None:
+                    wake.reading = Wakeup(asyncio.Event)
+                await wake.reading.wait()  # the writer has written some
+                await self.service.receive(conn, None, self._salt, self._spawn)
+                continue
             try:
                 data = await reader.read(self.service.pacing.read_bytes)
             except OSError:  # reset, TLS error: the peer vanished
                 data = b""
             await self.service.receive(conn, data, self._salt, self._spawn)
             if not data:
+                # The client has closed its side (or vanished): what is left to write
+                # gets the close-handshake time, then the connection is dropped.
+                wake.limit(self.service.pacing.close_handshake)
                 return
 
-    async def _writer(
-        self, writer: asyncio.StreamWriter, conn: ServerConnection, wake: Wakeup, deadline: asyncio.Timeout
-    ) -> None:
+    async def _writer(self, writer: asyncio.StreamWriter, conn: ServerConnection, wake: _Wake) -> None:
         while True:
             data = conn.data_to_send()
-            if conn.phase is Phase.CLOSING and deadline.when() is None:
-                # Our close frame is out: the peer has this long to answer it.
-                deadline.reschedule(asyncio.get_running_loop().time() + self.service.pacing.close_handshake)
+            if conn.phase is Phase.CLOSING or conn.cut_off:
+                # Our close frame is out, or the client is cut off: it has this long
+                # to take the rest (and answer the close) before it is dropped.
+                wake.limit(self.service.pacing.close_handshake)
             if data:
                 try:
                     writer.write(data)
                     await writer.drain()
                 except OSError:
                     return
+                if wake.reading is not None:
+                    wake.reading()
             elif conn.finished:
                 return
             else:
-                await wake.wait()
+                await wake.task.wait()
 
     # -- tasks and threads -------------------------------------------------------
     def _spawn(self, start: Callable[[], Awaitable[None]]) -> None:
         assert self._tasks is not None, "start() first"
         self._tasks.create_task(start())  # type: ignore[arg-type]
 
-    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
     async def _salt(self, call: SaltCall) -> Any:
-        return await self._in_thread(self.service.bridge.execute, call)
+        """Run ``call`` in a worker thread; cancelled, the thread is abandoned."""
+        if not needs_master(call):
+            return await self._threads.run(self.service.bridge.execute, call)
+
+        def abandon() -> None:  # called from the event feed, while this awaits ``future``
+            if not future.done():
+                future.set_exception(MasterUnavailable())
+
+        with self.service.master_call(abandon):
+            future = self._threads.start(self.service.bridge.execute, call)
+            return await future
 
 
 class _DirectWrites:
@@ -215,7 +243,7 @@ class _DirectWrites:
 class _Wake:
     """One connection's wake (see :class:`_DirectWrites`); ``task`` wakes its writer task."""
 
-    __slots__ = ("direct", "writer", "close_handshake", "task", "conn", "deadline")
+    __slots__ = ("direct", "writer", "close_handshake", "task", "conn", "deadline", "reading")
 
     def __init__(self, direct: _DirectWrites, writer: asyncio.StreamWriter, close_handshake: float) -> None:
         self.direct = direct
@@ -224,17 +252,27 @@ class _Wake:
         self.task = Wakeup(asyncio.Event)
         self.conn: ServerConnection | None = None
         self.deadline: asyncio.Timeout | None = None
+        self.reading: Wakeup | None = None  # the reader, waiting for its responses to be written
 
     def __call__(self) -> None:
-        conn, deadline = self.conn, self.deadline
+        conn = self.conn
         if conn is not None and conn.phase is Phase.STREAMING and not conn.outbox.overflowed:
             self.direct.mark(self)
             return
-        if conn is not None and conn.outbox.overflowed and deadline is not None and deadline.when() is None:
+        if conn is not None and conn.cut_off:
             # Cut off, perhaps while its socket is full: it has this long to take
             # what was sent and the close before the connection is dropped.
-            deadline.reschedule(asyncio.get_running_loop().time() + self.close_handshake)
+            self.limit(self.close_handshake)
         self.task()
+
+    def limit(self, seconds: float) -> None:
+        """Drop the connection ``seconds`` from now, unless an earlier limit is set."""
+        deadline = self.deadline
+        if deadline is not None:
+            at = asyncio.get_running_loop().time() + seconds
+            when = deadline.when()
+            if when is None or at < when:
+                deadline.reschedule(at)
 
     def write(self) -> None:
         conn, transport = self.conn, self.writer.transport

@@ -205,16 +205,18 @@ class PrivateSalt:
         if proc is not None:
             _kill_group(proc, grace=0)
 
-    def start_master(self, timeout: float = 60) -> None:
-        """(Re)start the master; return once its event bus accepts connections and
-        every minion answers test.ping again (on failure, kill it and raise)."""
+    def start_master(self, timeout: float = 60, wait_minions: bool = True) -> None:
+        """(Re)start the master; return once its event bus accepts connections and,
+        unless ``wait_minions`` is false, every minion answers test.ping again (on
+        failure, kill it and raise)."""
         if "master" in self._procs:
             raise RuntimeError("the master is already running")
         deadline = time.monotonic() + timeout
         self._spawn("master", "salt-master", self.config_dir)
         try:
             self._wait_event_bus(deadline)
-            self._wait_ping(deadline)
+            if wait_minions:
+                self._wait_ping(deadline)
         except RuntimeError as exc:
             logs = self._log_tails()
             self.stop_master()

@@ -10,11 +10,12 @@ owns — so the trio and asyncio bindings run the very same request path.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from functools import partial
 from typing import Any
 
@@ -26,7 +27,7 @@ from saltnado_core.buslink import EventBusLink
 from saltnado_core.messages import SSE_KEEPALIVE_INTERVAL
 from saltnado_core.pacing import Pacing
 from saltnado_core.revocation import TokenRecheck
-from saltnado_core.salt_calls import GetToken
+from saltnado_core.salt_calls import GetToken, MasterUnavailable
 from saltnado_core.subscriptions import Subscription, Subscriptions
 from saltnado_core.tokens import redact_path
 
@@ -74,6 +75,8 @@ class Service:
         self.connections: dict[ServerConnection, Callable[[], None]] = {}  # → its writer's wake
         self.recheck = TokenRecheck()
         self._last_keepalive = time.monotonic()
+        # Salt calls in progress that need the master, each with how to give up on it
+        self._master_calls: set[Callable[[], None]] = set()
 
     # -- connections -----------------------------------------------------------
     def open_connection(self, wake: Callable[[], None]) -> ServerConnection:
@@ -86,30 +89,41 @@ class Service:
         self.connections.pop(conn, None)
         conn.close()
 
-    async def receive(self, conn: ServerConnection, data: bytes, salt: SaltRunner, spawn: Spawn) -> None:
-        """Feed ``data`` (``b""`` at EOF) to ``conn``, answer its requests, start the
-        Salt calls its stream needs, and wake its writer."""
-        conn.receive_data(data)
+    async def receive(self, conn: ServerConnection, data: bytes | None, salt: SaltRunner, spawn: Spawn) -> None:
+        """Feed ``data`` (``b""`` at EOF; None: nothing new, after ``conn.input_paused``)
+        to ``conn``, answer its requests, start the Salt calls its stream needs, and
+        wake its writer."""
+        if data is not None:
+            conn.receive_data(data)
         while (request := conn.next_request()) is not None:
             conn.respond(await self.respond(request, salt))
         for call in conn.take_salt_calls():
             spawn(partial(self._stream_salt_call, conn, call, salt))
-        if not data and not conn.finished:
+        if data == b"" and not conn.finished:
             conn.close()  # EOF mid-exchange: close what is still open
         self.connections.get(conn, _nothing)()
 
     def close_all(self) -> None:
-        """Shutdown: websockets get 1001, event streams their last chunk, the hub ends."""
+        """Shutdown: websockets get 1001, event streams their last chunk, requests
+        being answered ``Connection: close`` on their response, idle connections
+        are closed now; the hub ends."""
         for conn, wake in list(self.connections.items()):
             conn.close()
             wake()
         self.subscriptions.end_all()
+
+    def abandon_requests(self) -> None:
+        """Shutdown past its timeout: requests still waiting for Salt get 503."""
+        for conn, wake in list(self.connections.items()):
+            if conn.abandon_request("the server is shutting down; the request was not answered in time"):
+                wake()
 
     def tick(self) -> None:
         """Every ``pacing.tick_interval``: end streams whose token expired; now and
         then, keep idle ``/events`` streams alive through proxies; time out idle
         and slow connections."""
         now = time.time()
+        self.link.tick(now)  # the master counts as back once a new bus connection settles
         for conn, wake in list(self.connections.items()):
             if conn.expire(now):
                 wake()
@@ -179,7 +193,42 @@ class Service:
         except Exception as exc:
             log.warning("%r failed: %s: %s", call, type(exc).__name__, exc)
 
+    @contextlib.contextmanager
+    def master_call(self, abandon: Callable[[], None]) -> Iterator[None]:
+        """Around a Salt call that needs the master (``needs_master``): raises
+        MasterUnavailable at once while the event bus is down, and calls ``abandon``
+        if it goes down during the call (which must then raise MasterUnavailable
+        instead of waiting out Salt's own timeouts, minutes for a vanished master)."""
+        if not self.link.master_available:
+            raise MasterUnavailable()
+        self._master_calls.add(abandon)
+        try:
+            yield
+        finally:
+            self._master_calls.discard(abandon)
+
     # -- the event feed, TLS, logs -------------------------------------------------
+    def bus_unavailable(self, error: OSError) -> float:
+        """Connecting to the event bus failed → seconds to wait before retrying."""
+        delay = self.link.unavailable(error, time.time())
+        self._bus_changed()
+        return delay
+
+    def bus_connected(self) -> None:
+        self.link.connected(time.time())
+        self._bus_changed()
+
+    def bus_lost(self, error: BaseException | None) -> None:
+        """The event-bus connection ended (``None``: closed by the master)."""
+        self.link.lost(error, time.time())
+        self._bus_changed()
+
+    def _bus_changed(self) -> None:
+        self.log_feed()
+        if not self.link.master_available:
+            for abandon in list(self._master_calls):
+                abandon()
+
     def feed_data(self, data: bytes, salt: SaltRunner, spawn: Spawn) -> None:
         """Bytes read from the event bus; raises EventBusError if they are garbled."""
         for call in self.link.receive_data(data, time.time()):

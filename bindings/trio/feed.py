@@ -2,7 +2,8 @@
 
 Reads ``<sock_dir>/master_event_pub.ipc`` and hands the bytes to the core's
 :class:`~saltnado_core.buslink.EventBusLink`, which decodes, dispatches, and
-says how long to wait before reconnecting when the master is away or restarts.
+says how long to wait before reconnecting when the master is away or restarts;
+the service tells streaming clients and fails calls that need the master meanwhile.
 """
 
 from __future__ import annotations
@@ -20,12 +21,10 @@ async def read_event_bus(service: Service, salt: SaltRunner, spawn: Spawn) -> No
         try:
             stream = await trio.open_unix_socket(link.path)
         except OSError as exc:
-            delay = link.unavailable(exc)
-            service.log_feed()
+            delay = service.bus_unavailable(exc)
             await trio.sleep(delay)
             continue
-        link.connected()
-        service.log_feed()
+        service.bus_connected()
         error: BaseException | None = None
         try:
             async with stream:
@@ -33,5 +32,4 @@ async def read_event_bus(service: Service, salt: SaltRunner, spawn: Spawn) -> No
                     service.feed_data(data, salt, spawn)
         except (OSError, trio.BrokenResourceError, EventBusError) as exc:
             error = exc
-        link.lost(error)
-        service.log_feed()
+        service.bus_lost(error)

@@ -22,6 +22,7 @@ import os
 import socket
 import ssl
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import trio
@@ -29,6 +30,7 @@ import trio
 from saltnado_core import SaltCall, ServerConnection, Settings
 from saltnado_core.connection import Phase
 from saltnado_core.pacing import Pacing
+from saltnado_core.salt_calls import MasterUnavailable, needs_master
 from saltnado_salt.service import EventHub, Service, Wakeup
 
 from .feed import read_event_bus
@@ -76,7 +78,8 @@ class Server:
             nursery.start_soon(read_event_bus, self.service, self._salt, nursery.start_soon)
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._direct.run)
-            nursery.start_soon(trio.to_thread.run_sync, self.service.bridge.load_auth)  # warm up eauth
+            warm_up = partial(trio.to_thread.run_sync, self.service.bridge.load_auth, abandon_on_cancel=True)
+            nursery.start_soon(warm_up)  # eauth modules load once, before the first request
             if listeners:
                 await nursery.start(self._accept, listeners, nursery)
             task_status.started(listeners)
@@ -99,12 +102,20 @@ class Server:
             self.service.recheck_tokens(self._salt, self._nursery.start_soon)
 
     async def shutdown(self, grace: float | None = None) -> None:
-        """Stop accepting, close websockets with 1001, give them ``grace`` s to flush."""
+        """Stop accepting; close websockets with 1001 and end event streams; let
+        requests being answered finish for ``grace`` s (default: the
+        ``shutdown_timeout`` setting), then answer those left 503; stop. Returns
+        within ``grace`` + ``pacing.shutdown_flush`` s: Salt calls still running
+        are abandoned (their worker threads end on their own)."""
         self._accepting.cancel()
         for listener in self.listeners:
             await listener.aclose()
         self.service.close_all()
-        with trio.move_on_after(self.service.pacing.shutdown_grace if grace is None else grace):
+        with trio.move_on_after(self.settings.limits.timeouts.shutdown_timeout if grace is None else grace):
+            while self.service.connections:
+                await trio.sleep(0.02)
+        self.service.abandon_requests()
+        with trio.move_on_after(self.service.pacing.shutdown_flush):
             while self.service.connections:
                 await trio.sleep(0.02)
         if self._nursery is not None:
@@ -115,12 +126,12 @@ class Server:
         """Serve one accepted connection until it ends (also for a host's own listener)."""
         wake = _TaskWake()
         direct = _Direct(self._direct, stream, wake, self.service.pacing.close_handshake)
-        conn = self.service.open_connection(direct if direct.fd >= 0 else wake)
+        conn = self.service.open_connection(direct)
         direct.conn = conn
         try:
             async with trio.open_nursery() as nursery:
                 direct.scope = nursery.cancel_scope
-                nursery.start_soon(self._reader, stream, conn)
+                nursery.start_soon(self._reader, stream, conn, direct)
                 await self._writer(stream, conn, wake, nursery.cancel_scope, direct)
                 nursery.cancel_scope.cancel()
         finally:
@@ -132,18 +143,30 @@ class Server:
                 except _GONE:
                     pass
 
-    async def _reader(self, stream: trio.abc.Stream, conn: ServerConnection) -> None:
+    async def _reader(self, stream: trio.abc.Stream, conn: ServerConnection, direct: _Direct) -> None:
         assert self._nursery is not None, "serve() first"
         spawn = self._nursery.start_soon
         read_bytes = self.service.pacing.read_bytes
         fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         while not conn.finished:
+            if conn.input_paused:  # the client is not reading its responses: neither do we
+                if direct.reading is None:
+                    direct.reading = _TaskWake()
+                await direct.reading.wait()  # the writer has written some
+                await self.service.receive(conn, None, self._salt, spawn)
+                continue
             try:
                 data = await (_read_fd(fd, read_bytes) if fd >= 0 else stream.receive_some(read_bytes))
             except _GONE:
                 data = b""
             await self.service.receive(conn, data, self._salt, spawn)
             if not data:
+                # The client has closed its side (or vanished): what is left to write
+                # gets the close-handshake time, then the connection is dropped.
+                assert direct.scope is not None
+                direct.scope.deadline = min(
+                    direct.scope.deadline, trio.current_time() + self.service.pacing.close_handshake
+                )
                 return
 
     async def _writer(
@@ -158,8 +181,9 @@ class Server:
             data = conn.data_to_send()
             if direct.pending:  # the rest of a direct write goes first
                 data, direct.pending = direct.pending + data, b""
-            if conn.phase is Phase.CLOSING and scope.deadline == math.inf:
-                # Our close frame is out: the peer has this long to answer it.
+            if (conn.phase is Phase.CLOSING or conn.cut_off) and scope.deadline == math.inf:
+                # Our close frame is out, or the client is cut off: it has this long
+                # to take the rest (and answer the close) before it is dropped.
                 scope.deadline = trio.current_time() + self.service.pacing.close_handshake
             if data:
                 direct.sending = True
@@ -169,13 +193,24 @@ class Server:
                     return
                 finally:
                     direct.sending = False
+                if direct.reading is not None:
+                    direct.reading()
             elif conn.finished:
                 return
             else:
                 await wake.wait()
 
     async def _salt(self, call: SaltCall) -> Any:
-        return await trio.to_thread.run_sync(self.service.bridge.execute, call, limiter=self.limiter)
+        """Run ``call`` in a worker thread. Cancelled (shutdown, a vanished client),
+        the thread is abandoned: it still holds its limiter slot until Salt returns."""
+        run = partial(
+            trio.to_thread.run_sync, self.service.bridge.execute, call, limiter=self.limiter, abandon_on_cancel=True
+        )
+        if not needs_master(call):
+            return await run()
+        with trio.CancelScope() as scope, self.service.master_call(scope.cancel):
+            return await run()
+        raise MasterUnavailable()  # the event bus went down during the call
 
 
 async def _read_fd(fd: int, max_bytes: int) -> bytes:
@@ -257,7 +292,9 @@ class _Direct:
     """One connection's wake: mark it for :class:`_DirectWrites`, or, while its
     writer task owns the socket (or for TLS), wake that task."""
 
-    __slots__ = ("writes", "fd", "writer", "close_handshake", "conn", "scope", "pending", "sending", "gone")
+    __slots__ = (
+        "writes", "fd", "writer", "close_handshake", "conn", "scope", "pending", "sending", "gone", "reading"
+    )
 
     def __init__(
         self, writes: _DirectWrites, stream: trio.abc.Stream, writer: _TaskWake, close_handshake: float
@@ -271,14 +308,15 @@ class _Direct:
         self.pending = b""  # what a direct write left over, for the writer task
         self.sending = False  # the writer task is in send_all
         self.gone = False
+        self.reading: _TaskWake | None = None  # the reader, waiting for its responses to be written
 
     def __call__(self) -> None:
-        if not (self.sending or self.pending or self.gone):
+        if not (self.sending or self.pending or self.gone or self.fd < 0):
             self.writes.mark(self)
             return
         self.writer()
         conn, scope = self.conn, self.scope
-        if conn is not None and conn.outbox.overflowed and scope is not None and scope.deadline == math.inf:
+        if conn is not None and conn.cut_off and scope is not None and scope.deadline == math.inf:
             # Cut off while the socket is full: it has this long to take what was
             # sent (and the close frame) before the connection is dropped.
             scope.deadline = trio.current_time() + self.close_handshake
@@ -293,8 +331,9 @@ class _Direct:
                 sent = os.write(self.fd, data)
             except BlockingIOError:
                 sent = 0
-            except OSError:
-                return  # the peer vanished; the reader sees it too
+            except OSError:  # the peer vanished: the reader sees it too, but it may have
+                self.writer()  # already, and a finished connection's writer must end
+                return
             if sent < len(data):
                 self.pending = data[sent:]
                 break
