@@ -59,7 +59,8 @@ class Clients:
         self.hub = subscriptions.subscribe("salt/job/")
 
     def take(self) -> tuple[bytes, bytes, bytes, bytes]:
-        return tuple(box.drain(1 << 20) for box in (self.ws, self.ws2, self.sse, self.formatted))  # type: ignore[return-value]
+        ws, ws2, sse, formatted = (box.drain(1 << 20) for box in (self.ws, self.ws2, self.sse, self.formatted))
+        return ws, ws2, sse, formatted
 
 
 def linked() -> tuple[EventBusLink, Clients]:

@@ -163,10 +163,8 @@ class Server:
             if not data:
                 # The client has closed its side (or vanished): what is left to write
                 # gets the close-handshake time, then the connection is dropped.
-                assert direct.scope is not None
-                direct.scope.deadline = min(
-                    direct.scope.deadline, trio.current_time() + self.service.pacing.close_handshake
-                )
+                direct.peer_closed = True
+                direct()  # the writer sets the deadline if it still has to write
                 return
 
     async def _writer(
@@ -181,9 +179,11 @@ class Server:
             data = conn.data_to_send()
             if direct.pending:  # the rest of a direct write goes first
                 data, direct.pending = direct.pending + data, b""
-            if (conn.phase is Phase.CLOSING or conn.cut_off) and scope.deadline == math.inf:
-                # Our close frame is out, or the client is cut off: it has this long
-                # to take the rest (and answer the close) before it is dropped.
+            if (conn.phase is Phase.CLOSING or conn.cut_off or direct.peer_closed) and scope.deadline == math.inf:
+                if not data and conn.finished:
+                    return
+                # Our close frame is out, the client is cut off or has closed its side:
+                # it has this long to take the rest (and answer a close) before it is dropped.
                 scope.deadline = trio.current_time() + self.service.pacing.close_handshake
             if data:
                 direct.sending = True
@@ -293,7 +293,8 @@ class _Direct:
     writer task owns the socket (or for TLS), wake that task."""
 
     __slots__ = (
-        "writes", "fd", "writer", "close_handshake", "conn", "scope", "pending", "sending", "gone", "reading"
+        "writes", "fd", "writer", "close_handshake", "conn", "scope", "pending", "sending", "gone", "reading",
+        "peer_closed",
     )
 
     def __init__(
@@ -309,6 +310,7 @@ class _Direct:
         self.sending = False  # the writer task is in send_all
         self.gone = False
         self.reading: _TaskWake | None = None  # the reader, waiting for its responses to be written
+        self.peer_closed = False  # the reader saw EOF (or a reset)
 
     def __call__(self) -> None:
         if not (self.sending or self.pending or self.gone or self.fd < 0):
@@ -316,9 +318,9 @@ class _Direct:
             return
         self.writer()
         conn, scope = self.conn, self.scope
-        if conn is not None and conn.cut_off and scope is not None and scope.deadline == math.inf:
-            # Cut off while the socket is full: it has this long to take what was
-            # sent (and the close frame) before the connection is dropped.
+        if conn is not None and (conn.cut_off or self.peer_closed) and scope is not None and scope.deadline == math.inf:
+            # Cut off (or closed by the client) while the socket is full: it has this long
+            # to take what was sent (and the close frame) before the connection is dropped.
             scope.deadline = trio.current_time() + self.close_handshake
 
     def flush(self) -> None:
