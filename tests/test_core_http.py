@@ -27,9 +27,8 @@ from saltnado_core import (
     error_response,
 )
 
-NOW = 1_700_000_000.0
-TOKEN = "0123456789abcdef" * 4
-RECORD = {"token": TOKEN, "start": NOW, "expire": NOW + 100, "name": "saltuser", "eauth": "pam"}
+from core_literals import NOW, RECORD, TOKEN
+
 SETTINGS = Settings(
     websockets=True,
     disable_ssl=True,

@@ -29,9 +29,8 @@ from saltnado_core import (
 from saltnado_core.salt_calls import GetAuthList, PublishGrains
 from saltnado_core.websocket import Closed, TextReceived, WebSocketSession
 
-NOW = 1_700_000_000.0
-TOKEN = "0123456789abcdef" * 4
-RECORD = {"token": TOKEN, "start": NOW, "expire": NOW + 100, "name": "saltuser", "eauth": "pam"}
+from core_literals import NOW, RECORD, TOKEN
+
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3
 RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 SETTINGS = Settings(websockets=True, disable_ssl=True)

@@ -60,9 +60,8 @@ from saltnado_core.salt_calls import (
 )
 from test_fuzz_websocket import check_session_bounded
 
-NOW = 1_700_000_000.0
-TOKEN = "0123456789abcdef" * 4
-RECORD = {"token": TOKEN, "start": NOW, "expire": NOW + 100, "name": "saltuser", "eauth": "pam"}
+from core_literals import NOW, RECORD, TOKEN
+
 SETTINGS = Settings(
     websockets=True,
     disable_ssl=True,

@@ -42,9 +42,8 @@ from saltnado_core.salt_calls import GetAuthList
 from saltnado_core.websocket import Closed, TextReceived
 
 MAX_MESSAGE = 64
-NOW = 1_700_000_000.0
-TOKEN = "0123456789abcdef" * 4
-RECORD = {"token": TOKEN, "start": NOW, "expire": NOW + 100, "name": "saltuser", "eauth": "pam"}
+from core_literals import NOW, RECORD, TOKEN
+
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 UPGRADE = (
     f"GET /all_events/{TOKEN} HTTP/1.1\r\nHost: salt.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -41,9 +41,8 @@ from fuzzing import WireResponse, check_error_body, read_responses
 from saltnado_core import App, EventStreams, Limits, Router, SaltCall, ServerConnection, Settings
 from saltnado_core.salt_calls import FireEvent, GetAuthList, GetToken, MakeToken, RemoveToken, RunLowstate
 
-NOW = 1_700_000_000.0
-TOKEN = "0123456789abcdef" * 4
-RECORD = {"token": TOKEN, "start": NOW, "expire": NOW + 100, "name": "saltuser", "eauth": "pam"}
+from core_literals import NOW, RECORD, TOKEN
+
 SETTINGS = Settings(
     websockets=True,
     disable_ssl=True,
