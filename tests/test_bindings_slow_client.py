@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import time
 from typing import Any
 
 import pytest
@@ -42,11 +43,16 @@ def _open(port: int, token: str, rcvbuf: int | None = None) -> socket.socket:
     return sock
 
 
-def _fire(sock_dir: str, n: int) -> None:
+def _fire(sock_dir: str, n: int, rate: float = 1000) -> None:
+    """``n`` events at ``rate``/s: paced, so the reader that keeps up (a thread of this
+    process) is not left 1 MB behind on a loaded machine."""
     pull = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     pull.connect(os.path.join(sock_dir, "master_event_pull.ipc"))
+    start = time.monotonic()
     with pull:
         for i in range(n):
+            if (delay := start + i / rate - time.monotonic()) > 0:
+                time.sleep(delay)
             pull.sendall(encode_pull_message("saltnado/test/flood", {"i": i, "pad": PAYLOAD}))
 
 
