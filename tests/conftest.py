@@ -27,17 +27,24 @@ EAUTH_USERS = {
 }
 
 
-@pytest.fixture(scope="session")
-def salt_lab() -> Iterator[Any]:
-    """A real private salt-master + salt-minion ('minion1'), started once per session."""
+@contextlib.contextmanager
+def private_lab(**kwargs: Any) -> Iterator[Any]:
+    """A real private salt-master + salt-minion ('minion1'), stopped on exit."""
     from saltnado_salt.private_salt import PrivateSalt
 
-    lab = PrivateSalt(api_port=0, eauth_users=EAUTH_USERS)
+    lab = PrivateSalt(api_port=0, **kwargs)
     lab.start(timeout=240)
     try:
         yield lab
     finally:
         lab.stop()
+
+
+@pytest.fixture(scope="session")
+def salt_lab() -> Iterator[Any]:
+    """The session's master and minion, shared by every test that needs Salt."""
+    with private_lab(eauth_users=EAUTH_USERS) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="session")

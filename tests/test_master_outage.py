@@ -29,7 +29,7 @@ import pytest
 import trio
 import websocket
 
-from conftest import BINDINGS, RunningServer, login, running_server
+from conftest import BINDINGS, RunningServer, login, private_lab, running_server
 from saltnado_core.salt_calls import MASTER_DOWN
 from test_salt_rest import call
 
@@ -40,14 +40,9 @@ DOWN, UP = "saltnado/bus/down", "saltnado/bus/up"
 
 @pytest.fixture(scope="module")
 def outage_lab() -> Iterator[Any]:
-    from saltnado_salt.private_salt import PrivateSalt
-
-    lab = PrivateSalt(api_port=0)
-    lab.start(timeout=240)
-    try:
+    """A master of this module's own: the tests stop and restart it."""
+    with private_lab() as lab:
         yield lab
-    finally:
-        lab.stop()
 
 
 @pytest.fixture(scope="module")

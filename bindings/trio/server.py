@@ -111,15 +111,16 @@ class Server:
         for listener in self.listeners:
             await listener.aclose()
         self.service.close_all()
-        with trio.move_on_after(self.settings.limits.timeouts.shutdown_timeout if grace is None else grace):
-            while self.service.connections:
-                await trio.sleep(0.02)
+        await self._until_no_connections(self.settings.limits.timeouts.shutdown_timeout if grace is None else grace)
         self.service.abandon_requests()
-        with trio.move_on_after(self.service.pacing.shutdown_flush):
-            while self.service.connections:
-                await trio.sleep(0.02)
+        await self._until_no_connections(self.service.pacing.shutdown_flush)
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+
+    async def _until_no_connections(self, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            while self.service.connections:
+                await trio.sleep(0.02)
 
     # -- one connection ------------------------------------------------------
     async def handle_connection(self, stream: trio.abc.Stream) -> None:
