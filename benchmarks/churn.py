@@ -78,7 +78,7 @@ def answer_stats(collect: Callable[[], dict[str, Any]]) -> None:
 def serve(config: str, loop: str) -> int:
     from saltnado_core import Settings
     from saltnado_salt import load_master_opts
-    from saltnado_trio.cli import configure_logging
+    from saltnado_cli.main import configure_logging
 
     opts = load_master_opts(config)
     settings = Settings.from_opts(opts)
@@ -86,7 +86,7 @@ def serve(config: str, loop: str) -> int:
     if loop == "trio":
         import trio
 
-        from saltnado_trio.cli import run_server
+        from saltnado_cli.serve import run_trio as run_server
 
         def trio_tasks() -> int:
             def walk(task: Any) -> int:
@@ -104,7 +104,7 @@ def serve(config: str, loop: str) -> int:
     else:
         import asyncio
 
-        from saltnado_asyncio.cli import run_server as run_asyncio
+        from saltnado_cli.serve import run_asyncio
 
         async def on_ready_asyncio(server: Any) -> None:
             running = asyncio.get_running_loop()

@@ -18,58 +18,25 @@ and JSON/YAML error bodies for every error a handler raises.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Union
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
+from . import rest
 from .config import Settings
 from .http import HTTPError, Request, Response, error_response, status_line
 from .negotiation import JSON, allowed_origin, choose_media, serialize
-from .router import Route, Router
+from .outcomes import (
+    AUTH_COOKIE_NAME, AUTH_TOKEN_HEADER, AcceptEventStream, AcceptWebSocket, Context, Handler, Outcome, Step,
+)
+from .router import Router
 from .salt_calls import SaltCall, classify_salt_error
 
-AUTH_TOKEN_HEADER = "x-auth-token"
-AUTH_COOKIE_NAME = "session_id"
+__all__ = [
+    "AUTH_COOKIE_NAME", "AUTH_TOKEN_HEADER", "AcceptEventStream", "AcceptWebSocket", "App", "Context",
+    "Exchange", "Handler", "Outcome", "Step", "preflight",
+]
+
 ALLOWED_METHODS = "OPTIONS, GET, POST"
-
-
-@dataclass(frozen=True, slots=True)
-class AcceptWebSocket:
-    """Upgrade the connection; stream ``stream`` after the client says it is ready."""
-
-    stream: str
-    token_expire: float
-    token: str = field(default="", repr=False)
-    delta: bool = False  # /formatted_events?delta=1: only changes after the first view
-
-
-@dataclass(frozen=True, slots=True)
-class AcceptEventStream:
-    """Answer 200 ``text/event-stream`` and stream Server-Sent Events until the
-    token expires or the client leaves."""
-
-    token_expire: float
-    headers: tuple[tuple[str, str], ...] = ()
-    token: str = field(default="", repr=False)  # re-checked with Salt while the stream is open
-
-
-Outcome = Union[Response, AcceptWebSocket, AcceptEventStream]
-Step = Union[SaltCall, Outcome]
-Handler = Generator[SaltCall, Any, Outcome]
-
-
-@dataclass(frozen=True, slots=True)
-class Context:
-    """What a handler knows about its request."""
-
-    request: Request
-    route: Route
-    now: float  # the binding's wall-clock time
-    settings: Settings
-    media: str  # the negotiated output type
-
-    def reply(self, status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-        return Response(status, serialize(payload, self.media), headers, self.media)
 
 
 def unauthorized() -> Response:
@@ -133,12 +100,13 @@ class Exchange:
 class App:
     """Routes requests to the handlers for one master's settings."""
 
-    def __init__(self, settings: Settings) -> None:
-        from . import rest  # the endpoint handlers
-
+    def __init__(
+        self, settings: Settings, handlers: Mapping[str, Callable[[Context], Handler]] = rest.HANDLERS
+    ) -> None:
+        """``handlers``: route name → handler (default: the REST endpoints)."""
         self.settings = settings
         self.router = Router(settings.token_length, settings.websockets)
-        self._handlers: Mapping[str, Callable[[Context], Handler]] = rest.HANDLERS
+        self._handlers = handlers
 
     def handle(self, request: Request, now: float) -> Exchange:
         """Start handling ``request``; ``now`` is the binding's wall-clock time."""

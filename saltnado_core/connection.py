@@ -48,7 +48,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
-from .app import AcceptEventStream, AcceptWebSocket, Outcome
+from .outcomes import AcceptEventStream, AcceptWebSocket, Outcome
 from .broadcast import CLOSE_POLICY_VIOLATION, Outbox, Overflow
 from .config import Limits
 from .http import HTTPConnection, Request, Response, error_response, status_line

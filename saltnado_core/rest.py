@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from . import lowstate
-from .app import (
+from .outcomes import (
     AUTH_COOKIE_NAME,
     AUTH_TOKEN_HEADER,
     AcceptEventStream,

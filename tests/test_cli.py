@@ -86,7 +86,7 @@ def test_open_files_limit_is_raised_and_checked_against_max_connections(
 ) -> None:
     import resource
 
-    from saltnado_trio.cli import RESERVED_FILES, raise_open_files_limit
+    from saltnado_cli.processes import RESERVED_FILES, raise_open_files_limit
 
     set_to: list[tuple[int, int]] = []
     monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 20_000))

@@ -423,12 +423,15 @@ def test_no_token_is_compared_with_equality() -> None:
     from pathlib import Path
 
     import saltnado_asyncio
+    import saltnado_cli
     import saltnado_core
+    import saltnado_runtime
     import saltnado_salt
     import saltnado_trio
 
     found = {}
-    for package in (saltnado_core, saltnado_salt, saltnado_trio, saltnado_asyncio):
+    packages = (saltnado_core, saltnado_runtime, saltnado_salt, saltnado_trio, saltnado_asyncio, saltnado_cli)
+    for package in packages:
         for path in Path(package.__file__).parent.glob("*.py"):
             if lines := _token_comparisons(path.read_text()):
                 found[path.name] = lines

@@ -21,7 +21,7 @@ import websocket
 
 from conftest import BINDINGS, running_server
 from saltnado_core import ConfigError, Settings
-from saltnado_salt.service import load_ssl_context
+from saltnado_runtime.tls import load_ssl_context
 from tls_certs import TLSFiles, make_tls_files
 
 

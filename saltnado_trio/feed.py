@@ -11,7 +11,7 @@ from __future__ import annotations
 import trio
 
 from saltnado_core import EventBusError
-from saltnado_salt.service import SaltRunner, Service, Spawn
+from saltnado_runtime import SaltRunner, Service, Spawn
 
 
 async def read_event_bus(service: Service, salt: SaltRunner, spawn: Spawn) -> None:

@@ -28,7 +28,7 @@ from saltnado_core import SaltCall, ServerConnection, Settings
 from saltnado_core.connection import Phase
 from saltnado_core.pacing import Pacing
 from saltnado_core.salt_calls import MasterUnavailable, needs_master
-from saltnado_salt.service import EventHub, Service, Wakeup
+from saltnado_runtime import EventHub, Service, Wakeup
 
 from .feed import read_event_bus
 from .threads import SaltThreads

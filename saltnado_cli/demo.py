@@ -17,8 +17,9 @@ import trio
 
 from saltnado_core import Settings
 from saltnado_salt import load_master_opts
-
 from saltnado_salt.private_salt import PrivateSalt
+
+from .serve import run_trio
 
 log = logging.getLogger("saltnado.demo")
 
@@ -70,8 +71,6 @@ def _ping_forever(lab: PrivateSalt, interval: float, stop: threading.Event) -> N
 
 
 def run_demo(port: int = 8000, ping_interval: float | None = 5.0) -> int:
-    from .cli import run_server
-
     lab = PrivateSalt(api_port=port)
     stop = threading.Event()
     try:
@@ -90,7 +89,7 @@ def run_demo(port: int = 8000, ping_interval: float | None = 5.0) -> int:
             threading.Thread(
                 target=_ping_forever, args=(lab, ping_interval, stop), daemon=True, name="demo-ping"
             ).start()
-        trio.run(run_server, settings, opts, on_ready)
+        trio.run(run_trio, settings, opts, on_ready)
         return 0
     except KeyboardInterrupt:
         return 0

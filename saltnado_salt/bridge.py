@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from saltnado_core import ConfigError, GetToken, MakeToken, SaltCall
 from saltnado_core.salt_calls import FireEvent, GetAuthList, PublishGrains, RemoveToken, RunLowstate
 
-from .logs import redact_salt_logs
-
 
 class SaltBridge:
-    def __init__(self, master_opts: Mapping[str, Any]) -> None:
+    """``on_salt_loaded`` runs once Salt's auth modules are imported (the runtime
+    attaches its token-masking log filter to Salt's loggers then: they must be
+    Salt's own logger class, which importing salt installs)."""
+
+    def __init__(self, master_opts: Mapping[str, Any], on_salt_loaded: Callable[[], None] = lambda: None) -> None:
         self.opts = dict(master_opts)
+        self._on_salt_loaded = on_salt_loaded
         if not self.opts.get("master_uri"):
             # Runner and wheel calls reach the master over its request channel;
             # api_config() sets master_uri, master_config() does not.
@@ -38,7 +41,7 @@ class SaltBridge:
             if self._auth is None:
                 import salt.auth
 
-                redact_salt_logs()  # salt.auth names the tokens it cannot load
+                self._on_salt_loaded()  # e.g. salt.auth names the tokens it cannot load
                 self._auth = salt.auth.LoadAuth(self.opts)
             return self._auth
 

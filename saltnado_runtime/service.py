@@ -1,5 +1,5 @@
 """What every binding serves, minus the I/O: one master's core objects, the Salt
-bridge, the logs, and the in-process event hub.
+bridge and the logs.
 
 A binding owns sockets, tasks and timers and calls in here; nothing here opens
 a socket or starts a task. The coroutines are framework-neutral: they await only
@@ -12,53 +12,32 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from functools import partial
 from typing import Any
 
-from saltnado_core import (
-    App, ConfigError, EventStreams, Request, Response, SaltCall, SaltEvent, ServerConnection, Settings,
-)
+from saltnado_core import App, EventStreams, Request, Response, SaltCall, ServerConnection, Settings
 from saltnado_core.app import AcceptEventStream, Outcome
 from saltnado_core.buslink import EventBusLink
 from saltnado_core.messages import SSE_KEEPALIVE_INTERVAL
 from saltnado_core.pacing import Pacing
 from saltnado_core.revocation import TokenRecheck
 from saltnado_core.salt_calls import GetToken, MasterUnavailable
-from saltnado_core.subscriptions import Subscription, Subscriptions
+from saltnado_core.subscriptions import Subscriptions
 from saltnado_core.tokens import redact_path
+from saltnado_salt import SaltBridge
 
-from .bridge import SaltBridge
-from .logs import redact_saltnado_logs
+from .logs import redact_salt_logs, redact_saltnado_logs
+from .tls import load_ssl_context
 
 log = logging.getLogger("saltnado.server")
 access_log = logging.getLogger("saltnado.access")
 feed_log = logging.getLogger("saltnado.feed")
-redact_saltnado_logs()
 
 SaltRunner = Callable[[SaltCall], Awaitable[Any]]  # runs a call in a worker thread
 Spawn = Callable[[Callable[[], Awaitable[None]]], Any]  # starts a task the binding owns
-
-
-class Wakeup:
-    """A level-triggered wakeup for one task, over the binding's event class
-    (``trio.Event`` or ``asyncio.Event``): calls before a wait are not lost."""
-
-    __slots__ = ("_new", "_event")
-
-    def __init__(self, new_event: Callable[[], Any]) -> None:
-        self._new = new_event
-        self._event = new_event()
-
-    def __call__(self) -> None:
-        self._event.set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-        self._event = self._new()
 
 
 class Service:
@@ -71,7 +50,8 @@ class Service:
         self.link = EventBusLink(
             settings.sock_dir, self.streams, self.subscriptions, settings.limits.max_event_bytes, pacing
         )
-        self.bridge = SaltBridge(master_opts)
+        redact_saltnado_logs()  # tokens never reach a log (idempotent)
+        self.bridge = SaltBridge(master_opts, on_salt_loaded=redact_salt_logs)
         self.connections: dict[ServerConnection, Callable[[], None]] = {}  # → its writer's wake
         self.recheck = TokenRecheck()
         self._last_keepalive = time.monotonic()
@@ -243,98 +223,3 @@ def _nothing() -> None:
     pass
 
 
-def load_ssl_context(settings: Settings) -> ssl.SSLContext | None:
-    """The server's TLS context (None with ``disable_ssl``): the certificate chain
-    from ``ssl_crt`` and its key from ``ssl_key``, or from ``ssl_crt`` too when it
-    holds both. Raises :class:`ConfigError` saying what is wrong with the files."""
-    if settings.disable_ssl:
-        return None
-    if not settings.ssl_crt:
-        raise ConfigError("TLS is enabled but 'rest_tornado: ssl_crt' is not set")
-    for key, path in (("ssl_crt", settings.ssl_crt), ("ssl_key", settings.ssl_key)):
-        if path is not None and not os.path.isfile(path):
-            raise ConfigError(f"'rest_tornado: {key}' {path} does not exist (or is not a file)")
-        if path is not None and not os.access(path, os.R_OK):
-            raise ConfigError(f"'rest_tornado: {key}' {path} is not readable by this user")
-    files = f"ssl_crt {settings.ssl_crt}" + (f" and ssl_key {settings.ssl_key}" if settings.ssl_key else "")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2+, no client certificates
-    try:
-        # An encrypted key would make OpenSSL ask for its passphrase on the terminal: refuse it instead.
-        context.load_cert_chain(settings.ssl_crt, settings.ssl_key, password=_no_passphrase)
-    except _EncryptedKey:
-        raise ConfigError(f"cannot load {files}: the key is encrypted; saltnado needs an unencrypted key") from None
-    except (ssl.SSLError, OSError) as exc:
-        hint = "" if settings.ssl_key else " (without ssl_key, ssl_crt must hold the private key too)"
-        raise ConfigError(
-            f"cannot load {files}: not a PEM certificate chain and its matching private key{hint}: {exc}"
-        ) from None
-    return context
-
-
-class _EncryptedKey(Exception):
-    pass
-
-
-def _no_passphrase() -> bytes:
-    raise _EncryptedKey
-
-
-class LiveEvents:
-    """``async for event in hub.subscribe(...)``: decoded :class:`SaltEvent` objects.
-
-    Ends when the server shuts down; raises
-    :class:`~saltnado_core.subscriptions.SlowSubscriber` (with the close code and
-    reason a websocket client would get) if the consumer falls more than the
-    outbox bound behind. Leaving the loop, ``async with`` or :meth:`close`
-    unsubscribes.
-    """
-
-    def __init__(self, subscriptions: Subscriptions, subscription: Subscription, wake: Wakeup) -> None:
-        self._subscriptions = subscriptions
-        self._subscription = subscription
-        self._wake = wake
-
-    def __aiter__(self) -> LiveEvents:
-        return self
-
-    async def __anext__(self) -> SaltEvent:
-        while (event := self._subscription.next_event()) is None:  # raises SlowSubscriber
-            if self._subscription.ended:
-                self.close()
-                raise StopAsyncIteration
-            await self._wake.wait()
-        return event
-
-    async def __aenter__(self) -> LiveEvents:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._subscriptions.unsubscribe(self._subscription)
-
-    __del__ = close  # a loop left with ``break`` drops the last reference
-
-
-class EventHub:
-    """In-process subscriptions to the live event stream, for host code (no socket)."""
-
-    def __init__(self, subscriptions: Subscriptions, new_event: Callable[[], Any]) -> None:
-        self._subscriptions = subscriptions
-        self._new_event = new_event
-
-    def subscribe(
-        self, tag_prefix: str | tuple[str, ...] = "", *, max_events: int | None = None
-    ) -> LiveEvents:
-        """Events whose tag starts with ``tag_prefix`` (or any of a tuple), from now on.
-
-        Bounded like a streaming client: ``max_events`` (default
-        ``outbox_max_messages``) and ``outbox_max_bytes`` of raw event bodies.
-        """
-        wake = Wakeup(self._new_event)
-        subscription = self._subscriptions.subscribe(tag_prefix, wake, max_events)
-        return LiveEvents(self._subscriptions, subscription, wake)
-
-    def __len__(self) -> int:
-        return len(self._subscriptions)

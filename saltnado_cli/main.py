@@ -1,0 +1,77 @@
+"""``saltnado`` command line: ``serve`` a master's API, or run the ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+
+from saltnado_core import ConfigError, Settings
+from saltnado_runtime.logs import redact_handlers
+from saltnado_runtime.tls import load_ssl_context
+from saltnado_salt import load_master_opts
+
+from .processes import raise_open_files_limit, supervise
+from .serve import run
+
+log = logging.getLogger("saltnado")
+
+
+def configure_logging(debug: bool) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        force=True,  # salt installs its own root handler on import
+    )
+    # Salt's own loggers are chatty at INFO and some print request payloads.
+    logging.getLogger("salt").setLevel(logging.WARNING)
+    redact_handlers(logging.getLogger())  # tokens are masked in every record, Salt's too
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="saltnado", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the API for a Salt master")
+    where = serve.add_mutually_exclusive_group()
+    where.add_argument("-c", "--config-dir", default="/etc/salt", help="directory holding the master config")
+    where.add_argument("--master-config", help="path of the master config file")
+    serve.add_argument(
+        "--loop", choices=("trio", "asyncio", "uvloop"), default="trio",
+        help="the event loop to serve on (default trio; asyncio needs Python 3.11+, "
+        "uvloop the optional extra saltnado[uvloop])",
+    )
+    demo = sub.add_parser("demo", help="start a private Salt master + minion and serve them")
+    demo.add_argument("--port", type=int, default=8000, help="API port (0 picks a free one)")
+    demo.add_argument("--no-ping", action="store_true", help="do not fire test.ping every few seconds")
+    demo.add_argument("--ping-interval", type=float, default=5.0)
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        from .demo import run_demo
+
+        configure_logging(False)
+        return run_demo(port=args.port, ping_interval=None if args.no_ping else args.ping_interval)
+
+    path = args.master_config or os.path.join(args.config_dir, "master")
+    try:
+        opts = load_master_opts(path)
+        settings = Settings.from_opts(opts)
+        load_ssl_context(settings)  # unreadable certificate or key: say so before serving
+    except ConfigError as exc:
+        print(f"saltnado: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.debug)
+    raise_open_files_limit(settings.limits.max_connections)
+    workers = settings.num_processes if settings.num_processes > 0 else os.cpu_count() or 1
+    if workers > 1:
+        settings = dataclasses.replace(settings, num_processes=workers)
+        return supervise(workers, settings, lambda s: run(args.loop, s, opts))
+    run(args.loop, settings, opts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""What a request handler sees and what it decides.
+
+A handler (:mod:`saltnado_core.rest`) is a generator over a :class:`Context`: it
+yields Salt calls and returns an :data:`Outcome` — a :class:`Response`, an
+:class:`AcceptWebSocket` or an :class:`AcceptEventStream` — which the binding
+hands to :meth:`ServerConnection.respond <saltnado_core.connection.ServerConnection.respond>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from .config import Settings
+from .http import Request, Response
+from .negotiation import serialize
+from .router import Route
+from .salt_calls import SaltCall
+
+AUTH_TOKEN_HEADER = "x-auth-token"
+AUTH_COOKIE_NAME = "session_id"
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptWebSocket:
+    """Upgrade the connection; stream ``stream`` after the client says it is ready."""
+
+    stream: str
+    token_expire: float
+    token: str = field(default="", repr=False)
+    delta: bool = False  # /formatted_events?delta=1: only changes after the first view
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptEventStream:
+    """Answer 200 ``text/event-stream`` and stream Server-Sent Events until the
+    token expires or the client leaves."""
+
+    token_expire: float
+    headers: tuple[tuple[str, str], ...] = ()
+    token: str = field(default="", repr=False)  # re-checked with Salt while the stream is open
+
+
+Outcome = Union[Response, AcceptWebSocket, AcceptEventStream]
+Step = Union[SaltCall, Outcome]
+Handler = Generator[SaltCall, Any, Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a handler knows about its request."""
+
+    request: Request
+    route: Route
+    now: float  # the binding's wall-clock time
+    settings: Settings
+    media: str  # the negotiated output type
+
+    def reply(self, status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+        return Response(status, serialize(payload, self.media), headers, self.media)
