@@ -27,11 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .kinds import CloseCode
 from .messages import dumps, text_frame
-
-# RFC 6455 §7.4.1: 1008 policy violation; 1013 "try again later".
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_TRY_AGAIN_LATER = 1013
 
 POLICIES = ("close", "gap")
 GAP_TAG = "saltnado/gap"
@@ -43,7 +40,7 @@ class Overflow:
     under the ``close`` policy, a close with ``code`` and ``reason``; under ``gap``,
     a gap notice, and it stays subscribed."""
 
-    code: int = CLOSE_TRY_AGAIN_LATER
+    code: int = CloseCode.TRY_AGAIN_LATER
     reason: str = "client too slow: outbox full"
     policy: str = "close"
 

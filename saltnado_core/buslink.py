@@ -34,6 +34,7 @@ later, and that flap must not reach clients as up-and-down-again.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 from dataclasses import dataclass
@@ -46,7 +47,19 @@ from .streams import BUS_DOWN_TAG, BUS_UP_TAG, EventStreams
 from .subscriptions import Subscriptions
 
 PUB_SOCKET = "master_event_pub.ipc"
-_DOWN_STATES = ("waiting", "lost")
+
+
+class BusState(str, enum.Enum):
+    """Where the link to the event bus is (a ``str`` enum: ``state == "connected"`` works)."""
+
+    STARTING = "starting"  # nothing tried yet
+    WAITING = "waiting"  # connecting failed; retrying after a backoff delay
+    CONNECTED = "connected"  # subscribed (the master counts as back once it settles)
+    LOST = "lost"  # the connection ended; reconnecting
+
+    @property
+    def down(self) -> bool:
+        return self in (BusState.WAITING, BusState.LOST)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +88,7 @@ class EventBusLink:
         self.streams = streams
         self.subscriptions = subscriptions if subscriptions is not None else Subscriptions()
         self.max_event_bytes = max_event_bytes
-        self.state = "starting"  # → waiting | connected | lost
+        self.state = BusState.STARTING
         self.connections = 0  # successful subscriptions so far
         self.down_since: str | None = None  # the stamp of the down notice, while down
         self._settle = pacing.bus_settle
@@ -94,7 +107,7 @@ class EventBusLink:
         """Connecting failed; returns the seconds to wait before the next try."""
         why = error.strerror or type(error).__name__
         message = f"event bus {self.path} unavailable ({why}); retrying"
-        self._enter("waiting", logging.WARNING, message, now, f"event bus unavailable ({why})")
+        self._enter(BusState.WAITING, logging.WARNING, message, now, f"event bus unavailable ({why})")
         return self._backoff.delay()
 
     def connected(self, now: float = 0.0) -> None:
@@ -102,7 +115,7 @@ class EventBusLink:
         self._decoder = EventBusDecoder(self.max_event_bytes)
         self.connections += 1
         self._connected_at = now
-        self._enter("connected", logging.INFO, f"subscribed to the event bus at {self.path}", now)
+        self._enter(BusState.CONNECTED, logging.INFO, f"subscribed to the event bus at {self.path}", now)
 
     def receive_data(self, data: bytes, now: float) -> list[SaltCall]:
         """Decode ``data`` and dispatch every complete event at wall-clock ``now``."""
@@ -124,7 +137,7 @@ class EventBusLink:
             reason = f"event bus stream unreadable ({error}); reconnecting"
         else:
             reason = f"event bus connection lost ({error})"
-        self._enter("lost", logging.WARNING, reason, now)
+        self._enter(BusState.LOST, logging.WARNING, reason, now)
 
     def tick(self, now: float) -> None:
         """About once a second: a connection that has lasted ``bus_settle`` s is
@@ -136,14 +149,14 @@ class EventBusLink:
         notices, self._notices = self._notices, []
         return notices
 
-    def _enter(self, state: str, level: int, message: str, now: float, reason: str | None = None) -> None:
+    def _enter(self, state: BusState, level: int, message: str, now: float, reason: str | None = None) -> None:
         """``message`` is for the log; ``reason`` (default: the same) for clients,
         so it never holds the socket's path."""
         if state == self.state:
             return
         self.state = state
         self._notices.append(Notice(level, message))
-        if state in _DOWN_STATES:
+        if state.down:
             self._connected_at = None
             if self.down_since is None:
                 self.down_since = salt_stamp(now)

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .broadcast import CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER, POLICIES, Overflow
+from .broadcast import POLICIES, Overflow
+from .kinds import CloseCode
 
 DEFAULT_HASH_TYPE = "sha256"
 DEFAULT_SOCK_DIR = "/var/run/salt/master"
@@ -168,7 +169,7 @@ def _overflow(block: Mapping[str, Any]) -> Overflow:
             f"'rest_tornado: slow_client_policy' must be one of {', '.join(POLICIES)}, got {policy!r}"
         )
     code = _int(block, "slow_client_close_code", default.code)
-    if code not in (CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER):
+    if code not in (CloseCode.POLICY_VIOLATION, CloseCode.TRY_AGAIN_LATER):
         raise ConfigError(f"'rest_tornado: slow_client_close_code' must be 1008 or 1013, got {code}")
     reason = str(block.get("slow_client_close_reason", default.reason))
     if len(reason.encode("utf-8")) > 123:  # RFC 6455 §5.5: a control frame's payload <= 125 bytes

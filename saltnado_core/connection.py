@@ -49,13 +49,14 @@ import enum
 from collections.abc import Callable
 
 from .outcomes import AcceptEventStream, AcceptWebSocket, Outcome
-from .broadcast import CLOSE_POLICY_VIOLATION, Outbox, Overflow
+from .broadcast import Outbox, Overflow
+from .kinds import CloseCode
 from .config import Limits
 from .http import HTTPConnection, Request, Response, error_response, status_line
 from .messages import SSE_PREAMBLE, dumps, text_frame
 from .salt_calls import SaltCall, classify_salt_error
 from .streams import EventStreams
-from .websocket import CLOSE_GOING_AWAY, Closed, TextReceived, WebSocketSession
+from .websocket import Closed, TextReceived, WebSocketSession
 
 READY_MESSAGE = "websocket client ready"
 CLOSE_HEADER = (("connection", "close"),)
@@ -69,9 +70,6 @@ class Phase(enum.Enum):
     STREAMING = "streaming"  # subscribed to a stream (websocket or SSE)
     CLOSING = "closing"  # websocket close sent, waiting for the peer's
     DONE = "done"  # flush output, then drop the socket
-
-
-CLOSE_INTERNAL_ERROR = 1011  # RFC 6455 §7.4.1; also what a dead peer gets (no pong)
 
 
 class Wait(enum.Enum):
@@ -98,8 +96,8 @@ _WAITS: dict[Wait, tuple[str, Expiry, int]] = {
     Wait.FIRST_REQUEST: ("handshake_timeout", Expiry.REQUEST_TIMEOUT, 0),
     Wait.REQUEST: ("header_timeout", Expiry.REQUEST_TIMEOUT, 0),
     Wait.NEXT_REQUEST: ("keepalive_timeout", Expiry.DROP, 0),
-    Wait.READY: ("handshake_timeout", Expiry.CLOSE, CLOSE_POLICY_VIOLATION),
-    Wait.PONG: ("ws_pong_timeout", Expiry.CLOSE, CLOSE_INTERNAL_ERROR),
+    Wait.READY: ("handshake_timeout", Expiry.CLOSE, CloseCode.POLICY_VIOLATION),
+    Wait.PONG: ("ws_pong_timeout", Expiry.CLOSE, CloseCode.INTERNAL_ERROR),
 }
 
 # Everything a connection can do, per phase; anything else is a bug (KeyError).
@@ -263,7 +261,7 @@ class ServerConnection:
             self._ws.receive_data(trailing)
             self._websocket_events()
 
-    def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> None:
+    def close(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
         """Close politely: a request being answered gets its response first (with
         ``Connection: close``; an upgrade or event stream it asked for is refused
         with 503), an idle or half-received one is closed at once; a stream gets
@@ -300,7 +298,7 @@ class ServerConnection:
             return False
         if self.phase not in (Phase.AWAIT_READY, Phase.STREAMING):
             return False
-        self.close(CLOSE_POLICY_VIOLATION, "token expired")
+        self.close(CloseCode.POLICY_VIOLATION, "token expired")
         return True
 
     # -- timeouts ------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .broadcast import CLOSE_POLICY_VIOLATION
+from .kinds import CloseCode
 from .connection import ServerConnection
 from .salt_calls import GetToken
 from .tokens import TokenStatus, check_token, same_token
@@ -64,7 +64,7 @@ class TokenRecheck:
             # expiry is expired, not revoked.
             expiry = conn.token_expire
             expired = status is TokenStatus.EXPIRED or (expiry is not None and now >= expiry - SALT_EXPIRY_ROUNDING)
-            conn.close(CLOSE_POLICY_VIOLATION, EXPIRED_REASON if expired else REVOKED_REASON)
+            conn.close(CloseCode.POLICY_VIOLATION, EXPIRED_REASON if expired else REVOKED_REASON)
             closed.append(conn)
         return closed
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .kinds import StreamKind, Transport
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -27,14 +29,11 @@ class Router:
             ("minions", r"/minions(?:/(.*))?"),
             ("jobs", r"/jobs(?:/(.*))?"),
             ("run", r"/run"),
-            ("events", r"/events"),
             ("hook", r"/hook(/.*)?"),
         ]
-        if websockets:
-            table += [
-                ("all_events", rf"/all_events/{token}"),
-                ("formatted_events", rf"/formatted_events/{token}"),
-            ]
+        for kind in StreamKind:  # websocket routes exist only with ``websockets: True``
+            if kind.transport is Transport.SSE or websockets:
+                table.append((kind.value, f"/{kind.value}/{token}" if kind.token_in_path else f"/{kind.value}"))
         self._table = [(name, re.compile(pattern)) for name, pattern in table]
         self.names = tuple(name for name, _ in table)  # every route, in matching order
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
+from .kinds import TOKEN_IN_PATH
+
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
@@ -51,8 +53,6 @@ def redact(text: str, token: str | None) -> str:
     return text.replace(token, token[:4] + "…")
 
 
-# Route names whose next path segment is a token, whatever its shape.
-TOKEN_IN_PATH_AFTER = frozenset({"all_events", "formatted_events"})
 # Query-string keys whose values are credentials, whatever their shape.
 SECRET_QUERY_KEYS = frozenset({"token", "session_id", "x-auth-token", "password"})
 MASK = "<token>"
@@ -72,7 +72,7 @@ def redact_path(target: str, length: int) -> str:
     path, sep, query = target.partition("?")
     segments = path.split("/")
     for i, segment in enumerate(segments):
-        after_route = i > 0 and segments[i - 1] in TOKEN_IN_PATH_AFTER
+        after_route = i > 0 and segments[i - 1] in TOKEN_IN_PATH
         if (after_route and segment) or is_token_shaped(unquote(segment), length):
             segments[i] = MASK
     pairs = []

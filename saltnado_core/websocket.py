@@ -17,9 +17,7 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.frame_protocol import CloseReason
 
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_TOO_BIG = 1009
+from .kinds import CloseCode
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +111,7 @@ class WebSocketSession:
             assert len(payload) <= 125, "RFC 6455 §5.5: a control frame's payload is at most 125 bytes"
             self._out.append(bytes((0x89, len(payload))) + payload)
 
-    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the close handshake (no-op once closing)."""
         if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             self._send(CloseConnection(code=code, reason=reason))
@@ -138,7 +136,7 @@ class WebSocketSession:
         self._size += len(data.encode()) if isinstance(data, str) else len(data)
         if self._size > self._max:
             self._parts.clear()
-            self.close(CLOSE_TOO_BIG, f"message exceeds {self._max} bytes")
+            self.close(CloseCode.MESSAGE_TOO_BIG, f"message exceeds {self._max} bytes")
             return
         self._parts.append(data if isinstance(data, str) else bytes(data))
         if event.message_finished:
