@@ -19,18 +19,18 @@ Embedding in a program that already runs an asyncio loop (all on that loop)::
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
 from saltnado_core import SaltCall, ServerConnection, Settings
-from saltnado_core.connection import Phase
 from saltnado_core.pacing import Pacing
 from saltnado_core.salt_calls import MasterUnavailable, needs_master
 from saltnado_runtime import EventHub, Service, Wakeup
+from saltnado_runtime.feed import follow_event_bus
 
-from .feed import read_event_bus
 from .threads import SaltThreads
 
 
@@ -86,7 +86,7 @@ class Server:
     async def _run(self, ready: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tasks:  # owns every task but host-handed connections
             self._tasks = tasks
-            tasks.create_task(read_event_bus(self.service, self._salt, self._spawn))
+            tasks.create_task(follow_event_bus(self.service, _BusSocket.connect, asyncio.sleep, self._salt, self._spawn))
             tasks.create_task(self._ticker())
             tasks.create_task(self._threads.run(self.service.bridge.load_auth))  # warm up eauth
             for listener in self.listeners:
@@ -107,22 +107,11 @@ class Server:
         are abandoned (their daemon threads end on their own)."""
         for listener in self.listeners:
             listener.close()
-        self.service.close_all()
-        await self._until_no_connections(self.settings.limits.timeouts.shutdown_timeout if grace is None else grace)
-        self.service.abandon_requests()
-        await self._until_no_connections(self.service.pacing.shutdown_flush)
+        await self.service.drain(grace, asyncio.sleep)
         if self._main is not None:
             self._main.cancel()
             await asyncio.wait([self._main])
         self._threads.shutdown()
-
-    async def _until_no_connections(self, timeout: float) -> None:
-        try:
-            async with asyncio.timeout(timeout):
-                while self.service.connections:
-                    await asyncio.sleep(0.02)
-        except TimeoutError:
-            pass
 
     async def __aenter__(self) -> Server:
         await self.start()
@@ -137,7 +126,7 @@ class Server:
 
     async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one accepted connection until it ends (also for a host's own listener)."""
-        wake = _Wake(self._direct, writer, self.service.pacing.close_handshake)
+        wake = _Wake(self._direct, writer)
         conn = wake.conn = self.service.open_connection(wake)
         try:
             async with asyncio.timeout(None) as deadline:
@@ -152,7 +141,7 @@ class Server:
             self.service.forget(conn)
             writer.close()
             try:
-                async with asyncio.timeout(1):
+                async with asyncio.timeout(self.service.pacing.socket_close):
                     await writer.wait_closed()
             except (TimeoutError, OSError):
                 pass
@@ -170,19 +159,15 @@ class Server:
             except OSError:  # reset, TLS error: the peer vanished
                 data = b""
             await self.service.receive(conn, data, self._salt, self._spawn)
-            if not data:
-                # The client has closed its side (or vanished): what is left to write
-                # gets the close-handshake time, then the connection is dropped.
-                wake.limit(self.service.pacing.close_handshake)
+            if not data:  # the client has closed its side (or vanished): the core ends it
                 return
 
     async def _writer(self, writer: asyncio.StreamWriter, conn: ServerConnection, wake: _Wake) -> None:
         while True:
             data = conn.data_to_send()
-            if conn.phase is Phase.CLOSING or conn.cut_off:
-                # Our close frame is out, or the client is cut off: it has this long
-                # to take the rest (and answer the close) before it is dropped.
-                wake.limit(self.service.pacing.close_handshake)
+            if not data and conn.finished:
+                return
+            wake.keep_deadline()
             if data:
                 try:
                     writer.write(data)
@@ -191,8 +176,6 @@ class Server:
                     return
                 if wake.reading is not None:
                     wake.reading()
-            elif conn.finished:
-                return
             else:
                 await wake.task.wait()
 
@@ -243,12 +226,11 @@ class _DirectWrites:
 class _Wake:
     """One connection's wake (see :class:`_DirectWrites`); ``task`` wakes its writer task."""
 
-    __slots__ = ("direct", "writer", "close_handshake", "task", "conn", "deadline", "reading")
+    __slots__ = ("direct", "writer", "task", "conn", "deadline", "reading")
 
-    def __init__(self, direct: _DirectWrites, writer: asyncio.StreamWriter, close_handshake: float) -> None:
+    def __init__(self, direct: _DirectWrites, writer: asyncio.StreamWriter) -> None:
         self.direct = direct
         self.writer = writer
-        self.close_handshake = close_handshake
         self.task = Wakeup(asyncio.Event)
         self.conn: ServerConnection | None = None
         self.deadline: asyncio.Timeout | None = None
@@ -256,30 +238,41 @@ class _Wake:
 
     def __call__(self) -> None:
         conn = self.conn
-        if conn is not None and conn.phase is Phase.STREAMING and not conn.outbox.overflowed:
+        if conn is not None and conn.can_write_directly:
             self.direct.mark(self)
             return
-        if conn is not None and conn.cut_off:
-            # Cut off, perhaps while its socket is full: it has this long to take
-            # what was sent and the close before the connection is dropped.
-            self.limit(self.close_handshake)
+        self.keep_deadline()  # e.g. cut off while the writer waits on a full socket
         self.task()
 
-    def limit(self, seconds: float) -> None:
-        """Drop the connection ``seconds`` from now, unless an earlier limit is set."""
-        deadline = self.deadline
-        if deadline is not None:
-            at = asyncio.get_running_loop().time() + seconds
-            when = deadline.when()
-            if when is None or at < when:
+    def keep_deadline(self) -> None:
+        """Drop the connection when the core says (``drop_deadline``)."""
+        conn, deadline = self.conn, self.deadline
+        if conn is not None and deadline is not None and deadline.when() is None:
+            at = conn.drop_deadline(asyncio.get_running_loop().time())
+            if at != math.inf:
                 deadline.reschedule(at)
 
     def write(self) -> None:
         conn, transport = self.conn, self.writer.transport
-        if conn is not None and conn.phase is Phase.STREAMING and not transport.is_closing():
+        if conn is not None and conn.can_write_directly and not transport.is_closing():
             if transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[1]:
                 if data := conn.data_to_send():
                     transport.write(data)
-                if conn.phase is Phase.STREAMING and not len(conn.outbox):
+                if conn.can_write_directly and not conn.wants_write:
                     return  # all written: no task switch
         self.task()
+
+
+class _BusSocket:
+    """The event bus's Unix socket for :func:`follow_event_bus`."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.receive = reader.read
+        self._writer = writer
+
+    @classmethod
+    async def connect(cls, path: str) -> _BusSocket:
+        return cls(*await asyncio.open_unix_connection(path))
+
+    async def aclose(self) -> None:
+        self._writer.close()

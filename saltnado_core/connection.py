@@ -1,40 +1,59 @@
 """One client connection from first byte to close: HTTP, then maybe a stream.
 
-:class:`ServerConnection` is what a binding drives, with a fixed verb set:
+:class:`ServerConnection` is the whole contract between the core and a binding.
+A binding owns the socket, its tasks and a monotonic clock; everything else —
+what to answer, when to close and with which code, when to give up on a client —
+is decided here, so every binding is the same small loop::
 
-* ``receive_data(data)`` — bytes from the socket; ``b""`` means EOF;
-* ``next_request()`` — a complete HTTP request for the binding to run through
-  :class:`~saltnado_core.app.App` (None while there is none, or while
-  ``input_paused``);
-* ``input_paused`` — the client has not read its responses (more than
-  ``limits.write_chunk_bytes`` of them wait to be taken): read nothing more and
-  ask ``next_request()`` again once the writer has taken ``data_to_send()``, so
-  a client that pipelines requests without reading the answers holds a bounded
-  amount of memory, and TCP slows it down;
-* ``respond(outcome)`` — the app's :class:`Response`, :class:`AcceptWebSocket`
-  or :class:`AcceptEventStream`;
+    reader:  data = recv(); conn.receive_data(data)      # b"" at EOF
+             run each conn.next_request() through the app → conn.respond(outcome)
+             run conn.take_salt_calls() in worker threads → conn.salt_call_done(call, error)
+    writer:  data = conn.data_to_send()
+             if not data and conn.finished: drop the socket
+             deadline = conn.drop_deadline(now)          # one line: math.inf, or when to drop
+             send data, or wait for a wake
+    timer:   every pacing.tick_interval: conn.tick(monotonic), conn.expire(wall clock)
+
+Verbs (what the binding tells the connection):
+
+* ``receive_data(data)`` — bytes from the socket; ``b""`` is EOF: requests that
+  arrived in full are still answered, then the connection ends; an open stream
+  ends at once; what is left to write gets the close-handshake time;
+* ``next_request()`` — a complete request for the app (None while there is none,
+  or while ``input_paused``); ``respond(outcome)`` — its :class:`Response`,
+  :class:`AcceptWebSocket` or :class:`AcceptEventStream`;
 * ``take_salt_calls()`` / ``salt_call_done(call, error)`` — Salt calls a stream
   needs (the formatted view's grains request);
-* ``expire(now)`` — end a stream whose token has expired (call about once a second);
-* ``tick(now)`` — enforce the timeouts and ping websockets (call every tick);
+* ``tick(now)`` — timeouts and websocket pings on the monotonic clock; ``expire(now)``
+  — end a stream whose token expired, on the wall clock; both about once a second;
+* ``close(code, reason)`` — e.g. 1001 at shutdown (a request being answered gets
+  its response first, with ``Connection: close``); ``abandon_request(reason)`` —
+  answer the request being answered with 503 now;
+* ``data_to_send()`` — everything to write now, as one ``bytes``.
+
+Questions (what the binding asks; it never reads the phase or the outbox):
+
+* ``finished`` — flush what ``data_to_send()`` returned, then drop the socket;
+* ``drop_deadline(now)`` — when to drop the socket whatever is left unwritten
+  (``math.inf``: not yet). Once the connection is ending — its close frame is out,
+  the client is cut off (outbox overflow, a timeout) or has closed its side — it
+  is ``now + pacing.close_handshake`` from the first ask, then the same time;
+* ``input_paused`` — the client is not reading its responses: read nothing more
+  until the writer has taken ``data_to_send()``, then ask ``next_request()`` again;
+* ``can_write_directly`` — queued output is only stream messages, which a shared
+  fan-out writer may write without waking this connection's own task (after
+  writing, ``wants_write`` says whether anything is left);
 * ``stream_token`` — the token of an open stream, re-checked with Salt
-  (:class:`~saltnado_core.revocation.TokenRecheck`);
-* ``close(code, reason)`` — e.g. 1001 at shutdown (a request being answered
-  gets its response first, with ``Connection: close``);
-* ``abandon_request(reason)`` — answer the request being answered with 503 now
-  (shutdown cannot wait for it any longer);
-* ``data_to_send()`` — everything to write now, as one coalesced ``bytes``;
-* ``finished`` — true once the binding should flush and drop the socket;
-* ``cut_off`` — the client is being dropped for not keeping up (its outbox
-  overflowed, or a timeout ran out): what is left to write gets the close
-  handshake time, however full its socket, then the binding drops it.
+  (:class:`~saltnado_core.revocation.TokenRecheck`).
 
 ``wake`` (given by the binding) is called whenever output becomes ready outside
 a call the binding made itself — i.e. when the fan-out queues a message.
 
-A stream is either a websocket (``/all_events``, ``/formatted_events``) or
-Server-Sent Events over a chunked HTTP response (``/events``); both receive
-pre-encoded messages through the connection's bounded :class:`Outbox`.
+State is one :class:`Phase` plus, once a stream is accepted, its
+:class:`~saltnado_core.kinds.StreamKind`; phases change only through
+``_TRANSITIONS`` (anything else raises :class:`ConnectionMisuse`), and what
+entering or leaving a phase does (joining and leaving the event stream, freeing
+the outbox) is done in one place, :meth:`ServerConnection._go`.
 
 Timeouts (``limits.timeouts``) are kept without a clock: :meth:`tick` gets the
 binding's monotonic ``now``, and each wait (for the first request, the rest of a
@@ -46,22 +65,23 @@ wait's expiry does.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from .outcomes import AcceptEventStream, AcceptWebSocket, Outcome
 from .broadcast import Outbox, Overflow
-from .kinds import CloseCode
 from .config import Limits
 from .http import HTTPConnection, Request, Response, error_response, status_line
+from .kinds import CloseCode, StreamKind, Transport
 from .messages import SSE_PREAMBLE, dumps, text_frame
+from .outcomes import AcceptEventStream, AcceptWebSocket, Outcome
+from .pacing import Pacing
 from .salt_calls import SaltCall, classify_salt_error
 from .streams import EventStreams
 from .websocket import Closed, TextReceived, WebSocketSession
 
 READY_MESSAGE = "websocket client ready"
 CLOSE_HEADER = (("connection", "close"),)
-_UPGRADED = HTTPConnection()  # shared stand-in for the HTTP phase of upgraded connections
-_UPGRADED.closed = True
 
 
 class Phase(enum.Enum):
@@ -70,6 +90,35 @@ class Phase(enum.Enum):
     STREAMING = "streaming"  # subscribed to a stream (websocket or SSE)
     CLOSING = "closing"  # websocket close sent, waiting for the peer's
     DONE = "done"  # flush output, then drop the socket
+
+
+class Event(enum.Enum):
+    """What moves a connection from one phase to the next."""
+
+    UPGRADE = "upgrade"  # the 101 is sent
+    EVENT_STREAM = "event_stream"  # the 200 text/event-stream head is sent
+    READY = "ready"  # "websocket client ready" arrived
+    CLOSE = "close"  # a websocket close frame was sent or received
+    END = "end"  # nothing more will be said: flush, then drop
+
+
+# Everything a connection can do, per phase; anything else raises ConnectionMisuse.
+_TRANSITIONS: dict[tuple[Phase, Event], Phase] = {
+    (Phase.HTTP, Event.UPGRADE): Phase.AWAIT_READY,
+    (Phase.HTTP, Event.EVENT_STREAM): Phase.STREAMING,
+    (Phase.HTTP, Event.END): Phase.DONE,
+    (Phase.AWAIT_READY, Event.READY): Phase.STREAMING,
+    (Phase.AWAIT_READY, Event.CLOSE): Phase.CLOSING,
+    (Phase.STREAMING, Event.CLOSE): Phase.CLOSING,
+    (Phase.AWAIT_READY, Event.END): Phase.DONE,
+    (Phase.STREAMING, Event.END): Phase.DONE,
+    (Phase.CLOSING, Event.END): Phase.DONE,
+}
+
+
+class ConnectionMisuse(Exception):
+    """A binding (or the core itself) asked a connection for something its phase
+    does not allow — a bug, as h11's ``LocalProtocolError``; never the client's doing."""
 
 
 class Wait(enum.Enum):
@@ -100,18 +149,14 @@ _WAITS: dict[Wait, tuple[str, Expiry, int]] = {
     Wait.PONG: ("ws_pong_timeout", Expiry.CLOSE, CloseCode.INTERNAL_ERROR),
 }
 
-# Everything a connection can do, per phase; anything else is a bug (KeyError).
-_TRANSITIONS: dict[tuple[Phase, str], Phase] = {
-    (Phase.HTTP, "upgrade"): Phase.AWAIT_READY,
-    (Phase.HTTP, "event_stream"): Phase.STREAMING,
-    (Phase.HTTP, "end"): Phase.DONE,
-    (Phase.AWAIT_READY, "ready"): Phase.STREAMING,
-    (Phase.AWAIT_READY, "close"): Phase.CLOSING,
-    (Phase.STREAMING, "close"): Phase.CLOSING,
-    (Phase.AWAIT_READY, "end"): Phase.DONE,
-    (Phase.STREAMING, "end"): Phase.DONE,
-    (Phase.CLOSING, "end"): Phase.DONE,
-}
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """The stream a connection was granted: its kind and the client's token."""
+
+    kind: StreamKind
+    token: str = field(repr=False)
+    delta: bool = False  # /formatted_events?delta=1
 
 
 class ServerConnection:
@@ -122,17 +167,20 @@ class ServerConnection:
         wake: Callable[[], None] = lambda: None,
         overflow: Overflow | None = None,  # default: limits.overflow
         open_connections: int = 0,  # other client connections open; at max_connections → 503
+        pacing: Pacing = Pacing(),
     ) -> None:
         self.limits = limits
         self.phase = Phase.HTTP
+        self.stream: Stream | None = None  # set when a stream is accepted
         self._streams = streams
         self._overflow = overflow if overflow is not None else limits.overflow
-        self._http = HTTPConnection(limits.max_header_bytes, limits.max_body_bytes, limits.max_header_count)
+        self._close_handshake = pacing.close_handshake
+        # HTTP until an upgrade, then None: h11's state is freed (~1 KB per idle websocket)
+        self._http: HTTPConnection | None = HTTPConnection(
+            limits.max_header_bytes, limits.max_body_bytes, limits.max_header_count
+        )
         self._refused = open_connections >= limits.max_connections
-        self._ws: WebSocketSession | None = None
-        self._sse = False  # streaming Server-Sent Events over the HTTP response
-        self._stream: tuple[str, str, bool] | None = None  # (name, token, delta) to join
-        self._attached = False
+        self._ws: WebSocketSession | None = None  # after an upgrade
         self._salt_calls: list[SaltCall] = []
         self.outbox = Outbox(limits.outbox_max_messages, limits.outbox_max_bytes, wake, self._overflow)
         self._request: Request | None = None  # the request awaiting respond()
@@ -141,6 +189,8 @@ class ServerConnection:
         self.close_reason: Closed | None = None  # how the websocket ended, once it has
         self._close_after_response = False  # close() came while a request was being answered
         self._timed_out = False
+        self._eof = False  # the client has closed its side
+        self._drop_at = math.inf  # see drop_deadline
         # timeouts (see tick): the first tick's time, the wait being timed and since when
         self._opened: float | None = None
         self._waiting: tuple[Wait, int] | None = None
@@ -148,6 +198,7 @@ class ServerConnection:
         self._next_ping: float | None = None
         self._pinged = False  # a ping is out and the client has sent nothing since
 
+    # -- questions -------------------------------------------------------------
     @property
     def finished(self) -> bool:
         return self.phase is Phase.DONE
@@ -156,61 +207,110 @@ class ServerConnection:
     def stream_token(self) -> str | None:
         """The token an open stream was granted with (None before or after a stream),
         for re-checking it with Salt: see :mod:`saltnado_core.revocation`."""
-        if self._stream is None or self.phase not in (Phase.AWAIT_READY, Phase.STREAMING):
+        if self.stream is None or self.phase not in (Phase.AWAIT_READY, Phase.STREAMING):
             return None
-        return self._stream[1] or None
+        return self.stream.token or None
 
     @property
     def cut_off(self) -> bool:
+        """The client is being dropped for not keeping up (its outbox overflowed,
+        or a timeout ran out)."""
         return self.outbox.overflowed or self._timed_out
 
-    def _go(self, action: str) -> None:
-        self.phase = _TRANSITIONS[(self.phase, action)]
-        if self.phase is Phase.STREAMING and self._stream is not None:
-            name, token, delta = self._stream
-            self._salt_calls += self._streams.attach(name, self.outbox, token, delta)
-            self._attached = True
-        if self.phase in (Phase.CLOSING, Phase.DONE) and self._attached and self._stream is not None:
-            self._streams.detach(self._stream[0], self.outbox, self._stream[1])
-            self._attached = False
-        if self.phase is Phase.DONE:
-            self.outbox.clear()
-
-    # -- input -------------------------------------------------------------
-    def receive_data(self, data: bytes) -> None:
-        if self.phase is Phase.DONE:
-            return
-        if self._sse:  # a client has nothing to say on an event stream but goodbye
-            if not data:
-                self._go("end")
-            return
-        if self._ws is None:
-            self._http.receive_data(data)
-            if self._http.closed:
-                self._go("end")
-            return
-        self._pinged = False  # any bytes, a pong or not, show the client is there
-        self._ws.receive_data(data)
-        self._websocket_events()
+    def drop_deadline(self, now: float) -> float:
+        """When to drop the socket whatever is left unwritten, on the binding's
+        monotonic clock (``now``): ``math.inf`` until the connection is ending —
+        its close frame is out, it is cut off, or the client has closed its side —
+        then ``pacing.close_handshake`` s after the first ask (RFC 6455 §7.1.1: the
+        peer's close, and what it has not read, are not waited for forever)."""
+        if self._drop_at == math.inf and (self.phase is Phase.CLOSING or self.cut_off or self._eof):
+            self._drop_at = now + self._close_handshake
+        return self._drop_at
 
     @property
     def input_paused(self) -> bool:
-        return self.phase is Phase.HTTP and self._http.backlog > self.limits.write_chunk_bytes
+        """More than ``limits.write_chunk_bytes`` of responses wait to be taken: a
+        client that pipelines requests without reading the answers is not read from
+        (TCP slows it down), so it holds a bounded amount of memory."""
+        return self._http is not None and self.phase is Phase.HTTP and self._http.backlog > self.limits.write_chunk_bytes
+
+    @property
+    def can_write_directly(self) -> bool:
+        """Queued output is stream messages only (no handshake, no close): a shared
+        fan-out writer may write it without this connection's own task."""
+        return self.phase is Phase.STREAMING and not self.outbox.overflowed
+
+    @property
+    def wants_write(self) -> bool:
+        """True if :meth:`data_to_send` would return something now."""
+        return bool(self._prefix or len(self.outbox) or self.outbox.overflowed)
+
+    # -- phases ----------------------------------------------------------------
+    def _go(self, event: Event) -> None:
+        """Take the transition ``event`` from the current phase; entering STREAMING
+        joins the event stream, leaving it leaves the stream, DONE frees the outbox."""
+        try:
+            phase = _TRANSITIONS[(self.phase, event)]
+        except KeyError:
+            raise ConnectionMisuse(f"{event.value!r} is not possible in phase {self.phase.value!r}") from None
+        left, self.phase = self.phase, phase
+        stream = self.stream
+        if stream is not None and phase is Phase.STREAMING:
+            self._salt_calls += self._streams.attach(stream.kind, self.outbox, stream.token, stream.delta)
+        elif stream is not None and left is Phase.STREAMING:
+            self._streams.detach(stream.kind, self.outbox, stream.token)
+        if phase is Phase.DONE:
+            self.outbox.clear()
+
+    @property
+    def _sse(self) -> bool:
+        return self.stream is not None and self.stream.kind.transport is Transport.SSE
+
+    # -- input -------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the client; ``b""`` means it has closed its side (EOF)."""
+        if self.phase is Phase.DONE:
+            return
+        if not data:
+            self._eof = True
+        if self._ws is not None:
+            self._pinged = False  # any bytes, a pong or not, show the client is there
+            self._ws.receive_data(data)
+            self._websocket_events()
+        elif self._sse:  # a client has nothing to say on an event stream but goodbye
+            if not data:
+                self._go(Event.END)
+        else:
+            assert self._http is not None
+            self._http.receive_data(data)
+            if self._http.closed:
+                self._go(Event.END)
 
     def next_request(self) -> Request | None:
-        if self.phase is not Phase.HTTP or self.input_paused:
+        """The next complete request to run through the app, or None (none yet, the
+        client is not reading its answers, or the connection is past HTTP). After
+        EOF, once every request that arrived in full is answered, the connection ends."""
+        if self.phase is not Phase.HTTP:
             return None
-        request = self._http.next_request()
-        if request is not None and self._refused:
-            # Read the request first: closing with it unread could reset the
-            # connection before the client reads the answer.
-            reason = f"the server is at its limit of {self.limits.max_connections} connections; try again later"
-            self._http.send_response(error_response(503, reason, [("connection", "close")]))
-            request = None
-        self._request = request or self._request
-        if self._http.closed:  # a protocol error was answered
-            self._go("end")
-        return request
+        http = self._http
+        assert http is not None
+        if not self.input_paused:
+            request = http.next_request()
+            if request is not None and self._refused:
+                # Read the request first: closing with it unread could reset the
+                # connection before the client reads the answer.
+                reason = f"the server is at its limit of {self.limits.max_connections} connections; try again later"
+                http.send_response(error_response(503, reason, [("connection", "close")]))
+                request = None
+            self._request = request or self._request
+            if http.closed:  # a protocol error was answered, or the client said goodbye
+                self._go(Event.END)
+                return request
+            if request is not None:
+                return request
+        if self._eof:
+            self.close()  # the client has closed its side: close what is still open
+        return None
 
     def _websocket_events(self) -> None:
         assert self._ws is not None
@@ -218,45 +318,51 @@ class ServerConnection:
             if isinstance(event, TextReceived):
                 # The reference streams after this exact text and ignores any other.
                 if event.text == READY_MESSAGE and self.phase is Phase.AWAIT_READY:
-                    self._go("ready")
+                    self._go(Event.READY)
             elif isinstance(event, Closed):
                 self.close_reason = event
                 if self.phase in (Phase.AWAIT_READY, Phase.STREAMING):
-                    self._go("close")
+                    self._go(Event.CLOSE)
         if self._ws.closed and self.phase is not Phase.DONE:
-            self._go("end")
+            self._go(Event.END)
 
     # -- decisions from the binding -------------------------------------------
     def respond(self, outcome: Outcome) -> None:
-        """Answer the request from :meth:`next_request` with the app's outcome."""
-        if self.phase is not Phase.HTTP:
+        """Answer the request from :meth:`next_request` with the app's outcome.
+
+        A response that comes after the connection ended (the client vanished, or
+        :meth:`abandon_request` answered for it) is dropped. Raises
+        :class:`ConnectionMisuse` when no request is awaiting an answer."""
+        if self.phase is Phase.DONE:
             return
+        http = self._http
+        if self.phase is not Phase.HTTP or http is None or not http.busy:
+            raise ConnectionMisuse(f"respond() with no request awaiting an answer (phase {self.phase.value!r})")
         if self._close_after_response:  # the server is closing: no upgrade, no keep-alive
             if not isinstance(outcome, Response):
                 outcome = error_response(503, "the server is shutting down")
             outcome = Response(outcome.status, outcome.body, outcome.headers + CLOSE_HEADER, outcome.content_type)
         if isinstance(outcome, Response):
-            self._http.send_response(outcome)
+            http.send_response(outcome)
             self._request = None
-            if self._http.closed:
-                self._go("end")
+            if http.closed:
+                self._go(Event.END)
             return
         self.token_expire = outcome.token_expire
         if isinstance(outcome, AcceptEventStream):
-            self._http.start_stream(outcome.headers, SSE_PREAMBLE)
-            self._prefix = self._http.data_to_send()
-            self._sse = True
-            self._stream = ("events", outcome.token, False)
-            self._go("event_stream")
+            http.start_stream(outcome.headers, SSE_PREAMBLE)
+            self._prefix = http.data_to_send()
+            self.stream = Stream(StreamKind.EVENTS, outcome.token)
+            self._go(Event.EVENT_STREAM)
             return
         assert isinstance(outcome, AcceptWebSocket) and self._request is not None
-        self._stream = (outcome.stream, outcome.token, outcome.delta)
-        trailing = self._http.accept_websocket(self._request)
+        self.stream = Stream(StreamKind(outcome.stream), outcome.token, outcome.delta)
+        trailing = http.accept_websocket(self._request)
         self._request = None
-        self._prefix = self._http.data_to_send()
-        self._http = _UPGRADED  # not used again: free h11's state (~1 KB per idle websocket)
+        self._prefix = http.data_to_send()
+        self._http = None  # not used again: free h11's state
         self._ws = WebSocketSession(max_message_bytes=self.limits.max_ws_message_bytes)
-        self._go("upgrade")
+        self._go(Event.UPGRADE)
         if trailing:
             self._ws.receive_data(trailing)
             self._websocket_events()
@@ -266,16 +372,18 @@ class ServerConnection:
         ``Connection: close``; an upgrade or event stream it asked for is refused
         with 503), an idle or half-received one is closed at once; a stream gets
         what is queued, then its end (a close frame for a websocket, the last
-        chunk for an event stream)."""
+        chunk for an event stream). Idempotent."""
         if self.phase is Phase.HTTP:
+            assert self._http is not None
             if self._http.busy:
                 self._close_after_response = True
             else:
-                self._go("end")
+                self._go(Event.END)
         elif self._sse:
             if self.phase is Phase.STREAMING:
+                assert self._http is not None
                 self._prefix += self.outbox.drain(self.outbox.queued_bytes) + self._http.end_stream()
-                self._go("end")
+                self._go(Event.END)
         elif self._ws is not None and self.phase in (Phase.AWAIT_READY, Phase.STREAMING):
             self._prefix += self.outbox.drain(self.outbox.queued_bytes)
             self._ws.close(code, reason)
@@ -285,11 +393,11 @@ class ServerConnection:
         """Answer the request being answered with 503 and ``reason`` now and close,
         when the server cannot wait for it (a shutdown past its timeout); its own
         response, if it comes later, is dropped. True if there was one."""
-        if self.phase is not Phase.HTTP or not self._http.busy:
+        if self.phase is not Phase.HTTP or self._http is None or not self._http.busy:
             return False
         self._http.send_response(error_response(503, reason, CLOSE_HEADER))
         self._request = None
-        self._go("end")
+        self._go(Event.END)
         return True
 
     def expire(self, now: float) -> bool:
@@ -321,7 +429,8 @@ class ServerConnection:
         timeouts = self.limits.timeouts
         http = self._http
         if (
-            self.phase is Phase.HTTP
+            http is not None
+            and self.phase is Phase.HTTP
             and not http.requests
             and not http.busy
             and 0 < timeouts.handshake_timeout <= now - self._opened
@@ -341,6 +450,7 @@ class ServerConnection:
         if self.phase is Phase.AWAIT_READY:
             return Wait.READY, 0
         http = self._http
+        assert http is not None  # HTTP phase
         if http.busy:  # the server is answering: nothing is expected of the client
             return None
         if http.receiving:
@@ -371,12 +481,13 @@ class ServerConnection:
         self._timed_out = True
         field, expiry, code = _WAITS[wait]
         seconds = f"{getattr(self.limits.timeouts, field):g}"
-        if expiry is Expiry.REQUEST_TIMEOUT and self._http.receiving:
+        http = self._http
+        if expiry is Expiry.REQUEST_TIMEOUT and http is not None and http.receiving:
             when = " of connecting" if wait is Wait.FIRST_REQUEST else ""
-            self._http.time_out(f"request not received in full within {seconds} s{when}")
-            self._go("end")
+            http.time_out(f"request not received in full within {seconds} s{when}")
+            self._go(Event.END)
         elif expiry is not Expiry.CLOSE:  # nothing was asked: nothing to answer
-            self._go("end")
+            self._go(Event.END)
         elif wait is Wait.READY:
             self.close(code, f"no '{READY_MESSAGE}' within {seconds} s")
         else:  # a peer gone quiet is told why; unanswered, the close ends in a drop
@@ -402,17 +513,19 @@ class ServerConnection:
 
     # -- output ------------------------------------------------------------
     def data_to_send(self) -> bytes:
+        """Everything to write now, as one ``bytes`` (``b""``: nothing)."""
         head, self._prefix = self._prefix, b""
         if self._sse:
             if self.outbox.overflowed and self.phase is Phase.STREAMING:
                 # A client too slow for its event stream: end the response.
-                self._go("end")
+                assert self._http is not None
+                self._go(Event.END)
                 return head + self._http.end_stream()
             if self.phase is Phase.STREAMING:
                 return head + self.outbox.drain(self.limits.write_chunk_bytes)
             return head
         if self._ws is None:
-            return head + self._http.data_to_send()
+            return head + (self._http.data_to_send() if self._http is not None else b"")
         if self.outbox.overflowed and self._ws.open:
             self._ws.close(self._overflow.code, self._overflow.reason)
             self._websocket_events()
@@ -420,8 +533,3 @@ class ServerConnection:
         if self.phase is Phase.STREAMING and self._ws.open:
             return head + control + self.outbox.drain(self.limits.write_chunk_bytes)
         return head + control
-
-    @property
-    def wants_write(self) -> bool:
-        """True if :meth:`data_to_send` would return something now."""
-        return bool(self._prefix or len(self.outbox) or self.outbox.overflowed)

@@ -28,6 +28,10 @@ class Pacing:
     # A new event-bus connection shows the master is back once bytes arrive on it or
     # it has lasted this long: a dying master's socket still accepts for a moment.
     bus_settle: float = 1.0
+    # closing a socket (a TLS close_notify, a transport's last flush) is abandoned after this
+    socket_close: float = 1.0
+    # at shutdown, how often the binding looks whether every connection has ended
+    shutdown_poll: float = 0.02
     read_bytes: int = 64 * 1024  # one read from a client socket
     bus_read_bytes: int = 256 * 1024  # one read from the event bus
 

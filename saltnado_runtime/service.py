@@ -60,7 +60,9 @@ class Service:
 
     # -- connections -----------------------------------------------------------
     def open_connection(self, wake: Callable[[], None]) -> ServerConnection:
-        conn = ServerConnection(self.settings.limits, self.streams, wake=wake, open_connections=len(self.connections))
+        conn = ServerConnection(
+            self.settings.limits, self.streams, wake=wake, open_connections=len(self.connections), pacing=self.pacing
+        )
         self.connections[conn] = wake
         return conn
 
@@ -97,6 +99,21 @@ class Service:
         for conn, wake in list(self.connections.items()):
             if conn.abandon_request("the server is shutting down; the request was not answered in time"):
                 wake()
+
+    async def drain(self, grace: float | None, sleep: Callable[[float], Awaitable[object]]) -> None:
+        """Shutdown, once the binding has stopped accepting: :meth:`close_all`; let
+        requests being answered finish for ``grace`` s (default: the
+        ``shutdown_timeout`` setting); answer those left 503; give their answers
+        ``pacing.shutdown_flush`` s to be written. ``sleep`` is the loop's own."""
+        self.close_all()
+        await self._until_no_connections(self.settings.limits.timeouts.shutdown_timeout if grace is None else grace, sleep)
+        self.abandon_requests()
+        await self._until_no_connections(self.pacing.shutdown_flush, sleep)
+
+    async def _until_no_connections(self, timeout: float, sleep: Callable[[float], Awaitable[object]]) -> None:
+        end = time.monotonic() + timeout
+        while self.connections and time.monotonic() < end:
+            await sleep(self.pacing.shutdown_poll)
 
     def tick(self) -> None:
         """Every ``pacing.tick_interval``: end streams whose token expired; now and

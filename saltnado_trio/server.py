@@ -17,7 +17,6 @@ Embedding in a trio program::
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import ssl
@@ -28,12 +27,10 @@ from typing import Any
 import trio
 
 from saltnado_core import SaltCall, ServerConnection, Settings
-from saltnado_core.connection import Phase
 from saltnado_core.pacing import Pacing
 from saltnado_core.salt_calls import MasterUnavailable, needs_master
 from saltnado_runtime import EventHub, Service, Wakeup
-
-from .feed import read_event_bus
+from saltnado_runtime.feed import follow_event_bus
 
 # The peer vanished: nothing is left to tell it.
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError)
@@ -75,7 +72,7 @@ class Server:
         self.listeners = listeners
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(read_event_bus, self.service, self._salt, nursery.start_soon)
+            nursery.start_soon(follow_event_bus, self.service, _BusSocket.connect, trio.sleep, self._salt, nursery.start_soon)
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._direct.run)
             warm_up = partial(trio.to_thread.run_sync, self.service.bridge.load_auth, abandon_on_cancel=True)
@@ -110,35 +107,26 @@ class Server:
         self._accepting.cancel()
         for listener in self.listeners:
             await listener.aclose()
-        self.service.close_all()
-        await self._until_no_connections(self.settings.limits.timeouts.shutdown_timeout if grace is None else grace)
-        self.service.abandon_requests()
-        await self._until_no_connections(self.service.pacing.shutdown_flush)
+        await self.service.drain(grace, trio.sleep)
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
-
-    async def _until_no_connections(self, timeout: float) -> None:
-        with trio.move_on_after(timeout):
-            while self.service.connections:
-                await trio.sleep(0.02)
 
     # -- one connection ------------------------------------------------------
     async def handle_connection(self, stream: trio.abc.Stream) -> None:
         """Serve one accepted connection until it ends (also for a host's own listener)."""
         wake = _TaskWake()
-        direct = _Direct(self._direct, stream, wake, self.service.pacing.close_handshake)
-        conn = self.service.open_connection(direct)
-        direct.conn = conn
+        direct = _Direct(self._direct, stream, wake)
+        conn = direct.conn = self.service.open_connection(direct)
         try:
             async with trio.open_nursery() as nursery:
                 direct.scope = nursery.cancel_scope
                 nursery.start_soon(self._reader, stream, conn, direct)
-                await self._writer(stream, conn, wake, nursery.cancel_scope, direct)
+                await self._writer(stream, conn, wake, direct)
                 nursery.cancel_scope.cancel()
         finally:
             direct.gone = True  # before the socket (and its fd number) is released
             self.service.forget(conn)
-            with trio.move_on_after(1, shield=True):
+            with trio.move_on_after(self.service.pacing.socket_close, shield=True):
                 try:
                     await stream.aclose()
                 except _GONE:
@@ -161,31 +149,17 @@ class Server:
             except _GONE:
                 data = b""
             await self.service.receive(conn, data, self._salt, spawn)
-            if not data:
-                # The client has closed its side (or vanished): what is left to write
-                # gets the close-handshake time, then the connection is dropped.
-                direct.peer_closed = True
-                direct()  # the writer sets the deadline if it still has to write
+            if not data:  # the client has closed its side (or vanished): the core ends it
                 return
 
-    async def _writer(
-        self,
-        stream: trio.abc.Stream,
-        conn: ServerConnection,
-        wake: _TaskWake,
-        scope: trio.CancelScope,
-        direct: _Direct,
-    ) -> None:
+    async def _writer(self, stream: trio.abc.Stream, conn: ServerConnection, wake: _TaskWake, direct: _Direct) -> None:
         while True:
             data = conn.data_to_send()
             if direct.pending:  # the rest of a direct write goes first
                 data, direct.pending = direct.pending + data, b""
-            if (conn.phase is Phase.CLOSING or conn.cut_off or direct.peer_closed) and scope.deadline == math.inf:
-                if not data and conn.finished:
-                    return
-                # Our close frame is out, the client is cut off or has closed its side:
-                # it has this long to take the rest (and answer a close) before it is dropped.
-                scope.deadline = trio.current_time() + self.service.pacing.close_handshake
+            if not data and conn.finished:
+                return
+            direct.keep_deadline()
             if data:
                 direct.sending = True
                 try:
@@ -196,8 +170,6 @@ class Server:
                     direct.sending = False
                 if direct.reading is not None:
                     direct.reading()
-            elif conn.finished:
-                return
             else:
                 await wake.wait()
 
@@ -212,6 +184,24 @@ class Server:
         with trio.CancelScope() as scope, self.service.master_call(scope.cancel):
             return await run()
         raise MasterUnavailable()  # the event bus went down during the call
+
+
+class _BusSocket:
+    """The event bus's Unix socket for :func:`follow_event_bus` (trio's broken stream is an OSError there)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.aclose = stream.aclose
+        self._stream = stream
+
+    @classmethod
+    async def connect(cls, path: str) -> _BusSocket:
+        return cls(await trio.open_unix_socket(path))
+
+    async def receive(self, max_bytes: int) -> bytes:
+        try:
+            return await self._stream.receive_some(max_bytes)
+        except trio.BrokenResourceError as exc:  # trio's wrapper of a reset
+            raise exc.__cause__ if isinstance(exc.__cause__, OSError) else OSError(str(exc)) from exc
 
 
 async def _read_fd(fd: int, max_bytes: int) -> bytes:
@@ -293,36 +283,30 @@ class _Direct:
     """One connection's wake: mark it for :class:`_DirectWrites`, or, while its
     writer task owns the socket (or for TLS), wake that task."""
 
-    __slots__ = (
-        "writes", "fd", "writer", "close_handshake", "conn", "scope", "pending", "sending", "gone", "reading",
-        "peer_closed",
-    )
+    __slots__ = ("writes", "fd", "writer", "conn", "scope", "pending", "sending", "gone", "reading")
 
-    def __init__(
-        self, writes: _DirectWrites, stream: trio.abc.Stream, writer: _TaskWake, close_handshake: float
-    ) -> None:
+    def __init__(self, writes: _DirectWrites, stream: trio.abc.Stream, writer: _TaskWake) -> None:
         self.writes = writes
         self.fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self.writer = writer
-        self.close_handshake = close_handshake
         self.conn: ServerConnection | None = None
         self.scope: trio.CancelScope | None = None
         self.pending = b""  # what a direct write left over, for the writer task
         self.sending = False  # the writer task is in send_all
         self.gone = False
         self.reading: _TaskWake | None = None  # the reader, waiting for its responses to be written
-        self.peer_closed = False  # the reader saw EOF (or a reset)
 
     def __call__(self) -> None:
         if not (self.sending or self.pending or self.gone or self.fd < 0):
             self.writes.mark(self)
             return
         self.writer()
-        conn, scope = self.conn, self.scope
-        if conn is not None and (conn.cut_off or self.peer_closed) and scope is not None and scope.deadline == math.inf:
-            # Cut off (or closed by the client) while the socket is full: it has this long
-            # to take what was sent (and the close frame) before the connection is dropped.
-            scope.deadline = trio.current_time() + self.close_handshake
+        self.keep_deadline()  # e.g. cut off while the writer is blocked on a full socket
+
+    def keep_deadline(self) -> None:
+        """Drop the connection when the core says (``drop_deadline``)."""
+        if self.conn is not None and self.scope is not None:
+            self.scope.deadline = self.conn.drop_deadline(trio.current_time())
 
     def flush(self) -> None:
         conn = self.conn
@@ -341,8 +325,8 @@ class _Direct:
                 self.pending = data[sent:]
                 break
             data = conn.data_to_send()
-        if self.pending or conn.phase is not Phase.STREAMING:
-            self.writer()  # the socket is full, or closing/HTTP logic is the writer's
+        if self.pending or not conn.can_write_directly:
+            self.writer()  # the socket is full, or the rest (HTTP, a close) is the writer's
 
 
 async def _reuse_port_listeners(port: int, host: str | None) -> list[trio.abc.Listener[Any]]:
