@@ -28,26 +28,17 @@ from typing import Any
 from saltnado_core import SaltCall, ServerConnection, Settings
 from saltnado_core.pacing import Pacing
 from saltnado_core.salt_calls import MasterUnavailable, needs_master
-from saltnado_runtime import EventHub, Service, Wakeup
+from saltnado_runtime import ServedMaster, Wakeup
 from saltnado_runtime.feed import follow_event_bus
 
 from .threads import SaltThreads
 
 
-class Server:
+class Server(ServedMaster):
     def __init__(
-        self,
-        settings: Settings,
-        master_opts: Mapping[str, Any],
-        *,
-        salt_threads: int = 8,
-        pacing: Pacing = Pacing(),
+        self, settings: Settings, master_opts: Mapping[str, Any], *, salt_threads: int = 8, pacing: Pacing = Pacing()
     ) -> None:
-        self.settings = settings
-        self.service = Service(settings, master_opts, pacing)
-        self.streams = self.service.streams
-        self.feed = self.service.link  # .state, .connections
-        self.hub = EventHub(self.service.subscriptions, asyncio.Event)
+        super().__init__(settings, master_opts, asyncio.Event, pacing)
         # Salt's worker threads: bounded, and daemons (a call stuck on a vanished master
         # is abandoned at shutdown instead of holding up the process's exit).
         self._threads = SaltThreads(salt_threads)

@@ -9,7 +9,7 @@
 """
 
 from .hub import EventHub, LiveEvents, Wakeup
-from .service import SaltRunner, Service, Spawn
+from .service import SaltRunner, ServedMaster, Service, Spawn
 from .tls import load_ssl_context
 
-__all__ = ["EventHub", "LiveEvents", "SaltRunner", "Service", "Spawn", "Wakeup", "load_ssl_context"]
+__all__ = ["EventHub", "LiveEvents", "SaltRunner", "ServedMaster", "Service", "Spawn", "Wakeup", "load_ssl_context"]

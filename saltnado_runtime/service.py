@@ -29,6 +29,7 @@ from saltnado_core.subscriptions import Subscriptions
 from saltnado_core.tokens import redact_path
 from saltnado_salt import SaltBridge
 
+from .hub import EventHub
 from .logs import redact_salt_logs, redact_saltnado_logs
 from .tls import load_ssl_context
 
@@ -240,3 +241,18 @@ def _nothing() -> None:
     pass
 
 
+class ServedMaster:
+    """What a binding's ``Server`` holds, whatever its loop: the :class:`Service`
+    for one master and the handles a host reads — ``settings``, ``streams``,
+    ``feed`` (the event-bus link: ``.state``, ``.connections``) and ``hub``
+    (in-process subscribers, woken through ``new_event``: ``trio.Event`` or
+    ``asyncio.Event``)."""
+
+    def __init__(
+        self, settings: Settings, master_opts: Mapping[str, Any], new_event: Callable[[], Any], pacing: Pacing
+    ) -> None:
+        self.settings = settings
+        self.service = Service(settings, master_opts, pacing)
+        self.streams = self.service.streams
+        self.feed = self.service.link
+        self.hub = EventHub(self.service.subscriptions, new_event)

@@ -29,27 +29,18 @@ import trio
 from saltnado_core import SaltCall, ServerConnection, Settings
 from saltnado_core.pacing import Pacing
 from saltnado_core.salt_calls import MasterUnavailable, needs_master
-from saltnado_runtime import EventHub, Service, Wakeup
+from saltnado_runtime import ServedMaster, Wakeup
 from saltnado_runtime.feed import follow_event_bus
 
 # The peer vanished: nothing is left to tell it.
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError)
 
 
-class Server:
+class Server(ServedMaster):
     def __init__(
-        self,
-        settings: Settings,
-        master_opts: Mapping[str, Any],
-        *,
-        salt_threads: int = 8,
-        pacing: Pacing = Pacing(),
+        self, settings: Settings, master_opts: Mapping[str, Any], *, salt_threads: int = 8, pacing: Pacing = Pacing()
     ) -> None:
-        self.settings = settings
-        self.service = Service(settings, master_opts, pacing)
-        self.streams = self.service.streams
-        self.feed = self.service.link  # .state, .connections
-        self.hub = EventHub(self.service.subscriptions, trio.Event)
+        super().__init__(settings, master_opts, trio.Event, pacing)
         self.limiter = trio.CapacityLimiter(salt_threads)
         self._nursery: trio.Nursery | None = None
         self._accepting = trio.CancelScope()
