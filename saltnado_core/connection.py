@@ -121,6 +121,15 @@ class ConnectionMisuse(Exception):
     does not allow — a bug, as h11's ``LocalProtocolError``; never the client's doing."""
 
 
+def next_phase(phase: Phase, event: Event) -> Phase:
+    """The phase ``event`` leads to from ``phase``; :class:`ConnectionMisuse` if it
+    leads nowhere (as h11's ``_state.py`` turns a missing transition into an error)."""
+    try:
+        return _TRANSITIONS[(phase, event)]
+    except KeyError:
+        raise ConnectionMisuse(f"{event.value!r} is not possible in phase {phase.value!r}") from None
+
+
 class Wait(enum.Enum):
     """What a connection waits for from its client."""
 
@@ -247,14 +256,11 @@ class ServerConnection:
 
     # -- phases ----------------------------------------------------------------
     def _go(self, event: Event) -> None:
-        """Take the transition ``event`` from the current phase; entering STREAMING
-        joins the event stream, leaving it leaves the stream, DONE frees the outbox."""
-        try:
-            phase = _TRANSITIONS[(self.phase, event)]
-        except KeyError:
-            raise ConnectionMisuse(f"{event.value!r} is not possible in phase {self.phase.value!r}") from None
-        left, self.phase = self.phase, phase
-        stream = self.stream
+        """Take the transition ``event``, then do what the change of phase means:
+        entering STREAMING joins the event stream, leaving it leaves the stream,
+        DONE frees the outbox."""
+        left, self.phase = self.phase, next_phase(self.phase, event)
+        phase, stream = self.phase, self.stream
         if stream is not None and phase is Phase.STREAMING:
             self._salt_calls += self._streams.attach(stream.kind, self.outbox, stream.token, stream.delta)
         elif stream is not None and left is Phase.STREAMING:
