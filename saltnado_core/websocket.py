@@ -18,6 +18,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.frame_protocol import CloseReason
 
 from .kinds import CloseCode
+from .wsproto_idle import between_frames
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,9 @@ class WebSocketSession:
     Between frames an open websocket's wsproto state is the same as a new one's (no
     partial frame, no fragmented message, nothing queued), so the session drops it
     then and makes a fresh one when bytes arrive: an idle streaming websocket keeps
-    ~0.3 KB here instead of ~2 KB (with ten thousand of them, 17 MB).
+    ~0.3 KB here instead of ~2 KB (with ten thousand of them, 17 MB). Whether it is
+    between frames is read from wsproto's private state by
+    :func:`~saltnado_core.wsproto_idle.between_frames`, checked at import.
     """
 
     def __init__(self, trailing_data: bytes = b"", max_message_bytes: int = 64 * 1024) -> None:
@@ -93,7 +96,7 @@ class WebSocketSession:
                 self._remote_close(event)
             if self.closed:
                 break
-        if _between_frames(self._ws):
+        if between_frames(self._ws):
             self._wsproto = None
 
     def events(self) -> list[WebSocketEvent]:
@@ -164,20 +167,3 @@ class WebSocketSession:
     def _report(self, event: Closed) -> None:
         self._close_reported = True
         self._events.append(event)
-
-
-def _between_frames(ws: Connection) -> bool:
-    """True if ``ws`` is open and holds nothing: no unread event, no partial frame,
-    no fragmented message (wsproto 1.x's decoder state; False if that ever changes)."""
-    try:
-        proto = ws._proto
-        decoder = proto._frame_decoder
-        return (
-            ws.state is ConnectionState.OPEN
-            and not ws._events
-            and decoder.header is None
-            and len(decoder.buffer) == 0
-            and proto._message_decoder.opcode is None
-        )
-    except AttributeError:
-        return False
