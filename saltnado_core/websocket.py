@@ -1,12 +1,13 @@
 """Websocket server session on wsproto, after the HTTP upgrade.
 
 :class:`WebSocketSession` turns client bytes into complete :class:`TextReceived`
-/ :class:`BytesReceived` messages (bounded by ``max_message_bytes`` → close
-1009), answers pings, and runs the close handshake (RFC 6455 §5.5.1: echo the
-peer's close, then the TCP connection may close). Server messages are written
-either through :meth:`send_text` or as prebuilt frames handed to the binding
-directly (see :mod:`saltnado_core.messages`), which is safe because the session
-never fragments outgoing messages.
+messages (bounded by ``max_message_bytes`` → close 1009), answers pings, and
+runs the close handshake (RFC 6455 §5.5.1: echo the peer's close, then the TCP
+connection may close). A binary message is held to the same bound, then dropped
+unreported: the reference streams after one text message and ignores any other.
+Server messages are prebuilt frames handed to the binding directly (see
+:mod:`saltnado_core.messages`), which is safe because the session never
+fragments outgoing messages.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.frame_protocol import CloseReason
 
 from .kinds import CloseCode
@@ -27,11 +28,6 @@ class TextReceived:
 
 
 @dataclass(frozen=True, slots=True)
-class BytesReceived:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class Closed:
     """The session is over; ``code``/``reason`` say who closed it and why."""
 
@@ -39,7 +35,7 @@ class Closed:
     reason: str = ""
 
 
-WebSocketEvent = TextReceived | BytesReceived | Closed
+WebSocketEvent = TextReceived | Closed
 
 
 class WebSocketSession:
@@ -56,7 +52,7 @@ class WebSocketSession:
     def __init__(self, trailing_data: bytes = b"", max_message_bytes: int = 64 * 1024) -> None:
         self._wsproto: Connection | None = None
         self._max = max_message_bytes
-        self._parts: list[str | bytes] = []
+        self._parts: list[str] = []  # the text message being received
         self._size = 0
         self._out: list[bytes] = []
         self._events: list[WebSocketEvent] = []
@@ -103,10 +99,6 @@ class WebSocketSession:
         events, self._events = self._events, []
         return events
 
-    def send_text(self, text: str) -> None:
-        if self.open:
-            self._send(TextMessage(data=text))
-
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping (RFC 6455 §5.5.2); the peer's pong, like any frame, comes
         back through :meth:`receive_data` and is not reported."""
@@ -129,8 +121,8 @@ class WebSocketSession:
         return out
 
     # -- internals -------------------------------------------------------
-    def _send(self, event: TextMessage | CloseConnection | object) -> None:
-        self._out.append(self._ws.send(event))  # type: ignore[arg-type]
+    def _send(self, event: Pong | CloseConnection) -> None:
+        self._out.append(self._ws.send(event))
 
     def _message_part(self, event: TextMessage | BytesMessage) -> None:
         if not self.open:  # RFC 6455 §5.5.1: after sending close, ignore data
@@ -141,13 +133,12 @@ class WebSocketSession:
             self._parts.clear()
             self.close(CloseCode.MESSAGE_TOO_BIG, f"message exceeds {self._max} bytes")
             return
-        self._parts.append(data if isinstance(data, str) else bytes(data))
+        if isinstance(data, str):  # a binary message is only counted: nothing reads one
+            self._parts.append(data)
         if event.message_finished:
             parts, self._parts, self._size = self._parts, [], 0
             if isinstance(event, TextMessage):
-                self._events.append(TextReceived("".join(parts)))  # type: ignore[arg-type]
-            else:
-                self._events.append(BytesReceived(b"".join(parts)))  # type: ignore[arg-type]
+                self._events.append(TextReceived("".join(parts)))
 
     def _remote_close(self, event: CloseConnection) -> None:
         state = self._ws.state
