@@ -5,7 +5,7 @@ checks, the Salt event-bus codec and fan-out. No sockets, no event loop, no
 clock: bindings (``saltnado_trio``, ``saltnado_asyncio``) supply those.
 """
 
-from .app import AcceptWebSocket, App, Exchange, unauthorized
+from .app import AcceptWebSocket, App, Exchange
 from .broadcast import Broadcast, Outbox, Overflow
 from .config import ConfigError, Limits, Settings, Timeouts
 from .connection import Phase, ServerConnection
@@ -15,7 +15,7 @@ from .messages import all_events_frame, event_json, text_frame
 from .router import Route, Router
 from .salt_calls import GetToken, MakeToken, SaltCall, classify_salt_error
 from .streams import EventStreams
-from .tokens import TokenStatus, check_token, redact
+from .tokens import TokenStatus, check_token
 from .websocket import WebSocketSession
 
 __all__ = [
@@ -24,5 +24,5 @@ __all__ = [
     "Overflow", "Phase", "Request", "Response", "Route", "Router", "SaltCall", "SaltEvent",
     "EventStreams", "ServerConnection", "Settings", "Timeouts", "TokenStatus", "WebSocketSession", "all_events_frame",
     "check_token", "classify_salt_error", "encode_pub_message", "encode_pull_message",
-    "error_response", "event_json", "redact", "text_frame", "unauthorized",
+    "error_response", "event_json", "text_frame",
 ]

@@ -39,11 +39,6 @@ __all__ = [
 ALLOWED_METHODS = "OPTIONS, GET, POST"
 
 
-def unauthorized() -> Response:
-    """The reference's ``GET /login`` answer, used for every 401."""
-    return error_response(401, "Please log in", [("www-authenticate", "Session")])
-
-
 class Exchange:
     """One request's handler, driven by the binding one Salt call at a time."""
 

@@ -46,13 +46,6 @@ def same_token(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-def redact(text: str, token: str | None) -> str:
-    """``text`` with every occurrence of ``token`` replaced, for logs."""
-    if not token:
-        return text
-    return text.replace(token, token[:4] + "…")
-
-
 # Query-string keys whose values are credentials, whatever their shape.
 SECRET_QUERY_KEYS = frozenset({"token", "session_id", "x-auth-token", "password"})
 MASK = "<token>"

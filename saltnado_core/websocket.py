@@ -1,12 +1,13 @@
 """Websocket server session on wsproto, after the HTTP upgrade.
 
 :class:`WebSocketSession` turns client bytes into complete :class:`TextReceived`
-/ :class:`BytesReceived` messages (bounded by ``max_message_bytes`` → close
-1009), answers pings, and runs the close handshake (RFC 6455 §5.5.1: echo the
-peer's close, then the TCP connection may close). Server messages are written
-either through :meth:`send_text` or as prebuilt frames handed to the binding
-directly (see :mod:`saltnado_core.messages`), which is safe because the session
-never fragments outgoing messages.
+messages (bounded by ``max_message_bytes`` → close 1009), answers pings, and
+runs the close handshake (RFC 6455 §5.5.1: echo the peer's close, then the TCP
+connection may close). A binary message is held to the same bound, then dropped
+unreported: the reference streams after one text message and ignores any other.
+Server messages are prebuilt frames handed to the binding directly (see
+:mod:`saltnado_core.messages`), which is safe because the session never
+fragments outgoing messages.
 """
 
 from __future__ import annotations
@@ -14,20 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.frame_protocol import CloseReason
 
 from .kinds import CloseCode
+from .wsproto_idle import between_frames
 
 
 @dataclass(frozen=True, slots=True)
 class TextReceived:
     text: str
-
-
-@dataclass(frozen=True, slots=True)
-class BytesReceived:
-    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +35,7 @@ class Closed:
     reason: str = ""
 
 
-WebSocketEvent = TextReceived | BytesReceived | Closed
+WebSocketEvent = TextReceived | Closed
 
 
 class WebSocketSession:
@@ -47,13 +44,15 @@ class WebSocketSession:
     Between frames an open websocket's wsproto state is the same as a new one's (no
     partial frame, no fragmented message, nothing queued), so the session drops it
     then and makes a fresh one when bytes arrive: an idle streaming websocket keeps
-    ~0.3 KB here instead of ~2 KB (with ten thousand of them, 17 MB).
+    ~0.3 KB here instead of ~2 KB (with ten thousand of them, 17 MB). Whether it is
+    between frames is read from wsproto's private state by
+    :func:`~saltnado_core.wsproto_idle.between_frames`, checked at import.
     """
 
     def __init__(self, trailing_data: bytes = b"", max_message_bytes: int = 64 * 1024) -> None:
         self._wsproto: Connection | None = None
         self._max = max_message_bytes
-        self._parts: list[str | bytes] = []
+        self._parts: list[str] = []  # the text message being received
         self._size = 0
         self._out: list[bytes] = []
         self._events: list[WebSocketEvent] = []
@@ -93,16 +92,12 @@ class WebSocketSession:
                 self._remote_close(event)
             if self.closed:
                 break
-        if _between_frames(self._ws):
+        if between_frames(self._ws):
             self._wsproto = None
 
     def events(self) -> list[WebSocketEvent]:
         events, self._events = self._events, []
         return events
-
-    def send_text(self, text: str) -> None:
-        if self.open:
-            self._send(TextMessage(data=text))
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping (RFC 6455 §5.5.2); the peer's pong, like any frame, comes
@@ -126,8 +121,8 @@ class WebSocketSession:
         return out
 
     # -- internals -------------------------------------------------------
-    def _send(self, event: TextMessage | CloseConnection | object) -> None:
-        self._out.append(self._ws.send(event))  # type: ignore[arg-type]
+    def _send(self, event: Pong | CloseConnection) -> None:
+        self._out.append(self._ws.send(event))
 
     def _message_part(self, event: TextMessage | BytesMessage) -> None:
         if not self.open:  # RFC 6455 §5.5.1: after sending close, ignore data
@@ -138,13 +133,12 @@ class WebSocketSession:
             self._parts.clear()
             self.close(CloseCode.MESSAGE_TOO_BIG, f"message exceeds {self._max} bytes")
             return
-        self._parts.append(data if isinstance(data, str) else bytes(data))
+        if isinstance(data, str):  # a binary message is only counted: nothing reads one
+            self._parts.append(data)
         if event.message_finished:
             parts, self._parts, self._size = self._parts, [], 0
             if isinstance(event, TextMessage):
-                self._events.append(TextReceived("".join(parts)))  # type: ignore[arg-type]
-            else:
-                self._events.append(BytesReceived(b"".join(parts)))  # type: ignore[arg-type]
+                self._events.append(TextReceived("".join(parts)))
 
     def _remote_close(self, event: CloseConnection) -> None:
         state = self._ws.state
@@ -164,20 +158,3 @@ class WebSocketSession:
     def _report(self, event: Closed) -> None:
         self._close_reported = True
         self._events.append(event)
-
-
-def _between_frames(ws: Connection) -> bool:
-    """True if ``ws`` is open and holds nothing: no unread event, no partial frame,
-    no fragmented message (wsproto 1.x's decoder state; False if that ever changes)."""
-    try:
-        proto = ws._proto
-        decoder = proto._frame_decoder
-        return (
-            ws.state is ConnectionState.OPEN
-            and not ws._events
-            and decoder.header is None
-            and len(decoder.buffer) == 0
-            and proto._message_decoder.opcode is None
-        )
-    except AttributeError:
-        return False

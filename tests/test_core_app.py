@@ -23,7 +23,6 @@ from saltnado_core import (
     Route,
     Router,
     Settings,
-    unauthorized,
 )
 from saltnado_core.rest import sorted_permissions, sum_permissions
 from saltnado_core.salt_calls import GetAuthList
@@ -47,6 +46,10 @@ RECORD = {
     "groups": ["admins", "users"],
 }
 FORM = "application/x-www-form-urlencoded"
+# The reference's ``GET /login`` answer, which every 401 here matches.
+UNAUTHORIZED = Response(
+    401, b'{"status": "401 Unauthorized", "return": "Please log in"}', (("www-authenticate", "Session"),)
+)
 
 
 def make_app(**overrides: Any) -> App:
@@ -175,14 +178,8 @@ def test_wrong_method_is_405_with_allow() -> None:
     )
 
 
-def test_unauthorized_shape() -> None:
-    assert unauthorized() == Response(
-        401, b'{"status": "401 Unauthorized", "return": "Please log in"}', (("www-authenticate", "Session"),)
-    )
-
-
 def test_get_login_is_401() -> None:
-    assert make_app().handle(request("GET", "/login"), NOW).start() == unauthorized()
+    assert make_app().handle(request("GET", "/login"), NOW).start() == UNAUTHORIZED
 
 
 # -- App: login -------------------------------------------------------------------
@@ -314,7 +311,7 @@ def test_login_eauth_error_is_401() -> None:
     exchange.start()
     response = exchange.fail(EauthAuthenticationError("nope"))
     # with its challenge, like every other 401 (tests/test_fuzz_http.py found it missing)
-    assert response == unauthorized()
+    assert response == UNAUTHORIZED
 
 
 def test_unexpected_salt_error_is_500_and_recorded() -> None:
@@ -407,12 +404,12 @@ def test_formatted_events_accepted_with_delta_option(query: str, delta: bool) ->
 @pytest.mark.parametrize("record", [{}, None, {**RECORD, "expire": NOW}, {**RECORD, "expire": NOW - 1}])
 def test_websocket_unknown_or_expired_token_is_401(record: Any) -> None:
     step = websocket_step(request("GET", f"/all_events/{TOKEN}", headers=UPGRADE_HEADERS), record)
-    assert step == unauthorized()
+    assert step == UNAUTHORIZED
 
 
 def test_websocket_token_checked_before_upgrade_headers() -> None:
     # An unauthenticated client learns nothing about the handshake it should send.
-    assert websocket_step(request("GET", f"/all_events/{TOKEN}"), {}) == unauthorized()
+    assert websocket_step(request("GET", f"/all_events/{TOKEN}"), {}) == UNAUTHORIZED
 
 
 def test_websocket_plain_get_is_400() -> None:

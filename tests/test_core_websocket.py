@@ -422,6 +422,15 @@ def test_oversized_fragmented_message_is_closed_1009() -> None:
     assert decode_server(out) == [(Opcode.CLOSE, (CloseReason.MESSAGE_TOO_BIG, "message exceeds 100 bytes"))]
 
 
+def test_binary_message_is_held_to_the_limit_and_ignored() -> None:
+    binding = streaming(Limits(max_ws_message_bytes=100))
+    frames = client_frames()
+    assert binding.feed(frames.send_data(b"\x00" * 60, False), frames.send_data(b"\x00" * 40, True)) == b""
+    assert binding.conn.phase is Phase.STREAMING and binding.conn._ws._parts == []  # nothing kept
+    out = binding.feed(frames.send_data(b"\x00" * 101, True))
+    assert decode_server(out) == [(Opcode.CLOSE, (CloseReason.MESSAGE_TOO_BIG, "message exceeds 100 bytes"))]
+
+
 def test_message_at_the_limit_is_accepted() -> None:
     binding = streaming(Limits(max_ws_message_bytes=100))
     assert binding.feed(masked_text("x" * 100)) == b""

@@ -106,9 +106,9 @@ def session_run(data: bytes, chunks: list[bytes], choose: Callable[[Sequence[Any
     for chunk in chunks:
         session.receive_data(chunk)
         check_session_bounded(session)
-        action = choose(["none"] * 6 + ["send", "close"])
-        if action == "send":
-            session.send_text(choose(["", "x", "ü" * 30, READY_TEXT]))
+        action = choose(["none"] * 6 + ["ping", "close"])
+        if action == "ping":  # the keep-alive ping, between or inside the client's frames
+            session.ping(choose([b"", b"x", b"\xff" * 125]))
         elif action == "close":
             session.close(choose([1000, 1001, 1008, 1013]), "bye")
         events += session.events()
