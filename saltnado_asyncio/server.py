@@ -2,9 +2,10 @@
 
 One task pair per connection: a reader (bytes → core → Salt calls in threads)
 and a writer that sends whatever the core has queued as one coalesced write.
-All policy (limits, status and close codes, the slow-client rule, timeouts and
-retry delays) is the core's; the request path, the logs and the in-process
-event hub are shared with the trio binding (:mod:`saltnado_salt.service`).
+All policy (limits, status and close codes, the slow-client rule, timeouts,
+when to drop a connection, retry delays) is the core's — the binding follows
+the contract in :mod:`saltnado_core.connection`; the request path, the logs and the in-process
+event hub are shared with the trio binding (:mod:`saltnado_runtime`).
 
 Embedding in a program that already runs an asyncio loop (all on that loop)::
 

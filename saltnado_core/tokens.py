@@ -79,5 +79,5 @@ def redact_path(target: str, length: int) -> str:
 
 def redact_tokens(text: str) -> str:
     """``text`` with every run of 32+ hex digits (a token of any ``hash_type``)
-    masked: the last line of defence for log records (see ``saltnado_salt.logs``)."""
+    masked: the last line of defence for log records (see ``saltnado_runtime.logs``)."""
     return _HEX_RUN.sub(MASK, text)
