@@ -19,11 +19,11 @@ import argparse
 import gc
 import time
 import tracemalloc
-from typing import Any
 
 from saltnado_core import App, EventStreams, GetToken, Limits, ServerConnection, Settings
 from saltnado_core.revocation import TokenRecheck
 from saltnado_core.salt_calls import GetAuthList
+from saltnado_core.testing import Driver
 
 TOKEN = "0123456789abcdef" * 4
 RECORD = {"token": TOKEN, "start": 0.0, "expire": 1e12, "name": "u", "eauth": "pam"}
@@ -43,15 +43,10 @@ def streaming(n: int, streams: EventStreams, distinct_tokens: bool = False) -> l
     for i in range(n):
         token = f"{i:064x}" if distinct_tokens else TOKEN
         conn = ServerConnection(Limits(), streams)
-        conn.receive_data(upgrade(token) + READY)
-        request = conn.next_request()
-        assert request is not None
-        exchange = app.handle(request, 0.0)
-        step: Any = exchange.start()
-        while isinstance(step, (GetToken, GetAuthList)):  # a valid token that may read events
-            step = exchange.resume({**RECORD, "token": token} if isinstance(step, GetToken) else [".*"])
-        conn.respond(step)
-        conn.data_to_send()
+        answers = {GetToken: {**RECORD, "token": token}, GetAuthList: [".*"]}  # a valid token that may read events
+        driver = Driver(conn, app, answers, now=0.0)
+        driver.feed(upgrade(token) + READY)
+        assert len(driver.served) == 1
         conns.append(conn)
     return conns
 

@@ -3,13 +3,10 @@
 A handler is a generator: it yields Salt calls (:mod:`saltnado_core.salt_calls`)
 that the binding executes off the event loop and sends results back into, and
 finally returns a :class:`Response`, an :class:`AcceptWebSocket` or an
-:class:`AcceptEventStream`. The :class:`Exchange` wraps that generator so a
-binding's loop is::
-
-    step = exchange.start()
-    while isinstance(step, SaltCall):          # run it in a worker thread
-        step = exchange.resume(result)  # or exchange.fail(exc)
-    # step is the outcome for ServerConnection.respond()
+:class:`AcceptEventStream`. The :class:`Exchange` wraps that generator: one step
+at a time (``start``, then ``resume(result)`` or ``fail(exc)`` after each Salt
+call), or as one generator (:meth:`Exchange.steps`), which is how
+:func:`saltnado_core.driving.serve_requests` runs every request of a connection.
 
 Cross-cutting rules live here: output media by ``Accept`` (406 when nothing
 offered is acceptable), CORS headers on every response (and event stream), ``OPTIONS`` preflight,
@@ -18,8 +15,9 @@ and JSON/YAML error bodies for every error a handler raises.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import replace
+from typing import Any
 
 from . import rest
 from .config import Settings
@@ -47,6 +45,22 @@ class Exchange:
         self._media = media
         self._headers = headers  # added to every response (CORS)
         self.error: BaseException | None = None  # an unexpected exception, for the binding's log
+
+    def steps(self) -> Generator[SaltCall, Any, Outcome]:
+        """The whole exchange as one generator: yields each Salt call; send its
+        result in, or throw its exception in (an ``Exception``; anything else,
+        e.g. a cancellation, is not Salt's answer and propagates); returns the
+        outcome for :meth:`ServerConnection.respond`. After a Salt call is
+        answered the exchange never ends in an exception: errors become responses."""
+        step = self.start()
+        while isinstance(step, SaltCall):
+            try:
+                result = yield step
+            except Exception as exc:
+                step = self.fail(exc)
+            else:
+                step = self.resume(result)
+        return step
 
     def start(self) -> Step:
         return self._step(lambda: next(self._handler))

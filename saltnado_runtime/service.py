@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from functools import partial
 from typing import Any
 
-from saltnado_core import App, EventStreams, Request, Response, SaltCall, ServerConnection, Settings
-from saltnado_core.app import AcceptEventStream, Outcome
+from saltnado_core import App, EventStreams, SaltCall, ServerConnection, Settings
 from saltnado_core.buslink import EventBusLink
+from saltnado_core.driving import Served, serve_requests
 from saltnado_core.messages import SSE_KEEPALIVE_INTERVAL
 from saltnado_core.pacing import Pacing
 from saltnado_core.revocation import TokenRecheck
@@ -78,8 +78,7 @@ class Service:
         wake its writer."""
         if data is not None:
             conn.receive_data(data)
-        while (request := conn.next_request()) is not None:
-            conn.respond(await self.respond(request, salt))
+        await self.respond(conn, salt)
         for call in conn.take_salt_calls():
             spawn(partial(self._stream_salt_call, conn, call, salt))
         if data == b"" and not conn.finished:
@@ -148,24 +147,32 @@ class Service:
             self.connections.get(conn, _nothing)()
 
     # -- Salt calls --------------------------------------------------------------
-    async def respond(self, request: Request, salt: SaltRunner) -> Outcome:
-        """Run ``request`` through the app, its Salt calls through ``salt``; log it."""
-        started = time.monotonic()
-        exchange = self.app.handle(request, now=time.time())
-        step = exchange.start()
-        while isinstance(step, SaltCall):
+    async def respond(self, conn: ServerConnection, salt: SaltRunner) -> None:
+        """Answer every complete request ``conn`` holds, in order: the core's loop
+        (:func:`~saltnado_core.driving.serve_requests`), each Salt call awaited
+        through ``salt`` (its exception is the handler's to answer); log each request."""
+        steps = serve_requests(conn, self.app, time.time)
+        started = time.monotonic()  # a request is handled from here to its Served
+        step = next(steps, None)
+        while step is not None:
+            if isinstance(step, Served):
+                self._log_request(step, time.monotonic() - started)
+                started = time.monotonic()
+                step = next(steps, None)
+                continue
             try:
                 result = await salt(step)
             except Exception as exc:
-                step = exchange.fail(exc)
+                step = steps.throw(exc)
             else:
-                step = exchange.resume(result)
+                step = steps.send(result)
+
+    def _log_request(self, served: Served, seconds: float) -> None:
+        request = served.request
         target = redact_path(request.target, self.settings.token_length)
-        if exchange.error is not None:
-            log.error("error handling %s %s", request.method, target, exc_info=exchange.error)
-        status = step.status if isinstance(step, Response) else 200 if isinstance(step, AcceptEventStream) else 101
-        access_log.info("%s %s %d %.1fms", request.method, target, status, (time.monotonic() - started) * 1000)
-        return step
+        if served.error is not None:
+            log.error("error handling %s %s", request.method, target, exc_info=served.error)
+        access_log.info("%s %s %d %.1fms", request.method, target, served.status, seconds * 1000)
 
     async def _stream_salt_call(self, conn: ServerConnection, call: SaltCall, salt: SaltRunner) -> None:
         try:

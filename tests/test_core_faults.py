@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from saltnado_core import EventStreams, Limits, Outbox, SaltEvent, ServerConnection, encode_pub_message
+from saltnado_core import App, EventStreams, Limits, Outbox, SaltEvent, ServerConnection, Settings, encode_pub_message
+from saltnado_core.app import Context, Handler
 from saltnado_core.buslink import EventBusLink, salt_stamp
 from saltnado_core.http import Response
 from saltnado_core.messages import http_chunk, text_frame
@@ -27,6 +28,7 @@ from saltnado_core.salt_calls import (
     needs_master,
 )
 from saltnado_core.subscriptions import Subscriptions
+from saltnado_core.testing import Driver
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20 UTC
 STAMP = "2023-11-14T22:13:20"
@@ -236,20 +238,21 @@ def test_close_of_an_idle_or_half_received_connection_is_at_once() -> None:
 # -- a client that does not read its responses --------------------------------------------
 
 
+def hundred_bytes(_: Context) -> Handler:
+    return Response(200, b"x" * 100)  # ~190 bytes with the head
+    yield  # pragma: no cover - a handler is a generator
+
+
 def test_requests_wait_while_the_client_has_not_taken_its_responses() -> None:
     conn = ServerConnection(Limits(write_chunk_bytes=300), EventStreams())
+    driver = Driver(conn, App(Settings(), {"root": hundred_bytes}), {}, now=T0)
     conn.receive_data(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" * 10)  # pipelined, nothing read yet
-    answered = 0
-    while (request := conn.next_request()) is not None:
-        conn.respond(Response(200, b"x" * 100))  # ~190 bytes with the head
-        answered += 1
-    assert answered == 2 and conn.input_paused  # past 300 bytes waiting: no more requests
+    driver.serve()
+    assert len(driver.served) == 2 and conn.input_paused  # past 300 bytes waiting: no more requests
     assert len(conn.data_to_send()) > 300  # the writer takes them …
     assert not conn.input_paused
-    while (request := conn.next_request()) is not None:  # … and the binding asks again
-        conn.respond(Response(200, b"x" * 100))
-        answered += 1
-    assert answered == 4 and conn.input_paused
+    driver.serve()  # … and the binding asks again
+    assert len(driver.served) == 4 and conn.input_paused
 
 
 def test_a_timed_out_client_is_cut_off() -> None:

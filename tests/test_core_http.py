@@ -20,12 +20,12 @@ from saltnado_core import (
     Limits,
     MakeToken,
     Phase,
-    Request,
     Response,
     ServerConnection,
     Settings,
     error_response,
 )
+from saltnado_core.testing import Driver
 
 from core_literals import NOW, RECORD, TOKEN
 
@@ -69,33 +69,12 @@ LOGIN_RESPONSE = (
 )
 
 
-class Binding:
+class Binding(Driver):
     """Plays a binding's loop over one ServerConnection; Salt calls are answered from a table."""
 
     def __init__(self, limits: Limits = Limits(), record: Any = RECORD) -> None:
-        self.app = App(SETTINGS)
-        self.conn = ServerConnection(limits, EventStreams())
-        self.record = record
-        self.calls: list[Any] = []
-        self.requests: list[Request] = []
-
-    def feed(self, *chunks: bytes) -> bytes:
-        out = b""
-        for chunk in chunks:
-            self.conn.receive_data(chunk)
-            self.serve()
-            out += self.conn.data_to_send()
-        return out
-
-    def serve(self) -> None:
-        while (request := self.conn.next_request()) is not None:
-            self.requests.append(request)
-            exchange = self.app.handle(request, NOW)
-            step = exchange.start()
-            while isinstance(step, (GetToken, MakeToken)):
-                self.calls.append(step)
-                step = exchange.resume(self.record)
-            self.conn.respond(step)
+        answers = {GetToken: record, MakeToken: record}
+        super().__init__(ServerConnection(limits, EventStreams()), App(SETTINGS), answers, now=NOW)
 
 
 def bytewise(data: bytes) -> list[bytes]:

@@ -14,6 +14,7 @@ from saltnado_core.http import HTTPError
 from saltnado_core.lowstate import check_clients, normalize, run
 from saltnado_core.negotiation import allowed_origin, choose_media
 from saltnado_core.salt_calls import FireEvent, GetAuthList, GetToken, RunLowstate
+from saltnado_core.testing import Driver, handle
 
 TOKEN = "ab" * 32
 NOW = 1_000.0
@@ -33,18 +34,6 @@ def settings(**block: Any) -> Settings:
 def request(method: str, target: str, body: bytes = b"", **headers: str) -> Request:
     hdrs = tuple((k.replace("_", "-").lower(), v) for k, v in headers.items())
     return Request(method, target, hdrs, body)
-
-
-def drive(app: App, req: Request, results: dict[type, Any]) -> tuple[Any, list[Any]]:
-    """Run a request through the app, answering Salt calls from ``results``."""
-    exchange = app.handle(req, NOW)
-    calls = []
-    step = exchange.start()
-    while isinstance(step, (GetToken, GetAuthList, RunLowstate, FireEvent)):
-        calls.append(step)
-        answer = results[type(step)]
-        step = exchange.fail(answer) if isinstance(answer, Exception) else exchange.resume(answer)
-    return step, calls
 
 
 @pytest.mark.parametrize(
@@ -83,17 +72,17 @@ def test_allowed_origin(origin: str | None, setting: Any, allowed: str | None) -
 
 def test_cors_headers_on_responses_and_errors() -> None:
     app = App(settings(cors_origin=["https://*.example"]))
-    ok, _ = drive(app, request("GET", "/", origin="https://ui.example"), {})
-    err, _ = drive(app, request("GET", "/nope", origin="https://ui.example"), {})
+    ok, _ = handle(app, request("GET", "/", origin="https://ui.example"), {}, now=NOW)
+    err, _ = handle(app, request("GET", "/nope", origin="https://ui.example"), {}, now=NOW)
     for response in (ok, err):
         assert ("access-control-allow-origin", "https://ui.example") in response.headers
         assert ("vary", "Origin") in response.headers
-    denied, _ = drive(app, request("GET", "/", origin="https://other.test"), {})
+    denied, _ = handle(app, request("GET", "/", origin="https://other.test"), {}, now=NOW)
     assert not any(k == "access-control-allow-origin" for k, _ in denied.headers)
 
 
 def test_preflight_without_request_headers_is_204() -> None:
-    response, _ = drive(App(settings()), request("OPTIONS", "/minions"), {})
+    response, _ = handle(App(settings()), request("OPTIONS", "/minions"), {}, now=NOW)
     assert response.status == 204 and response.body == b""
     assert dict(response.headers)["access-control-allow-methods"] == "OPTIONS, GET, POST"
 
@@ -149,7 +138,7 @@ def test_post_root_answers_yaml_when_asked() -> None:
         "POST", "/", b'{"client": "local", "tgt": "*", "fun": "test.ping"}',
         content_type="application/json", accept="application/x-yaml", x_auth_token=TOKEN,
     )
-    response, calls = drive(App(settings()), req, {GetToken: RECORD, RunLowstate: {"m1": True}})
+    response, calls = handle(App(settings()), req, {GetToken: RECORD, RunLowstate: {"m1": True}}, now=NOW)
     assert calls[0] == GetToken(TOKEN)
     assert response == Response(200, b"return:\n- {m1: true}\n", (), "application/x-yaml")
 
@@ -159,7 +148,7 @@ def test_hook_strips_credentials_from_the_event() -> None:
         "POST", "/hook/ci?x=1&x=2", b"a=1", content_type="application/x-www-form-urlencoded",
         x_auth_token=TOKEN, cookie=f"session_id={TOKEN}", authorization="Basic Zm9v", x_custom="v",
     )
-    response, calls = drive(App(settings()), req, {GetToken: RECORD, FireEvent: True})
+    response, calls = handle(App(settings()), req, {GetToken: RECORD, FireEvent: True}, now=NOW)
     fired = calls[-1]
     assert fired.tag == "salt/netapi/hook/ci"
     # Form bodies merge the query string's arguments, as the reference's form loader does.
@@ -170,7 +159,7 @@ def test_hook_strips_credentials_from_the_event() -> None:
 
 def test_hook_without_auth_when_disabled() -> None:
     req = request("POST", "/hook", b"{}", content_type="application/json")
-    response, calls = drive(App(settings(webhook_disable_auth=True)), req, {FireEvent: False})
+    response, calls = handle(App(settings(webhook_disable_auth=True)), req, {FireEvent: False}, now=NOW)
     assert [type(c) for c in calls] == [FireEvent]
     assert json.loads(response.body) == {"success": False}
 
@@ -179,11 +168,8 @@ def sse_connection() -> tuple[ServerConnection, EventStreams]:
     streams = EventStreams()
     conn = ServerConnection(Limits(), streams)
     conn.receive_data(f"GET /events HTTP/1.1\r\nHost: t\r\nX-Auth-Token: {TOKEN}\r\n\r\n".encode())
-    req = conn.next_request()
-    assert req is not None
-    outcome, _ = drive(App(settings()), req, {GetToken: RECORD, GetAuthList: [".*"]})
-    assert outcome == AcceptEventStream(NOW + 100, token=TOKEN)
-    conn.respond(outcome)
+    [served] = Driver(conn, App(settings()), {GetToken: RECORD, GetAuthList: [".*"]}, now=NOW).serve()
+    assert served.outcome == AcceptEventStream(NOW + 100, token=TOKEN)
     return conn, streams
 
 
@@ -220,10 +206,7 @@ def test_websocket_closes_1008_when_the_token_expires() -> None:
         f"GET /all_events/{TOKEN} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode() + ready
     )
-    req = conn.next_request()
-    assert req is not None
-    outcome, _ = drive(App(settings()), req, {GetToken: RECORD, GetAuthList: [".*"]})
-    conn.respond(outcome)
+    assert len(Driver(conn, App(settings()), {GetToken: RECORD, GetAuthList: [".*"]}, now=NOW).serve()) == 1
     conn.data_to_send()
     assert conn.expire(NOW + 100)
     reader = FrameProtocol(True, [])

@@ -15,6 +15,7 @@ from saltnado_core import App, ConfigError, EventStreams, Limits, Phase, ServerC
 from saltnado_core.permissions import EVENTS_FORBIDDEN, may_read_events
 from saltnado_core.revocation import TokenRecheck
 from saltnado_core.salt_calls import GetAuthList, GetToken, SaltCall
+from saltnado_core.testing import Driver, Unanswered
 from saltnado_core.tokens import redact_tokens
 
 NOW = 1_700_000_000.0
@@ -46,8 +47,8 @@ def sse_request(token: str = TOKEN, *headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-class Client:
-    """One connection driven like a binding does, Salt answering from ``salt``:
+class Client(Driver):
+    """One connection driven like a binding does, Salt answering from ``records``:
     tokens → records, and ``auth_lists``: tokens → Salt's permission list."""
 
     def __init__(
@@ -57,25 +58,16 @@ class Client:
         records: dict[str, Any] | None = None,
         auth_lists: dict[str, Any] | None = None,
     ) -> None:
-        self.app = App(settings)
-        self.conn = ServerConnection(Limits(), streams)
+        super().__init__(ServerConnection(Limits(), streams), App(settings), self.salt_answer, now=NOW)
         self.records = records if records is not None else {TOKEN: RECORD, OTHER: OTHER_RECORD}
         self.auth_lists = auth_lists if auth_lists is not None else {TOKEN: FULL, OTHER: FULL}
-        self.calls: list[SaltCall] = []
 
-    def send(self, data: bytes) -> bytes:
-        self.conn.receive_data(data)
-        while (request := self.conn.next_request()) is not None:
-            exchange = self.app.handle(request, NOW)
-            step = exchange.start()
-            while isinstance(step, (GetToken, GetAuthList)):
-                self.calls.append(step)
-                if isinstance(step, GetToken):
-                    step = exchange.resume(self.records.get(step.token, {}))
-                else:
-                    step = exchange.resume(self.auth_lists.get(step.record["token"]))
-            self.conn.respond(step)
-        return self.conn.data_to_send()
+    def salt_answer(self, call: SaltCall) -> Any:
+        if isinstance(call, GetToken):
+            return self.records.get(call.token, {})
+        if isinstance(call, GetAuthList):
+            return self.auth_lists.get(call.record["token"])
+        raise Unanswered(call)
 
 
 def json_error(status: str, reason: str) -> bytes:
@@ -125,29 +117,29 @@ FORBIDDEN = json_error("403 Forbidden", EVENTS_FORBIDDEN)
 def test_websocket_without_event_permission_is_403_before_the_upgrade(path: str) -> None:
     streams = EventStreams()
     client = Client(streams, auth_lists={TOKEN: ["test.ping"]})
-    assert client.send(ws_request(path)) == FORBIDDEN
+    assert client.feed(ws_request(path)) == FORBIDDEN
     assert client.calls == [GetToken(TOKEN), GetAuthList(RECORD)]
     assert client.conn.phase is Phase.HTTP  # refused; the connection stays HTTP
-    assert client.send(READY) == b""  # not a websocket: nothing is streamed
+    assert client.feed(READY) == b""  # not a websocket: nothing is streamed
     assert len(streams.all_events) == 0 and len(streams.formatted) == 0
 
 
 def test_events_without_event_permission_is_403() -> None:
     streams = EventStreams()
     client = Client(streams, auth_lists={TOKEN: None})
-    assert client.send(sse_request()) == FORBIDDEN
+    assert client.feed(sse_request()) == FORBIDDEN
     assert len(streams.events) == 0
 
 
 def test_unknown_token_is_401_without_asking_for_permissions() -> None:
     client = Client(EventStreams(), records={})
-    assert client.send(ws_request("all_events")).startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+    assert client.feed(ws_request("all_events")).startswith(b"HTTP/1.1 401 Unauthorized\r\n")
     assert client.calls == [GetToken(TOKEN)]
 
 
 def test_event_permission_opens_the_stream() -> None:
     client = Client(EventStreams(), auth_lists={TOKEN: ["@events"]})
-    assert client.send(ws_request("all_events") + READY) == SWITCHING
+    assert client.feed(ws_request("all_events") + READY) == SWITCHING
     assert client.conn.phase is Phase.STREAMING
 
 
@@ -158,11 +150,11 @@ def open_streams() -> tuple[EventStreams, dict[str, Client]]:
     streams = EventStreams()
     clients = {name: Client(streams) for name in ("ws1", "ws2", "formatted", "sse", "other", "http")}
     for name in ("ws1", "ws2"):
-        assert clients[name].send(ws_request("all_events") + READY) == SWITCHING
-    assert clients["formatted"].send(ws_request("formatted_events") + READY).startswith(SWITCHING)
-    assert clients["sse"].send(sse_request()).startswith(b"HTTP/1.1 200 OK\r\n")
-    assert clients["other"].send(ws_request("all_events", OTHER) + READY) == SWITCHING
-    clients["http"].send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert clients[name].feed(ws_request("all_events") + READY) == SWITCHING
+    assert clients["formatted"].feed(ws_request("formatted_events") + READY).startswith(SWITCHING)
+    assert clients["sse"].feed(sse_request()).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert clients["other"].feed(ws_request("all_events", OTHER) + READY) == SWITCHING
+    clients["http"].feed(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
     return streams, clients
 
 
@@ -170,11 +162,11 @@ def test_stream_tokens_are_counted_as_streams_attach_and_detach() -> None:
     streams, clients = open_streams()
     assert streams.tokens == {TOKEN: 4, OTHER: 1}  # the plain HTTP connection holds none
     waiting = Client(streams)
-    waiting.send(ws_request("all_events"))  # upgraded, not ready yet: not streaming
+    waiting.feed(ws_request("all_events"))  # upgraded, not ready yet: not streaming
     assert streams.tokens[TOKEN] == 4
     clients["ws1"].conn.close(1000, "bye")
     clients["sse"].conn.close()
-    clients["other"].send(b"")  # EOF
+    clients["other"].feed(b"")  # EOF
     assert streams.tokens == {TOKEN: 2}
 
 
@@ -208,7 +200,7 @@ def test_a_revoked_token_closes_every_stream_holding_it() -> None:
 def test_a_websocket_not_yet_ready_is_closed_with_its_token() -> None:
     streams = EventStreams()
     waiting = Client(streams)
-    waiting.send(ws_request("all_events"))
+    waiting.feed(ws_request("all_events"))
     assert TokenRecheck().done(GetToken(TOKEN), {}, NOW, [waiting.conn]) == [waiting.conn]
     assert frames(waiting.conn.data_to_send()) == [(Opcode.CLOSE, (1008, "token revoked"))]
 
@@ -257,9 +249,9 @@ def test_a_stream_closed_while_its_token_is_checked_is_left_alone() -> None:
 def test_stream_token_is_known_only_while_streaming() -> None:
     client = Client(EventStreams())
     assert client.conn.stream_token is None
-    client.send(ws_request("all_events"))
+    client.feed(ws_request("all_events"))
     assert client.conn.stream_token == TOKEN  # upgraded, waiting for "websocket client ready"
-    client.send(READY)
+    client.feed(READY)
     assert client.conn.stream_token == TOKEN
     client.conn.close(1000, "bye")
     assert client.conn.stream_token is None
@@ -294,7 +286,7 @@ def test_websocket_origin(cors_origin: Any, origin: str | None, accepted: bool) 
     settings = dataclasses.replace(SETTINGS, cors_origin=cors_origin)
     client = Client(EventStreams(), settings)
     headers = () if origin is None else (f"Origin: {origin}",)
-    out = client.send(ws_request("all_events", TOKEN, *headers))
+    out = client.feed(ws_request("all_events", TOKEN, *headers))
     if accepted:
         assert out == SWITCHING
     else:
@@ -304,7 +296,7 @@ def test_websocket_origin(cors_origin: Any, origin: str | None, accepted: bool) 
 
 def test_legacy_sec_websocket_origin_is_checked_too() -> None:
     client = Client(EventStreams())
-    out = client.send(ws_request("all_events", TOKEN, "Sec-WebSocket-Origin: https://evil.example"))
+    out = client.feed(ws_request("all_events", TOKEN, "Sec-WebSocket-Origin: https://evil.example"))
     assert out == CROSS_ORIGIN
 
 
@@ -314,7 +306,7 @@ def test_legacy_sec_websocket_origin_is_checked_too() -> None:
 def test_preflight_for_an_allowed_origin_is_literal() -> None:
     settings = dataclasses.replace(SETTINGS, cors_origin=["https://*.corp.example"])
     client = Client(EventStreams(), settings)
-    out = client.send(
+    out = client.feed(
         b"OPTIONS /minions HTTP/1.1\r\nHost: salt.example:8000\r\nOrigin: https://ui.corp.example\r\n"
         b"Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: X-Auth-Token, Content-Type\r\n\r\n"
     )
@@ -332,7 +324,7 @@ def test_preflight_for_an_allowed_origin_is_literal() -> None:
 
 def test_preflight_for_another_origin_allows_nothing() -> None:
     settings = dataclasses.replace(SETTINGS, cors_origin=["https://*.corp.example"])
-    out = Client(EventStreams(), settings).send(
+    out = Client(EventStreams(), settings).feed(
         b"OPTIONS / HTTP/1.1\r\nHost: salt.example:8000\r\nOrigin: https://evil.example\r\n\r\n"
     )
     assert out.startswith(b"HTTP/1.1 204 No Content\r\n")
@@ -341,7 +333,7 @@ def test_preflight_for_another_origin_allows_nothing() -> None:
 
 def test_star_allows_every_origin_without_credentials() -> None:
     settings = dataclasses.replace(SETTINGS, cors_origin="*")
-    out = Client(EventStreams(), settings).send(
+    out = Client(EventStreams(), settings).feed(
         b"GET / HTTP/1.1\r\nHost: salt.example:8000\r\nOrigin: https://anything.example\r\n\r\n"
     )
     assert b"\r\naccess-control-allow-origin: *\r\nvary: Origin\r\n" in out
@@ -350,7 +342,7 @@ def test_star_allows_every_origin_without_credentials() -> None:
 
 def test_event_stream_carries_cors_headers() -> None:
     settings = dataclasses.replace(SETTINGS, cors_origin="https://ui.example")
-    out = Client(EventStreams(), settings).send(sse_request(TOKEN, "Origin: https://ui.example"))
+    out = Client(EventStreams(), settings).feed(sse_request(TOKEN, "Origin: https://ui.example"))
     assert out == (
         b"HTTP/1.1 200 OK\r\nserver: saltnado\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
         b"x-accel-buffering: no\r\naccess-control-allow-origin: https://ui.example\r\nvary: Origin\r\n"

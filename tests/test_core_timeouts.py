@@ -7,14 +7,13 @@ moment the wait begins (as a binding's ticker would, up to one interval later).
 
 from __future__ import annotations
 
-from typing import Any
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameProtocol
 
 from saltnado_core import App, EventStreams, GetToken, Limits, Phase, ServerConnection, Settings, Timeouts
 from saltnado_core.salt_calls import GetAuthList
+from saltnado_core.testing import Driver
 
 NOW = 1_700_000_000.0  # wall clock, for the token only
 TOKEN = "0123456789abcdef" * 4
@@ -51,31 +50,14 @@ def close_frame(code: int, reason: str) -> bytes:
     return b"\x88" + bytes([len(payload)]) + payload
 
 
-class Binding:
+class Binding(Driver):
     """A binding's loop over one ServerConnection, its ticker driven by hand."""
 
     def __init__(self, timeouts: Timeouts = TIMEOUTS, limits: Limits | None = None) -> None:
-        self.app = App(SETTINGS)
         self.streams = EventStreams()
-        self.conn = ServerConnection(limits or Limits(timeouts=timeouts), self.streams)
-        self.answer = True  # run requests through the app at once
-
-    def feed(self, *chunks: bytes) -> bytes:
-        out = b""
-        for chunk in chunks:
-            self.conn.receive_data(chunk)
-            if self.answer:
-                self.serve()
-            out += self.conn.data_to_send()
-        return out
-
-    def serve(self) -> None:
-        while (request := self.conn.next_request()) is not None:
-            exchange = self.app.handle(request, NOW)
-            step: Any = exchange.start()
-            while isinstance(step, (GetToken, GetAuthList)):  # a valid token that may read events
-                step = exchange.resume(RECORD if isinstance(step, GetToken) else [".*"])
-            self.conn.respond(step)
+        conn = ServerConnection(limits or Limits(timeouts=timeouts), self.streams)
+        # a valid token that may read events
+        super().__init__(conn, App(SETTINGS), {GetToken: RECORD, GetAuthList: [".*"]}, now=NOW)
 
     def tick(self, now: float) -> bytes | None:
         """Output if the tick asked for the writer to be woken, else None."""
@@ -190,9 +172,8 @@ def test_pipelined_partial_request_is_timed_as_a_request_not_as_idle() -> None:
 def test_no_timeout_while_the_server_is_answering() -> None:
     # A Salt call can take longer than any HTTP timeout: nothing is asked of the client.
     binding = Binding()
-    binding.answer = False
     binding.tick(0)
-    binding.feed(GET_ROOT)
+    binding.conn.receive_data(GET_ROOT)  # read, but not answered yet
     request = binding.conn.next_request()
     assert request is not None
     assert binding.tick(5) is None

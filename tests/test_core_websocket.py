@@ -27,6 +27,7 @@ from saltnado_core import (
     all_events_frame,
 )
 from saltnado_core.salt_calls import GetAuthList, PublishGrains
+from saltnado_core.testing import Driver, handle
 from saltnado_core.websocket import Closed, TextReceived, WebSocketSession
 
 from core_literals import NOW, RECORD, TOKEN
@@ -90,34 +91,15 @@ class Wake:
         self.calls += 1
 
 
-class Binding:
+class Binding(Driver):
     def __init__(
         self, limits: Limits = Limits(), record: Any = RECORD, auth_list: Any = (".*",), settings: Settings = SETTINGS
     ) -> None:
-        self.app = App(settings)
         self.streams = EventStreams()
         self.wake = Wake()
-        self.conn = ServerConnection(limits, self.streams, self.wake)
-        self.record = record
-        self.auth_list = list(auth_list) if auth_list is not None else None  # Salt's permissions for the token
-        self.calls: list[Any] = []
-
-    def feed(self, *chunks: bytes | bytearray) -> bytes:
-        out = b""
-        for chunk in chunks:
-            self.conn.receive_data(bytes(chunk))
-            self.serve()
-            out += self.conn.data_to_send()
-        return out
-
-    def serve(self) -> None:
-        while (request := self.conn.next_request()) is not None:
-            exchange = self.app.handle(request, NOW)
-            step = exchange.start()
-            while isinstance(step, (GetToken, MakeToken, GetAuthList)):
-                self.calls.append(step)
-                step = exchange.resume(self.auth_list if isinstance(step, GetAuthList) else self.record)
-            self.conn.respond(step)
+        # auth_list: Salt's permissions for the token
+        answers = {GetToken: record, MakeToken: record, GetAuthList: list(auth_list) if auth_list is not None else None}
+        super().__init__(ServerConnection(limits, self.streams, self.wake), App(settings), answers, now=NOW)
 
     @property
     def subscribers(self) -> int:
@@ -171,10 +153,7 @@ def test_ready_frame_arriving_while_the_token_is_checked() -> None:
     request = binding.conn.next_request()
     assert request is not None
     binding.conn.receive_data(READY)  # before respond()
-    exchange = binding.app.handle(request, NOW)
-    exchange.start()
-    exchange.resume(RECORD)  # → GetAuthList
-    accept = exchange.resume([".*"])
+    accept, _ = handle(binding.app, request, {GetToken: RECORD, GetAuthList: [".*"]}, now=NOW)
     assert isinstance(accept, AcceptWebSocket)
     binding.conn.respond(accept)
     assert binding.conn.data_to_send() == SWITCHING

@@ -58,6 +58,8 @@ from saltnado_core.salt_calls import (
     RemoveToken,
     RunLowstate,
 )
+from saltnado_core.driving import Served
+from saltnado_core.testing import Driver
 from test_fuzz_websocket import check_session_bounded
 
 from core_literals import NOW, RECORD, TOKEN
@@ -124,16 +126,15 @@ ANSWERS: dict[type, list[Any]] = {
 }
 
 
-class Driver:
+class Fuzzed(Driver):
     """One connection driven as a binding does: feed, answer requests, run Salt calls, write."""
 
     def __init__(self, limits: Limits, choose: Choose) -> None:
         self.limits = limits
         self.choose = choose  # picks Salt's answers and when events arrive
-        self.app = App(SETTINGS)
         self.streams = EventStreams()
-        self.conn = ServerConnection(limits, self.streams)
-        self.requests: list[Request] = []
+        conn = ServerConnection(limits, self.streams)
+        super().__init__(conn, App(SETTINGS), self.salt_answer, now=NOW, stream_calls=True)
         self.out = b""
         self.clock = 0.0  # the binding's monotonic clock, for tick()
 
@@ -143,36 +144,19 @@ class Driver:
         if self.conn.tick(self.clock):
             self.out += self.conn.data_to_send()
 
-    def salt(self, call: SaltCall) -> Any:
+    def salt_answer(self, call: SaltCall) -> Any:
         answer = self.choose(ANSWERS[type(call)])
         if isinstance(answer, Exception):
             raise answer
         return dict(answer) if isinstance(answer, dict) else answer
 
-    def feed(self, chunk: bytes) -> None:
-        self.conn.receive_data(chunk)
-        while (request := self.conn.next_request()) is not None:
-            self.requests.append(request)
-            exchange = self.app.handle(request, NOW)
-            step = exchange.start()
-            while isinstance(step, SaltCall):
-                try:
-                    result = self.salt(step)
-                except Exception as exc:
-                    step = exchange.fail(exc)
-                else:
-                    step = exchange.resume(result)
-            assert exchange.error is None, exchange.error
-            self.conn.respond(step)
-        for call in self.conn.take_salt_calls():
-            try:
-                self.salt(call)
-            except Exception as exc:
-                self.conn.salt_call_done(call, exc)
-            else:
-                self.conn.salt_call_done(call)
+    def serve(self) -> list[Served]:
+        """Answered (a 500 would be a bug), then checked before the output is taken."""
+        served = super().serve()
+        for answered in served:
+            assert answered.error is None, answered.error
         self.check_bounded()
-        self.out += self.conn.data_to_send()
+        return served
 
     def check_bounded(self) -> None:
         limits, conn = self.limits, self.conn
@@ -188,7 +172,7 @@ class Driver:
 
     def finish(self) -> None:
         """EOF: the connection must end by itself and say nothing more."""
-        self.feed(b"")
+        self.out += self.feed(b"")
         assert self.conn.finished, self.conn.phase
         assert self.conn.data_to_send() == b""
         self.conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -367,15 +351,15 @@ def chooser(draw: st.DataObject) -> Choose:
     return lambda options: draw.draw(st.sampled_from(options))
 
 
-def run(draw: st.DataObject, stream: bytes, limits: Limits, eof: bool = True) -> Driver:
+def run(draw: st.DataObject, stream: bytes, limits: Limits, eof: bool = True) -> Fuzzed:
     return drive(draw.draw(split(stream, max_cuts=12)), limits, chooser(draw), eof)
 
 
-def drive(chunks: Iterable[bytes], limits: Limits, choose: Choose, eof: bool = True) -> Driver:
+def drive(chunks: Iterable[bytes], limits: Limits, choose: Choose, eof: bool = True) -> Fuzzed:
     """Feed ``chunks`` (then EOF, or a server close) and check everything that came out."""
-    driver = Driver(limits, choose)
+    driver = Fuzzed(limits, choose)
     for chunk in chunks:
-        driver.feed(chunk)
+        driver.out += driver.feed(chunk)
         if choose((False, False, True)):
             driver.tick()
         if driver.conn.phase is Phase.STREAMING and choose((False, True)):
@@ -385,7 +369,7 @@ def drive(chunks: Iterable[bytes], limits: Limits, choose: Choose, eof: bool = T
         driver.conn.close()
         driver.out += driver.conn.data_to_send()
         if driver.conn.phase is Phase.CLOSING:
-            driver.feed(b"")
+            driver.out += driver.feed(b"")
     else:
         driver.finish()
     assert driver.conn.finished

@@ -38,7 +38,9 @@ from saltnado_core import (
     Settings,
     WebSocketSession,
 )
+from saltnado_core.driving import Served
 from saltnado_core.salt_calls import GetAuthList
+from saltnado_core.testing import Driver
 from saltnado_core.websocket import Closed, TextReceived
 
 MAX_MESSAGE = 64
@@ -135,26 +137,22 @@ def session_run(data: bytes, chunks: list[bytes], choose: Callable[[Sequence[Any
 # -- a whole /all_events connection after the upgrade ------------------------------------
 
 
-class Connection:
+class Connection(Driver):
     """One ServerConnection upgraded the way a binding does it."""
 
     def __init__(self) -> None:
         self.streams = EventStreams()
         self.limits = Limits(max_ws_message_bytes=MAX_MESSAGE, outbox_max_messages=5, outbox_max_bytes=4096)
-        self.conn = ServerConnection(self.limits, self.streams)
-        self.app = App(Settings(websockets=True, disable_ssl=True))
+        conn = ServerConnection(self.limits, self.streams)
+        answers = {GetToken: RECORD, GetAuthList: [".*"]}
+        super().__init__(conn, App(Settings(websockets=True, disable_ssl=True)), answers, now=NOW)
 
-    def feed(self, chunk: bytes) -> bytes:
-        self.conn.receive_data(chunk)
-        while (request := self.conn.next_request()) is not None:
-            exchange = self.app.handle(request, NOW)
-            step = exchange.start()
-            while isinstance(step, (GetToken, GetAuthList)):
-                step = exchange.resume(RECORD if isinstance(step, GetToken) else [".*"])
-            assert exchange.error is None
-            self.conn.respond(step)
+    def serve(self) -> list[Served]:
+        """Answered (never with an unexpected error), then checked before the output is taken."""
+        served = super().serve()
+        assert all(s.error is None for s in served)
         self.check_bounded()
-        return self.conn.data_to_send()
+        return served
 
     def check_bounded(self) -> None:
         outbox = self.conn.outbox

@@ -38,8 +38,9 @@ import trio
 
 from conftest import RunningServer, http
 from fuzzing import WireResponse, check_error_body, read_responses
-from saltnado_core import App, EventStreams, Limits, Router, SaltCall, ServerConnection, Settings
+from saltnado_core import App, EventStreams, Limits, Router, ServerConnection, Settings
 from saltnado_core.salt_calls import FireEvent, GetAuthList, GetToken, MakeToken, RemoveToken, RunLowstate
+from saltnado_core.testing import Driver
 
 from core_literals import NOW, RECORD, TOKEN
 
@@ -200,18 +201,10 @@ SALT: dict[type, Any] = {
 
 def serve(raw: bytes, limits: Limits = CORE_LIMITS) -> bytes:
     """``raw`` then EOF through one connection, as a binding drives it."""
-    app, conn, out = App(SETTINGS), ServerConnection(limits, EventStreams()), b""
-    for data in (raw, b""):
-        conn.receive_data(data)
-        while (req := conn.next_request()) is not None:
-            exchange = app.handle(req, NOW)
-            step = exchange.start()
-            while isinstance(step, SaltCall):
-                step = exchange.resume(SALT[type(step)])
-            assert exchange.error is None
-            conn.respond(step)
-        out += conn.data_to_send()
-    assert conn.finished
+    driver = Driver(ServerConnection(limits, EventStreams()), App(SETTINGS), SALT, now=NOW)
+    out = driver.feed(raw, b"")
+    assert all(served.error is None for served in driver.served)
+    assert driver.conn.finished
     return out
 
 

@@ -1,0 +1,84 @@
+"""The loop every binding runs over a connection's requests, written once.
+
+After feeding bytes to a :class:`ServerConnection`, a binding takes each complete
+request, runs it through the :class:`App`, answers the Salt calls it yields and
+hands the outcome back with ``conn.respond()``. :func:`serve_requests` is that
+loop as a generator, so the trio and asyncio bindings (through
+``saltnado_runtime.Service``) and the core's tests (through
+:mod:`saltnado_core.testing`) run the very same steps; only how a Salt call is
+run differs — awaited in a worker thread, or answered from a table::
+
+    steps = serve_requests(conn, app, wall_clock)
+    step = next(steps, None)
+    while step is not None:
+        if isinstance(step, Served):        # a request answered: log it
+            step = next(steps, None)
+        else:                               # a Salt call: run it
+            step = steps.send(result)       # or steps.throw(exc)
+
+The Salt calls a stream needs (``conn.take_salt_calls()``) are not part of it:
+they outlive the request that opened the stream, so a binding starts them beside
+its loop and reports each with ``conn.salt_call_done()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+from .app import App
+from .connection import ServerConnection
+from .http import Request, Response
+from .outcomes import AcceptEventStream, Outcome
+from .salt_calls import SaltCall
+
+__all__ = ["DriveStep", "Served", "serve_requests"]
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """One request answered (its outcome already handed to ``conn.respond()``):
+    what a binding logs about it."""
+
+    request: Request
+    outcome: Outcome
+    error: BaseException | None = None  # the Exchange's unexpected error (the 500), for the error log
+
+    @property
+    def status(self) -> int:
+        """The status line sent: a response's own, 200 for an event stream, 101 for a websocket."""
+        if isinstance(self.outcome, Response):
+            return self.outcome.status
+        return 200 if isinstance(self.outcome, AcceptEventStream) else 101
+
+
+DriveStep = SaltCall | Served
+
+
+def serve_requests(
+    conn: ServerConnection, app: App, wall_clock: Callable[[], float]
+) -> Generator[DriveStep, Any, None]:
+    """Answer every complete request ``conn`` holds now, in order.
+
+    Yields a :data:`SaltCall` for the binding to run: send its result in with
+    ``send(result)``, or its exception with ``throw(exc)`` (the handler decides
+    what the client is told; an ``Exception`` it does not catch becomes an error
+    response, recorded in :attr:`Served.error` when unexpected). After a Salt
+    call the next step is always another Salt call or a :class:`Served`, never
+    the end. Yields a :class:`Served` after each ``conn.respond()``: advance with
+    ``next()``; the generator ends when ``conn.next_request()`` has nothing more
+    (no complete request, or ``conn.input_paused``: run it again once the writer
+    has taken ``conn.data_to_send()``).
+
+    ``wall_clock`` is the binding's wall clock (``time.time``), read as each
+    request starts: a request that waited behind a slow one is still judged
+    (token expiry) by the time it is handled, not the time its bytes arrived.
+    A request is handled from the step after the previous :class:`Served` (or the
+    first step) to its own :class:`Served`: that is the span a binding times.
+    """
+    while (request := conn.next_request()) is not None:
+        exchange = app.handle(request, wall_clock())
+        outcome = yield from exchange.steps()
+        conn.respond(outcome)
+        yield Served(request, outcome, exchange.error)
