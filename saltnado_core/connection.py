@@ -274,8 +274,9 @@ class ServerConnection:
 
     # -- input -------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
-        """Bytes from the client; ``b""`` means it has closed its side (EOF)."""
-        if self.phase is Phase.DONE:
+        """Bytes from the client; ``b""`` means it has closed its side (EOF), after
+        which nothing more is read (h11 and wsproto refuse data after an EOF)."""
+        if self.phase is Phase.DONE or self._eof:
             return
         if not data:
             self._eof = True

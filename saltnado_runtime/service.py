@@ -81,8 +81,6 @@ class Service:
         await self.respond(conn, salt)
         for call in conn.take_salt_calls():
             spawn(partial(self._stream_salt_call, conn, call, salt))
-        if data == b"" and not conn.finished:
-            conn.close()  # EOF mid-exchange: close what is still open
         self.connections.get(conn, _nothing)()
 
     def close_all(self) -> None:
