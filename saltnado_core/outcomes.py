@@ -14,6 +14,7 @@ from typing import Any, Union
 
 from .config import Settings
 from .http import Request, Response
+from .kinds import StreamKind
 from .negotiation import serialize
 from .router import Route
 from .salt_calls import SaltCall
@@ -26,7 +27,7 @@ AUTH_COOKIE_NAME = "session_id"
 class AcceptWebSocket:
     """Upgrade the connection; stream ``stream`` after the client says it is ready."""
 
-    stream: str
+    stream: StreamKind  # a websocket kind (a plain route name compares equal)
     token_expire: float
     token: str = field(default="", repr=False)
     delta: bool = False  # /formatted_events?delta=1: only changes after the first view

@@ -24,6 +24,7 @@ from .outcomes import (
 )
 from .bodies import parse_body
 from .http import HTTPError, Request, Response, websocket_key
+from .kinds import StreamKind, Transport
 from .negotiation import websocket_origin_allowed
 from .permissions import EVENTS_FORBIDDEN, may_read_events
 from .salt_calls import FireEvent, GetAuthList, GetToken, MakeToken, RemoveToken, RunLowstate, SaltCall
@@ -271,7 +272,7 @@ def websocket(ctx: Context) -> Handler:
         raise HTTPError(400, 'Can "Upgrade" only to "WebSocket".')
     websocket_key(ctx.request)  # validates the handshake (400/426)
     delta = parse_qs(ctx.request.query).get("delta", [""])[-1].lower() in ("1", "true", "yes")
-    return AcceptWebSocket(ctx.route.name, float(record["expire"]), token, delta)
+    return AcceptWebSocket(StreamKind(ctx.route.name), float(record["expire"]), token, delta)
 
 
 HANDLERS: Mapping[str, Callable[[Context], Handler]] = {
@@ -281,10 +282,9 @@ HANDLERS: Mapping[str, Callable[[Context], Handler]] = {
     "minions": minions,
     "jobs": jobs,
     "run": run,
-    "events": events,
     "hook": hook,
-    "all_events": websocket,
-    "formatted_events": websocket,
+    # the event streams: one handler per transport (saltnado_core.kinds)
+    **{kind.value: events if kind.transport is Transport.SSE else websocket for kind in StreamKind},
 }
 
 __all__ = ["HANDLERS", "RunLowstate", "Response", "sorted_permissions", "sum_permissions"]
