@@ -72,7 +72,7 @@ from dataclasses import dataclass, field
 from .broadcast import Outbox, Overflow
 from .config import Limits
 from .http import HTTPConnection, Request, Response, error_response, status_line
-from .kinds import CloseCode, StreamKind, Transport
+from .kinds import CloseCode, StreamKind, Transport, stream_kind
 from .messages import SSE_PREAMBLE, dumps, text_frame
 from .outcomes import AcceptEventStream, AcceptWebSocket, Outcome
 from .pacing import Pacing
@@ -363,7 +363,7 @@ class ServerConnection:
             self._go(Event.EVENT_STREAM)
             return
         assert isinstance(outcome, AcceptWebSocket) and self._request is not None
-        self.stream = Stream(StreamKind(outcome.stream), outcome.token, outcome.delta)
+        self.stream = Stream(stream_kind(outcome.stream), outcome.token, outcome.delta)
         trailing = http.accept_websocket(self._request)
         self._request = None
         self._prefix = http.data_to_send()

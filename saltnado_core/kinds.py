@@ -70,5 +70,10 @@ class StreamKind(str, enum.Enum):
         return self.value
 
 
+def stream_kind(route: str) -> StreamKind:
+    """The kind whose route is ``route``; ValueError if there is none."""
+    return StreamKind(route)  # type: ignore[call-arg]  # Enum's lookup by value, not __new__
+
+
 # Route names whose next path segment is a token (the log redaction masks it whatever its shape).
 TOKEN_IN_PATH = frozenset(kind.value for kind in StreamKind if kind.token_in_path)

@@ -24,7 +24,7 @@ from .outcomes import (
 )
 from .bodies import parse_body
 from .http import HTTPError, Request, Response, websocket_key
-from .kinds import StreamKind, Transport
+from .kinds import StreamKind, Transport, stream_kind
 from .negotiation import websocket_origin_allowed
 from .permissions import EVENTS_FORBIDDEN, may_read_events
 from .salt_calls import FireEvent, GetAuthList, GetToken, MakeToken, RemoveToken, RunLowstate, SaltCall
@@ -272,7 +272,7 @@ def websocket(ctx: Context) -> Handler:
         raise HTTPError(400, 'Can "Upgrade" only to "WebSocket".')
     websocket_key(ctx.request)  # validates the handshake (400/426)
     delta = parse_qs(ctx.request.query).get("delta", [""])[-1].lower() in ("1", "true", "yes")
-    return AcceptWebSocket(StreamKind(ctx.route.name), float(record["expire"]), token, delta)
+    return AcceptWebSocket(stream_kind(ctx.route.name), float(record["expire"]), token, delta)
 
 
 HANDLERS: Mapping[str, Callable[[Context], Handler]] = {

@@ -66,7 +66,7 @@ class SaltBridge:
             record = dict(call.record)
             return self.load_auth().get_auth_list({"token": record.get("token")}, token=record)
         if isinstance(call, PublishGrains):
-            low = {"client": "local_async", "fun": "grains.items", "token": call.token}
+            low: dict[str, Any] = {"client": "local_async", "fun": "grains.items", "token": call.token}
             if call.minions is None:
                 low.update(tgt="*", tgt_type="glob")
             else:
