@@ -133,13 +133,12 @@ class Fanout(Generic[T]):
         :class:`Overflow` code when it next writes.
         """
         size = self.size_of(message)
-        if tag is None:
-            cut_off = [queue for queue in self._subscribers if not queue.put(message, size)]
-        else:
-            cut_off = [
-                queue for queue, wanted in self._subscribers.items()
-                if (wanted is None or wanted.matches(tag)) and not queue.put(message, size)
-            ]
+        cut_off = []
+        for queue, wanted in self._subscribers.items():
+            if wanted is not None and tag is not None and not wanted.matches(tag):
+                continue  # not wanted: its queue is not touched
+            if not queue.put(message, size):
+                cut_off.append(queue)
         for queue in cut_off:
             del self._subscribers[queue]
         return len(cut_off)

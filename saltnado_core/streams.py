@@ -34,9 +34,10 @@ class EventStreams:
         self.all_events = Broadcast(StreamKind.ALL_EVENTS)
         self.events = Broadcast(StreamKind.EVENTS)  # SSE, as HTTP chunks
         self.formatted = FormattedStream(FormattedView(max_jobs, max_job_age))
-        # the kinds sent every event as it comes; /formatted_events is sent its
-        # view's changes instead
+        # the kinds sent every event as it comes, by kind, with each kind's framing
+        # looked up once (/formatted_events is sent its view's changes instead)
         self._live = {broadcast.kind: broadcast for broadcast in (self.all_events, self.events)}
+        self._framed = tuple((broadcast.kind.frame, broadcast) for broadcast in self._live.values())
         self._every = (self.all_events, self.events, self.formatted.full, self.formatted.delta)
         self.dispatched = 0  # events seen, for logs and metrics
         self.tokens: dict[str, int] = {}  # token → attached connections holding it
@@ -77,12 +78,12 @@ class EventStreams:
         Returns Salt calls the formatted view needs (grains of new minions).
         """
         self.dispatched += 1
-        payload = None  # one JSON encode for every kind, only if one has subscribers
-        for kind, broadcast in self._live.items():
+        payload = None  # one JSON encode for every kind, and none without subscribers
+        for frame, broadcast in self._framed:
             if broadcast:
                 if payload is None:
                     payload = event_json(event)
-                broadcast.publish(kind.frame(event.tag, payload), event.tag)
+                broadcast.publish(frame(event.tag, payload), event.tag)
         return self.formatted.dispatch(event, now)
 
     def notify(self, notice: SaltEvent) -> None:
