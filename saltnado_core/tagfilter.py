@@ -1,10 +1,10 @@
 """Which events a subscriber wants: a :class:`TagFilter`, checked before queueing.
 
 Any subscriber — a streaming client's outbox or an in-process subscription —
-may carry one (its ``filter``). The fan-out
-(:meth:`~saltnado_core.broadcast.Broadcast.publish`) checks it against the
-event's tag before offering the event, so an event a subscriber does not want
-costs it one check, never a place in its queue. What the server says itself
+may be subscribed with one (:meth:`~saltnado_core.broadcast.Fanout.subscribe`).
+The fan-out keeps it beside the subscriber and checks it against the event's
+tag before offering the event, so an event a subscriber does not want costs it
+one check, never a place in its queue. What the server says itself
 (the event bus going down and coming back, keep-alives) is published without a
 tag and reaches every subscriber, whatever its filter.
 
