@@ -6,7 +6,8 @@ clock: bindings (``saltnado_trio``, ``saltnado_asyncio``) supply those.
 """
 
 from .app import AcceptWebSocket, App, Exchange
-from .broadcast import Broadcast, Outbox, Overflow
+from .bounded import Overflow, SlowClientPolicy
+from .broadcast import Broadcast, Outbox
 from .config import ConfigError, Limits, Settings, Timeouts
 from .connection import Phase, ServerConnection
 from .eventbus import EventBusDecoder, EventBusError, SaltEvent, encode_pub_message, encode_pull_message
@@ -15,6 +16,7 @@ from .messages import all_events_frame, event_json, text_frame
 from .router import Route, Router
 from .salt_calls import GetToken, MakeToken, SaltCall, classify_salt_error
 from .streams import EventStreams
+from .tagfilter import TagFilter, tag_filter
 from .tokens import TokenStatus, check_token
 from .websocket import WebSocketSession
 
@@ -22,7 +24,7 @@ __all__ = [
     "AcceptWebSocket", "App", "Broadcast", "ConfigError", "EventBusDecoder", "EventBusError",
     "Exchange", "GetToken", "HTTPConnection", "HTTPError", "Limits", "MakeToken", "Outbox",
     "Overflow", "Phase", "Request", "Response", "Route", "Router", "SaltCall", "SaltEvent",
-    "EventStreams", "ServerConnection", "Settings", "Timeouts", "TokenStatus", "WebSocketSession", "all_events_frame",
-    "check_token", "classify_salt_error", "encode_pub_message", "encode_pull_message",
-    "error_response", "event_json", "text_frame",
+    "EventStreams", "ServerConnection", "Settings", "SlowClientPolicy", "TagFilter", "Timeouts", "TokenStatus",
+    "WebSocketSession", "all_events_frame", "check_token", "classify_salt_error", "encode_pub_message",
+    "encode_pull_message", "error_response", "event_json", "tag_filter", "text_frame",
 ]

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .broadcast import POLICIES, Overflow
+from .bounded import Overflow, SlowClientPolicy
 from .kinds import CloseCode
 
 DEFAULT_HASH_TYPE = "sha256"
@@ -163,11 +163,13 @@ def _overflow(block: Mapping[str, Any]) -> Overflow:
     """The slow-client policy: ``slow_client_policy`` (close | gap),
     ``slow_client_close_code`` (1008 | 1013) and ``slow_client_close_reason``."""
     default = Overflow()
-    policy = str(block.get("slow_client_policy", default.policy))
-    if policy not in POLICIES:
+    name = str(block.get("slow_client_policy", default.policy.value))
+    try:
+        policy = SlowClientPolicy(name)
+    except ValueError:
         raise ConfigError(
-            f"'rest_tornado: slow_client_policy' must be one of {', '.join(POLICIES)}, got {policy!r}"
-        )
+            f"'rest_tornado: slow_client_policy' must be one of {', '.join(SlowClientPolicy)}, got {name!r}"
+        ) from None
     code = _int(block, "slow_client_close_code", default.code)
     if code not in (CloseCode.POLICY_VIOLATION, CloseCode.TRY_AGAIN_LATER):
         raise ConfigError(f"'rest_tornado: slow_client_close_code' must be 1008 or 1013, got {code}")

@@ -69,7 +69,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .broadcast import Outbox, Overflow
+from .bounded import Overflow
+from .broadcast import Outbox
 from .config import Limits
 from .http import HTTPConnection, Request, Response, error_response, status_line
 from .kinds import CloseCode, StreamKind, Transport, stream_kind

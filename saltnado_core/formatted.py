@@ -31,6 +31,7 @@ from typing import Any
 
 from .broadcast import Broadcast, Outbox
 from .eventbus import SaltEvent
+from .kinds import StreamKind
 from .messages import dumps, text_frame
 from .salt_calls import PublishGrains, SaltCall
 
@@ -217,8 +218,8 @@ class FormattedStream:
 
     def __init__(self, view: FormattedView | None = None) -> None:
         self.view = view or FormattedView()
-        self.full = Broadcast()
-        self.delta = Broadcast()
+        self.full = Broadcast(StreamKind.FORMATTED_EVENTS)
+        self.delta = Broadcast(StreamKind.FORMATTED_EVENTS)
         self._tokens: dict[Outbox, str] = {}  # subscriber → its token, newest last
 
     def __len__(self) -> int:

@@ -2,24 +2,28 @@
 
 An embedding host (a dashboard backend, a chat-ops bot) subscribes with a tag
 prefix and receives the decoded events themselves. Each :class:`Subscription`
-is a bounded FIFO under the same rule as a streaming client's outbox
-(``outbox_max_messages`` / ``outbox_max_bytes`` from :class:`Limits`, counted on
-each event's raw body, and the ``limits.overflow`` policy): a subscriber that
-keeps up loses nothing. One that falls behind is, under the ``close`` policy,
-cut off — :meth:`Subscription.next_event` raises :class:`SlowSubscriber` with
-the close code and reason a websocket client would get; under ``gap``, new
-events are dropped until it has caught up to half the bounds, then it receives
-one ``SaltEvent("saltnado/gap", {"missed": N})`` where the hole is.
+is a :class:`~saltnado_core.bounded.BoundedQueue` under the same rule as a
+streaming client's outbox (``outbox_max_messages`` / ``outbox_max_bytes`` from
+:class:`Limits`, counted on each event's raw body, and the ``limits.overflow``
+policy): a subscriber that keeps up loses nothing. One that falls behind is,
+under the ``close`` policy, cut off — :meth:`Subscription.next_event` raises
+:class:`SlowSubscriber` with the close code and reason a websocket client would
+get; under ``gap``, new events are dropped until it has caught up to half the
+bounds, then it receives one ``SaltEvent("saltnado/gap", {"missed": N})`` where
+the hole is.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
-from .broadcast import GAP_TAG, Overflow
+from .bounded import BoundedQueue, Overflow, gap_event, no_waiter
+from .broadcast import Fanout
 from .config import Limits
 from .eventbus import SaltEvent
+from .tagfilter import tag_filter
 
 
 class SlowSubscriber(Exception):
@@ -32,67 +36,32 @@ class SlowSubscriber(Exception):
         self.reason = overflow.reason
 
 
-class Subscription:
-    """One subscriber's queue of events whose tag starts with ``tag_prefix``.
+def _raw_size(event: SaltEvent) -> int:
+    return len(event.raw)
+
+
+class Subscription(BoundedQueue[SaltEvent]):
+    """One in-process subscriber's queue of decoded events.
 
     ``wake`` is called when the queue goes from empty to non-empty, when it
     overflows and when the subscription ends, so the binding can resume a waiter.
     """
 
-    __slots__ = (
-        "tag_prefix", "max_events", "max_bytes", "wake", "overflow", "overflowed", "ended",
-        "missed", "_queue", "_bytes",
-    )
+    __slots__ = ("ended",)
+
+    size_of = staticmethod(_raw_size)
+    _empty = deque  # consumed one event at a time, from the front
+    _queue: deque[SaltEvent]
 
     def __init__(
         self,
-        tag_prefix: str | tuple[str, ...],
         max_events: int,
         max_bytes: int,
-        wake: Callable[[], None] = lambda: None,
+        wake: Callable[[], None] = no_waiter,
         overflow: Overflow = Overflow(),
     ) -> None:
-        self.tag_prefix = tag_prefix
-        self.max_events = max_events
-        self.max_bytes = max_bytes
-        self.wake = wake
-        self.overflow = overflow
-        self.overflowed = False  # close policy: cut off
+        super().__init__(max_events, max_bytes, gap_event, wake, overflow)
         self.ended = False  # the server stopped: nothing more will arrive
-        self.missed = 0  # gap policy: events dropped since the last gap notice
-        self._queue: deque[SaltEvent] = deque()
-        self._bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    def offer(self, event: SaltEvent, notice: bool = False) -> bool:
-        """Queue ``event`` if its tag matches (a server ``notice``: whatever its tag);
-        False once the subscriber is cut off."""
-        if self.overflowed or self.ended:
-            return False
-        if not notice and not event.tag.startswith(self.tag_prefix):
-            return True
-        if self.missed:
-            self._resume()
-            if self.missed:
-                self.missed += 1
-                return True
-        size = len(event.raw)
-        if len(self._queue) >= self.max_events or self._bytes + size > self.max_bytes:
-            if self.overflow.policy == "gap":
-                self.missed = 1
-                return True
-            self.overflowed = True
-            self._queue.clear()
-            self._bytes = 0
-            self.wake()
-            return False
-        if not self._queue:
-            self.wake()
-        self._queue.append(event)
-        self._bytes += size
-        return True
 
     def next_event(self) -> SaltEvent | None:
         """The oldest queued event; None if there is none yet (or ``ended``).
@@ -104,18 +73,8 @@ class Subscription:
         if not self._queue:
             return None
         event = self._queue.popleft()
-        self._bytes -= len(event.raw)
-        if self.missed:
-            self._resume()
+        self._taken(self.size_of(event))
         return event
-
-    def _resume(self) -> None:
-        """Gap policy: once caught up to half the bounds, queue the notice where the hole is."""
-        if len(self._queue) * 2 <= self.max_events and self._bytes * 2 <= self.max_bytes:
-            if not self._queue:
-                self.wake()
-            self._queue.append(SaltEvent(GAP_TAG, {"missed": self.missed}))
-            self.missed = 0
 
     def end(self) -> None:
         """No more events will come; queued ones are still delivered."""
@@ -129,22 +88,23 @@ class Subscriptions:
 
     def __init__(self, limits: Limits = Limits()) -> None:
         self.limits = limits
-        self._subscribers: dict[Subscription, None] = {}  # insertion-ordered set
+        self._fanout: Fanout[SaltEvent] = Fanout(Subscription.size_of)
         self._ended = False
 
     def __len__(self) -> int:
-        return len(self._subscribers)
+        return len(self._fanout)
 
     def subscribe(
         self,
         tag_prefix: str | tuple[str, ...] = "",
-        wake: Callable[[], None] = lambda: None,
+        wake: Callable[[], None] = no_waiter,
         max_events: int | None = None,
         max_bytes: int | None = None,
     ) -> Subscription:
-        """A new subscription, bounded like a streaming client's outbox unless told otherwise."""
+        """A new subscription to the events whose tag starts with ``tag_prefix``
+        (or any of a tuple), bounded like a streaming client's outbox unless told
+        otherwise."""
         subscription = Subscription(
-            tag_prefix,
             self.limits.outbox_max_messages if max_events is None else max_events,
             self.limits.outbox_max_bytes if max_bytes is None else max_bytes,
             wake,
@@ -153,27 +113,25 @@ class Subscriptions:
         if self._ended:
             subscription.end()
         else:
-            self._subscribers[subscription] = None
+            self._fanout.subscribe(subscription, tag_filter(tag_prefix))
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        self._subscribers.pop(subscription, None)
+        self._fanout.unsubscribe(subscription)
 
-    def publish(self, event: SaltEvent, notice: bool = False) -> int:
-        """Offer ``event`` to every subscriber; returns how many were cut off now."""
-        dropped = [sub for sub in self._subscribers if not sub.offer(event, notice)]
-        for subscription in dropped:
-            del self._subscribers[subscription]
-        return len(dropped)
+    def publish(self, event: SaltEvent) -> int:
+        """Offer ``event`` to every subscriber whose filter passes its tag;
+        returns how many were cut off now."""
+        return self._fanout.publish(event, event.tag)
 
     def notify(self, notice: SaltEvent) -> int:
         """A server notice (the event bus going down or coming back) to every
-        subscriber, whatever its tag prefix; bounded like an event."""
-        return self.publish(notice, notice=True)
+        subscriber, whatever its filter; bounded like an event."""
+        return self._fanout.publish(notice)
 
     def end_all(self) -> None:
         """The server is stopping: end every subscription (and any made later)."""
         self._ended = True
-        for subscription in self._subscribers:
-            subscription.end()
-        self._subscribers.clear()
+        for subscription in self._fanout:
+            cast(Subscription, subscription).end()  # only Subscriptions are subscribed
+        self._fanout.clear()

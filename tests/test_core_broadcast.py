@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from saltnado_core import Broadcast, EventStreams, Outbox, Overflow, SaltEvent, all_events_frame
+from saltnado_core import Broadcast, EventStreams, Outbox, Overflow, SaltEvent, TagFilter, all_events_frame, tag_filter
+from saltnado_core.broadcast import gap_notice
+from saltnado_core.kinds import StreamKind
 
 
 class WakeCounter:
@@ -203,6 +205,51 @@ def test_slow_subscriber_does_not_affect_others() -> None:
     assert len(broadcast) == 3
 
 
+# -- filters -------------------------------------------------------------------
+
+
+def test_tag_filter_from_prefixes() -> None:
+    jobs = tag_filter("salt/job/")
+    assert jobs == TagFilter(("salt/job/",))
+    assert jobs.matches("salt/job/1/new") and not jobs.matches("salt/auth")
+    assert tag_filter(("salt/key", "salt/presence/")) == TagFilter(("salt/key", "salt/presence/"))
+    assert tag_filter("") is None and tag_filter(("salt/key", "")) is None  # everything: nothing to check
+    assert not TagFilter(()).matches("salt/key")
+
+
+def test_a_filtered_outbox_is_offered_only_what_it_wants() -> None:
+    broadcast = Broadcast()
+    jobs, jobs_wake = outbox(max_messages=2)
+    every, _ = outbox()
+    broadcast.subscribe(jobs, tag_filter("salt/job/"))
+    broadcast.subscribe(every)
+    for n in range(5):  # none of them counts against the jobs outbox's bound
+        assert broadcast.publish(b"auth-%d" % n, "salt/auth") == 0
+    assert broadcast.publish(b"job", "salt/job/1/new") == 0
+    assert (len(jobs), jobs_wake.calls, jobs.overflowed) == (1, 1, False)
+    assert jobs.drain(1000) == b"job"
+    assert len(every) == 6
+
+
+def test_a_message_without_a_tag_passes_every_filter() -> None:
+    broadcast = Broadcast()
+    box, _ = outbox()
+    broadcast.subscribe(box, tag_filter("salt/job/"))
+    broadcast.publish(b"notice")  # a server notice, a keep-alive
+    assert box.drain(1000) == b"notice"
+
+
+def test_event_streams_apply_a_subscribers_filter_and_notices_bypass_it() -> None:
+    streams = EventStreams()
+    box, _ = outbox()
+    streams.all_events.subscribe(box, tag_filter("salt/job/"))
+    job, notice = SaltEvent("salt/job/1/new", {"jid": "1"}), SaltEvent("saltnado/bus/up", {})
+    streams.dispatch(SaltEvent("salt/auth", {}))
+    streams.dispatch(job)
+    streams.notify(notice)
+    assert box.drain(10_000) == all_events_frame(job) + all_events_frame(notice)
+
+
 def test_overflow_policy_defaults() -> None:
     assert Overflow() == Overflow(1013, "client too slow: outbox full")
 
@@ -238,3 +285,32 @@ def test_event_streams_without_subscribers_counts_but_encodes_nothing(monkeypatc
 def test_event_streams_unknown_name(name: str) -> None:
     with pytest.raises(KeyError):
         EventStreams().attach(name, Outbox(1, 1), "tok")
+
+
+@pytest.mark.parametrize("kind", list(StreamKind))
+def test_event_streams_attach_by_kind_or_by_route_name(kind: StreamKind) -> None:
+    streams = EventStreams()
+    by_kind, by_name = Outbox(10, 1 << 20), Outbox(10, 1 << 20)
+    streams.attach(kind, by_kind, "tok")
+    streams.attach(kind.value, by_name, "tok")
+    by_kind.drain(1 << 20), by_name.drain(1 << 20)  # /formatted_events: the view first
+    streams.notify(SaltEvent("saltnado/bus/up", {}))
+    notice = kind.frame("saltnado/bus/up", b'{"data": {}, "tag": "saltnado/bus/up"}')
+    assert by_kind.drain(1 << 20) == by_name.drain(1 << 20) == notice
+    assert streams.tokens == {"tok": 2}
+    streams.detach(kind, by_kind, "tok")
+    streams.detach(kind.value, by_name, "tok")
+    streams.notify(SaltEvent("saltnado/bus/up", {}))
+    assert (len(by_kind), len(by_name), streams.tokens) == (0, 0, {})
+
+
+@pytest.mark.parametrize("kind", list(StreamKind))
+def test_a_broadcast_gives_its_subscribers_the_gap_notice_of_its_kind(kind: StreamKind) -> None:
+    framed = kind.frame("saltnado/gap", b'{"data": {"missed": 3}, "tag": "saltnado/gap"}')
+    assert gap_notice(kind)(3) == framed
+    box = Outbox(2, 10_000, overflow=Overflow(policy="gap"))
+    broadcast = Broadcast(kind)
+    broadcast.subscribe(box)
+    for message in (b"a", b"b", b"c", b"d", b"e"):
+        broadcast.publish(message, "t")
+    assert box.drain(10_000) + box.drain(10_000) == b"ab" + framed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 
@@ -10,7 +11,8 @@ import pytest
 from saltnado_core import EventBusError, EventStreams, Limits, Outbox, Overflow, SaltEvent, encode_pub_message
 from saltnado_core.buslink import EventBusLink, Notice
 from saltnado_core.pacing import Backoff, Pacing
-from saltnado_core.subscriptions import SlowSubscriber, Subscriptions
+from saltnado_core.bounded import SlowClientPolicy
+from saltnado_core.subscriptions import SlowSubscriber, Subscription, Subscriptions
 
 
 def event(tag: str, size: int = 10) -> SaltEvent:
@@ -46,6 +48,15 @@ def test_tuple_of_prefixes() -> None:
     for tag in ("salt/key", "salt/job/1/new", "salt/presence/change"):
         subs.publish(event(tag))
     assert [sub.next_event().tag, sub.next_event().tag] == ["salt/key", "salt/presence/change"]  # type: ignore[union-attr]
+
+
+def test_events_the_filter_turns_away_take_no_room() -> None:
+    subs = Subscriptions(Limits(outbox_max_messages=1))
+    jobs = subs.subscribe("salt/job/")
+    for _ in range(5):
+        assert subs.publish(event("salt/auth")) == 0
+    subs.publish(event("salt/job/1/new"))
+    assert jobs.next_event() == event("salt/job/1/new")
 
 
 def test_wake_on_empty_to_non_empty_only() -> None:
@@ -235,3 +246,27 @@ def test_gap_policy_resumes_on_offer_when_already_drained() -> None:
     assert [sub.next_event(), sub.next_event(), sub.next_event()] == [
         SaltEvent("saltnado/gap", {"missed": 1}), event("next", 5), None
     ]
+
+
+def test_gap_policy_tells_an_empty_queue_at_once() -> None:
+    subs, wake = Subscriptions(Limits(outbox_max_bytes=15, overflow=Overflow(policy="gap"))), Wakes()
+    sub = subs.subscribe(wake=wake)
+    subs.publish(event("big", 20))  # nothing queued to wait for: the notice goes now
+    assert wake.calls == 1
+    assert sub.next_event() == SaltEvent("saltnado/gap", {"missed": 1})
+
+
+@pytest.mark.parametrize("policy", list(SlowClientPolicy))
+def test_a_subscription_and_an_outbox_follow_one_policy(policy: SlowClientPolicy) -> None:
+    """The same offers and takes give the same queue, whatever holds it."""
+    box = Outbox(3, 1 << 20, overflow=Overflow(policy=policy))
+    sub = Subscription(3, 1 << 20, overflow=Overflow(policy=policy))
+    for n in range(12):
+        assert box.offer(b"x" * 10) == sub.offer(event(str(n)))
+        if n % 4 == 3:
+            box.drain(10)
+            with pytest.raises(SlowSubscriber) if sub.overflowed else contextlib.nullcontext():
+                sub.next_event()
+        state = [(len(q), q.missed, q.missed_total, q.gaps, q.overflowed) for q in (box, sub)]
+        assert state[0] == state[1]
+    assert (box.gaps, box.overflowed) == ((2, False) if policy == "gap" else (0, True))

@@ -28,7 +28,7 @@ import trio
 import yaml
 
 from saltnado_core import Settings, encode_pull_message
-from saltnado_core.broadcast import GAP_TAG
+from saltnado_core.bounded import GAP_TAG
 
 from conftest import BINDINGS, LoopThread, RunningServer, http, login, parse_response
 

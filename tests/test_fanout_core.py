@@ -12,8 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.frame_protocol import Opcode
 
-from saltnado_core import Broadcast, ConfigError, EventStreams, Limits, Outbox, Overflow, SaltEvent, Settings
-from saltnado_core.broadcast import GAP_TAG, gap_frame
+from saltnado_core import (
+    Broadcast, ConfigError, EventStreams, Limits, Outbox, Overflow, SaltEvent, Settings, SlowClientPolicy,
+)
+from saltnado_core.bounded import GAP_TAG
+from saltnado_core.broadcast import gap_frame
 from saltnado_core.messages import all_events_frame, text_frame
 
 from test_core_websocket import decode_server, streaming
@@ -231,3 +234,14 @@ def test_slow_client_keys() -> None:
 def test_bad_slow_client_settings_are_config_errors(key: str, value: object, says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         Settings.from_opts(opts(**{key: value}))
+
+
+def test_the_policy_is_an_enum_that_compares_as_its_config_string() -> None:
+    assert Overflow(policy="gap").policy is SlowClientPolicy.GAP  # as a test or a host writes it
+    assert Overflow().policy is SlowClientPolicy.CLOSE and Overflow().policy == "close"
+    assert Settings.from_opts(opts(slow_client_policy="gap")).limits.overflow.policy is SlowClientPolicy.GAP
+    with pytest.raises(ValueError):
+        Overflow(policy="drop")
+    with pytest.raises(ConfigError) as info:
+        Settings.from_opts(opts(slow_client_policy="drop"))
+    assert str(info.value) == "'rest_tornado: slow_client_policy' must be one of close, gap, got 'drop'"
