@@ -1,11 +1,10 @@
 """The asyncio server: the trio binding's contract on asyncio, and an embedding API.
 
-One task pair per connection: a reader (bytes → core → Salt calls in threads)
-and a writer that sends whatever the core has queued as one coalesced write.
-All policy (limits, status and close codes, the slow-client rule, timeouts,
-when to drop a connection, retry delays) is the core's — the binding follows
-the contract in :mod:`saltnado_core.connection`; the request path, the logs and the in-process
-event hub are shared with the trio binding (:mod:`saltnado_runtime`).
+Built as the trio binding is (a reader and a writer task per connection, one
+task writing fan-out output for every streaming connection at once), over
+asyncio's streams and transports; it decides nothing either: the contract in
+:mod:`saltnado_core.connection` says what to write and when to drop, and the
+request path, the logs and the hub are :mod:`saltnado_runtime`'s.
 
 Embedding in a program that already runs an asyncio loop (all on that loop)::
 

@@ -61,11 +61,7 @@ class Outbox(BoundedQueue[bytes]):
     _queue: list[bytes]
 
     def __init__(
-        self,
-        max_messages: int,
-        max_bytes: int,
-        wake: Callable[[], None] = no_waiter,
-        overflow: Overflow = Overflow(),
+        self, max_messages: int, max_bytes: int, wake: Callable[[], None] = no_waiter, overflow: Overflow = Overflow()
     ) -> None:
         super().__init__(max_messages, max_bytes, gap_frame, wake, overflow)
 

@@ -19,7 +19,7 @@ from .broadcast import Broadcast, Outbox
 from .eventbus import SaltEvent
 from .formatted import FormattedStream, FormattedView
 from .kinds import StreamKind
-from .messages import SSE_KEEPALIVE, event_json
+from .messages import SSE_KEEPALIVE, SSE_KEEPALIVE_INTERVAL, event_json
 from .salt_calls import SaltCall
 
 # each stream's route name → its kind (``name in STREAM_NAMES``; a name no stream has is a KeyError)
@@ -42,6 +42,7 @@ class EventStreams:
         self.dispatched = 0  # events seen, for logs and metrics
         self.tokens: dict[str, int] = {}  # token → attached connections holding it
         self._bus_down: dict[StreamKind, bytes] | None = None  # the down notice per kind, while down
+        self._next_keepalive: float | None = None  # see tick
 
     def attach(self, name: str, outbox: Outbox, token: str, delta: bool = False) -> list[SaltCall]:
         """Subscribe ``outbox`` to stream ``name`` (a :class:`StreamKind` or its
@@ -97,6 +98,15 @@ class EventStreams:
         self._bus_down = framed if notice.tag == BUS_DOWN_TAG else None
         for broadcast in self._every:
             broadcast.publish(framed[broadcast.kind])
+
+    def tick(self, now: float) -> None:
+        """Call about once a second with the binding's monotonic ``now``: every
+        ``SSE_KEEPALIVE_INTERVAL`` s, :meth:`keepalive` (timed from the first tick)."""
+        if self._next_keepalive is None:
+            self._next_keepalive = now + SSE_KEEPALIVE_INTERVAL
+        elif now >= self._next_keepalive:
+            self._next_keepalive = now + SSE_KEEPALIVE_INTERVAL
+            self.keepalive()
 
     def keepalive(self) -> None:
         """Send ``/events`` clients a comment, so idle streams survive proxies."""

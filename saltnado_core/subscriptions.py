@@ -54,11 +54,7 @@ class Subscription(BoundedQueue[SaltEvent]):
     _queue: deque[SaltEvent]
 
     def __init__(
-        self,
-        max_events: int,
-        max_bytes: int,
-        wake: Callable[[], None] = no_waiter,
-        overflow: Overflow = Overflow(),
+        self, max_events: int, max_bytes: int, wake: Callable[[], None] = no_waiter, overflow: Overflow = Overflow()
     ) -> None:
         super().__init__(max_events, max_bytes, gap_event, wake, overflow)
         self.ended = False  # the server stopped: nothing more will arrive

@@ -21,7 +21,6 @@ from typing import Any
 from saltnado_core import App, EventStreams, SaltCall, ServerConnection, Settings
 from saltnado_core.buslink import EventBusLink
 from saltnado_core.driving import Served, serve_requests
-from saltnado_core.messages import SSE_KEEPALIVE_INTERVAL
 from saltnado_core.pacing import Pacing
 from saltnado_core.revocation import TokenRecheck
 from saltnado_core.salt_calls import GetToken, MasterUnavailable
@@ -55,7 +54,6 @@ class Service:
         self.bridge = SaltBridge(master_opts, on_salt_loaded=redact_salt_logs)
         self.connections: dict[ServerConnection, Callable[[], None]] = {}  # → its writer's wake
         self.recheck = TokenRecheck()
-        self._last_keepalive = time.monotonic()
         # Salt calls in progress that need the master, each with how to give up on it
         self._master_calls: set[Callable[[], None]] = set()
 
@@ -123,9 +121,7 @@ class Service:
             expired = conn.expire(now)
             if conn.tick(monotonic) or expired:  # timeouts and pings (limits.timeouts)
                 wake()
-        if monotonic - self._last_keepalive >= SSE_KEEPALIVE_INTERVAL:
-            self._last_keepalive = monotonic
-            self.streams.keepalive()
+        self.streams.tick(monotonic)  # /events keep-alive comments
 
     def recheck_tokens(self, salt: SaltRunner, spawn: Spawn) -> None:
         """Every tick, beside :meth:`tick`: ask Salt once about each distinct token

@@ -187,6 +187,20 @@ def test_events_stream_framing_is_literal() -> None:
     assert conn.data_to_send() == b"e\r\n: keep-alive\n\n\r\n"
 
 
+def test_events_keepalive_is_timed_by_the_streams_tick() -> None:
+    from saltnado_core.messages import SSE_KEEPALIVE_INTERVAL
+
+    conn, streams = sse_connection()
+    conn.data_to_send()
+    streams.tick(1000.0)  # the first tick starts the clock
+    streams.tick(1000.0 + SSE_KEEPALIVE_INTERVAL - 0.5)
+    assert conn.data_to_send() == b""
+    streams.tick(1000.0 + SSE_KEEPALIVE_INTERVAL)
+    assert conn.data_to_send() == b"e\r\n: keep-alive\n\n\r\n"
+    streams.tick(1000.0 + SSE_KEEPALIVE_INTERVAL + 1)
+    assert conn.data_to_send() == b""  # one per interval
+
+
 def test_events_stream_ends_when_the_token_expires() -> None:
     conn, streams = sse_connection()
     conn.data_to_send()
