@@ -102,7 +102,9 @@ class Service:
         ``shutdown_timeout`` setting); answer those left 503; give their answers
         ``pacing.shutdown_flush`` s to be written. ``sleep`` is the loop's own."""
         self.close_all()
-        await self._until_no_connections(self.settings.limits.timeouts.shutdown_timeout if grace is None else grace, sleep)
+        if grace is None:
+            grace = self.settings.limits.timeouts.shutdown_timeout
+        await self._until_no_connections(grace, sleep)
         self.abandon_requests()
         await self._until_no_connections(self.pacing.shutdown_flush, sleep)
 
