@@ -312,7 +312,7 @@ def test_preflight_for_an_allowed_origin_is_literal() -> None:
     )
     assert out == (
         b"HTTP/1.1 204 No Content\r\nserver: saltnado\r\n"
-        b"access-control-allow-headers: X-Auth-Token, Content-Type\r\n"
+        b"access-control-allow-headers: Accept, Content-Type, X-Auth-Token, X-Requested-With\r\n"
         b"access-control-allow-methods: OPTIONS, GET, POST\r\n"
         b"access-control-expose-headers: X-Auth-Token\r\n"
         b"access-control-max-age: 1400\r\n"
@@ -320,6 +320,28 @@ def test_preflight_for_an_allowed_origin_is_literal() -> None:
         b"vary: Origin\r\n"
         b"access-control-allow-credentials: true\r\n\r\n"
     )
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        b"X-Auth-Token,\tX-Evil\xff\x85 <script>",  # a tab, obs-text, a C1 control (NEL), markup
+        b"X-Auth-Token, " + b"X-Pad, " * 2000,  # 14 KB asked for: answered with the same few bytes
+        b"",
+    ],
+)
+def test_preflight_names_a_fixed_list_never_what_was_asked(asked: bytes) -> None:
+    settings = dataclasses.replace(SETTINGS, cors_origin=["https://*.corp.example"])
+    out = Client(EventStreams(), settings).feed(
+        b"OPTIONS / HTTP/1.1\r\nHost: salt.example:8000\r\nOrigin: https://ui.corp.example\r\n"
+        b"Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: " + asked + b"\r\n\r\n"
+    )
+    assert out.startswith(
+        b"HTTP/1.1 204 No Content\r\nserver: saltnado\r\n"
+        b"access-control-allow-headers: Accept, Content-Type, X-Auth-Token, X-Requested-With\r\n"
+        b"access-control-allow-methods: OPTIONS, GET, POST\r\n"
+    )
+    assert b"Evil" not in out and b"Pad" not in out and len(out) < 400
 
 
 def test_preflight_for_another_origin_allows_nothing() -> None:
