@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,12 @@ DEFAULT_SOCK_DIR = "/var/run/salt/master"
 # Clients saltnado can dispatch to. Salt (since 3006) refuses any netapi client
 # not listed in the master's ``netapi_enable_clients``.
 SUPPORTED_CLIENTS = ("local", "local_async", "runner", "runner_async", "wheel", "wheel_async")
+
+# RFC 9110 §5.1: field-name = token; §5.6.2: token = 1*tchar
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# The headers that carry saltnado's own session token: webhook_headers may not list them
+# (every subscriber of the event bus would see the token).
+SESSION_HEADERS = ("x-auth-token", "cookie")
 
 
 class ConfigError(ValueError):
@@ -86,6 +93,9 @@ class Settings:
     netapi_enable_clients: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     webhook_disable_auth: bool = False
+    # the only request headers (lower-cased) a /hook event carries; None: all but the
+    # credential-like ones (saltnado_core.rest.hook_may_carry)
+    webhook_headers: tuple[str, ...] | None = None
     formatted_max_jobs: int = 1000  # /formatted_events keeps at most this many jobs
     formatted_max_job_age: float | None = None  # … and, if set, none older (seconds)
     num_processes: int = 1  # server processes sharing the port; <= 0: one per CPU
@@ -153,6 +163,7 @@ class Settings:
             netapi_enable_clients=tuple(opts.get("netapi_enable_clients") or ()),
             limits=limits,
             webhook_disable_auth=bool(block.get("webhook_disable_auth", False)),
+            webhook_headers=_webhook_headers(block),
             formatted_max_jobs=_int(block, "formatted_max_jobs", 1000),
             formatted_max_job_age=float(_int(block, "formatted_max_job_age", 0)) or None,
             num_processes=_int(block, "num_processes", 1),
@@ -177,6 +188,27 @@ def _overflow(block: Mapping[str, Any]) -> Overflow:
     if len(reason.encode("utf-8")) > 123:  # RFC 6455 §5.5: a control frame's payload <= 125 bytes
         raise ConfigError("'rest_tornado: slow_client_close_reason' must be at most 123 bytes of UTF-8")
     return Overflow(code, reason, policy)
+
+
+def _webhook_headers(block: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """``webhook_headers``: a list of header names → lower-cased (``[]``: no headers);
+    absent → None (every header but the credential-like ones)."""
+    value: Any = block.get("webhook_headers")
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f"'rest_tornado: webhook_headers' must be a list of header names, got {value!r}")
+    names = []
+    for name in value:
+        if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
+            raise ConfigError(f"'rest_tornado: webhook_headers' holds {name!r}, which is not a header name")
+        if name.lower() in SESSION_HEADERS:
+            raise ConfigError(
+                f"'rest_tornado: webhook_headers' may not list {name}: it carries the caller's session token, "
+                "which every event subscriber would see"
+            )
+        names.append(name.lower())
+    return tuple(names)
 
 
 def _timeouts(block: Mapping[str, Any]) -> Timeouts:

@@ -9,6 +9,7 @@ every difference.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -41,8 +42,12 @@ class Unauthorized(HTTPError):
 
 
 UNAUTHORIZED = Unauthorized
-# Headers that carry credentials never go into a hook event (every subscriber sees it).
-SECRET_HEADERS = {"x-auth-token", "cookie", "authorization", "proxy-authorization"}
+# A hook event goes to every subscriber of the event bus, so by default no header whose
+# name looks like it carries a credential goes into it: X-Auth-Token, Cookie, Cookie2,
+# Authorization, Proxy-Authorization, X-Forwarded-Authorization, X-Api-Key, X-Gitlab-Token,
+# X-Hub-Signature-256, X-Session-Id … (a word list: a deny-list of names always misses one).
+# ``webhook_headers`` replaces this with an allow-list.
+CREDENTIAL_WORDS = re.compile("auth|token|key|secret|cookie|session|passw|signature|credential")
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -248,11 +253,19 @@ def hook(ctx: Context) -> Handler:
     headers = {
         "-".join(word.capitalize() for word in name.split("-")): value
         for name, value in ctx.request.headers
-        if name not in SECRET_HEADERS
+        if hook_may_carry(name, ctx.settings.webhook_headers)
     }
     data = {"post": payload if payload is not None else {}, "get": query_args(ctx.request), "headers": headers}
     sent = yield FireEvent(f"salt/netapi/hook{suffix}", data)
     return ctx.reply(200, {"success": bool(sent)})
+
+
+def hook_may_carry(name: str, allowed: tuple[str, ...] | None) -> bool:
+    """May the (lower-cased) header ``name`` go into a hook event? Only one of
+    ``allowed`` (``webhook_headers``) when set, else any not credential-like."""
+    if allowed is not None:
+        return name in allowed
+    return CREDENTIAL_WORDS.search(name) is None
 
 
 # -- websockets ----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -145,6 +146,29 @@ def test_bad_timeout(value: Any) -> None:
 def test_limits_must_be_positive(key: str) -> None:
     with pytest.raises(ConfigError, match=f"'rest_tornado: {key}' must be at least 1, got 0"):
         Settings.from_opts({"rest_tornado": {"port": 8000, "disable_ssl": True, key: 0}})
+
+
+def test_webhook_headers_are_lower_cased_names() -> None:
+    assert Settings.from_opts(PLAIN).webhook_headers is None
+    block = {**PLAIN["rest_tornado"], "webhook_headers": ["X-GitHub-Event", "X-Hub-Signature-256"]}
+    assert Settings.from_opts({"rest_tornado": block}).webhook_headers == ("x-github-event", "x-hub-signature-256")
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("X-GitHub-Event", "must be a list of header names, got 'X-GitHub-Event'"),
+        ({"X-GitHub-Event": 1}, "must be a list of header names"),
+        (["X GitHub Event"], "holds 'X GitHub Event', which is not a header name"),
+        (["X-Evil\r\nSet-Cookie"], "which is not a header name"),
+        ([7], "holds 7, which is not a header name"),
+        (["X-Auth-Token"], "may not list X-Auth-Token: it carries the caller's session token"),
+        (["cookie"], "may not list cookie"),
+    ],
+)
+def test_bad_webhook_headers(value: Any, error: str) -> None:
+    with pytest.raises(ConfigError, match=f"'rest_tornado: webhook_headers' (holds .*, )?{re.escape(error)}"):
+        Settings.from_opts({"rest_tornado": {**PLAIN["rest_tornado"], "webhook_headers": value}})
 
 
 def test_no_netapi_clients_enabled_by_default() -> None:

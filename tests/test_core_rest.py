@@ -157,6 +157,39 @@ def test_hook_strips_credentials_from_the_event() -> None:
     assert json.loads(response.body) == {"success": True}
 
 
+HOOK_HEADERS = (
+    b"POST /hook/ci HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+    b"X-Auth-Token: " + TOKEN.encode() + b"\r\nCookie: session_id=" + TOKEN.encode() + b"\r\n"
+    b"Cookie2: $Version=1\r\nAuthorization: Basic Zm9v\r\nProxy-Authorization: Basic YmFy\r\n"
+    b"X-Forwarded-Authorization: Bearer fwd\r\nX-Api-Key: k3y\r\nX-Gitlab-Token: gl\r\n"
+    b"X-Hub-Signature-256: sha256=ab\r\nX-Session-Id: s1\r\nX-Client-Secret: cs\r\nX-Password: pw\r\n"
+    b"X-GitHub-Event: push\r\nUser-Agent: GitHub-Hookshot/1\r\n\r\n{}"
+)
+
+
+def hooked_headers(**block: Any) -> dict[str, str]:
+    """The headers the hook event fired for :data:`HOOK_HEADERS` carries."""
+    driver = Driver(ServerConnection(Limits(), EventStreams()), App(settings(**block)), {GetToken: RECORD, FireEvent: True}, now=NOW)
+    assert driver.feed(HOOK_HEADERS).endswith(b'{"success": true}')
+    fired = driver.calls[-1]
+    assert isinstance(fired, FireEvent) and fired.tag == "salt/netapi/hook/ci"
+    return fired.data["headers"]  # type: ignore[no-any-return]
+
+
+def test_hook_events_carry_no_credential_like_header() -> None:
+    assert hooked_headers() == {
+        "Host": "t", "Content-Type": "application/json", "Content-Length": "2",
+        "X-Github-Event": "push", "User-Agent": "GitHub-Hookshot/1",
+    }
+
+
+def test_hook_events_carry_only_the_webhook_headers_when_set() -> None:
+    # e.g. a reactor that checks GitHub's HMAC needs X-Hub-Signature-256: the operator says so.
+    headers = hooked_headers(webhook_headers=["X-GitHub-Event", "x-hub-signature-256", "X-Not-Sent"])
+    assert headers == {"X-Github-Event": "push", "X-Hub-Signature-256": "sha256=ab"}
+    assert hooked_headers(webhook_headers=[]) == {}
+
+
 def test_hook_without_auth_when_disabled() -> None:
     req = request("POST", "/hook", b"{}", content_type="application/json")
     response, calls = handle(App(settings(webhook_disable_auth=True)), req, {FireEvent: False}, now=NOW)

@@ -214,7 +214,7 @@ async def test_events_stream_and_hook_without_the_token(server: RunningServer, t
         try:
             hooked = call(
                 server.port, "POST", "/hook/ci/build?x=1", {"revision": "aa22"}, token,
-                headers={"X-My-Secret": "s3", "Cookie": f"session_id={token}"},
+                headers={"X-My-Secret": "s3", "X-My-Header": "h", "Cookie": f"session_id={token}"},
             )
             buf = head
             while b"salt/netapi/hook/ci/build" not in buf:
@@ -239,7 +239,8 @@ async def test_events_stream_and_hook_without_the_token(server: RunningServer, t
     assert json.loads(sse) == message  # the same JSON on both streams
     data = message["data"]
     assert data["post"] == {"revision": "aa22"} and data["get"] == {"x": "1"}
-    assert data["headers"]["X-My-Secret"] == "s3" and data["headers"]["Content-Type"] == "application/json"
+    assert data["headers"]["X-My-Header"] == "h" and data["headers"]["Content-Type"] == "application/json"
+    assert "X-My-Secret" not in data["headers"]  # credential-like names are not broadcast either
     assert token not in json.dumps(data)  # X-Auth-Token and Cookie are not broadcast
 
 
