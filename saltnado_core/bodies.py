@@ -42,11 +42,16 @@ def parse_form(text: str, into: dict[str, Any] | None = None) -> dict[str, Any]:
     return out
 
 
+def media_type(request: Request) -> str:
+    """The ``Content-Type`` without parameters, lower-cased; ``""`` when there is none."""
+    return (request.header("content-type") or "").split(";", 1)[0].strip().lower()
+
+
 def parse_body(request: Request) -> Any:
     """The decoded body, or None when there is none."""
     if not request.body:
         return None
-    content_type = (request.header("content-type") or "").split(";", 1)[0].strip().lower()
+    content_type = media_type(request)
     try:
         text = request.body.decode("utf-8")
     except UnicodeDecodeError:

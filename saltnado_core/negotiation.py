@@ -70,18 +70,22 @@ def allowed_origin(origin: str | None, cors_origin: str | Sequence[str] | None) 
     return None
 
 
-def websocket_origin_allowed(origin: str, host: str | None, cors_origin: str | Sequence[str] | None) -> bool:
-    """May a browser page from ``origin`` open a websocket to this server (reached as ``host``)?
-
-    Its own origin may (the ``Origin``'s host and port are the ``Host`` header:
-    Tornado's default ``check_origin``, which the reference uses when
-    ``cors_origin`` is unset); any other only if ``cors_origin`` allows it.
-    A request without ``Origin`` does not come from a browser: check that before.
-    """
+def same_origin(origin: str, host: str | None) -> bool:
+    """Is ``origin`` this server's own: its host and port those of the ``Host``
+    header (Tornado's default ``check_origin``)? The scheme is not compared: one
+    port serves one scheme."""
     try:
         netloc = urlsplit(origin).netloc
     except ValueError:  # e.g. an unbalanced "[" in the host
         netloc = ""
-    if netloc and host and netloc.lower() == host.strip().lower():
-        return True
-    return allowed_origin(origin, cors_origin) is not None
+    return bool(netloc and host and netloc.lower() == host.strip().lower())
+
+
+def websocket_origin_allowed(origin: str, host: str | None, cors_origin: str | Sequence[str] | None) -> bool:
+    """May a browser page from ``origin`` open a websocket to this server (reached as ``host``)?
+
+    Its own origin may (:func:`same_origin`, which the reference uses when
+    ``cors_origin`` is unset); any other only if ``cors_origin`` allows it.
+    A request without ``Origin`` does not come from a browser: check that before.
+    """
+    return same_origin(origin, host) or allowed_origin(origin, cors_origin) is not None

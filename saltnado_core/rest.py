@@ -24,6 +24,7 @@ from .outcomes import (
     Handler,
 )
 from .bodies import parse_body
+from .csrf import check_cookie_use
 from .http import HTTPError, Request, Response, websocket_key
 from .kinds import StreamKind, Transport, stream_kind
 from .negotiation import websocket_origin_allowed
@@ -57,6 +58,14 @@ def allow(ctx: Context, *methods: str) -> None:
 
 
 def cookie(request: Request, name: str) -> str | None:
+    """The value of the first cookie called ``name``, across every ``Cookie`` header
+    in order; None when there is none.
+
+    ``session_id=a; session_id=b`` (or two ``Cookie`` headers) gives ``a``, even when
+    ``a`` is no token: RFC 6265 §5.4 has a browser list cookies with longer paths
+    first, then older ones, so the first is the one its own rule prefers; a server
+    sees neither path nor age. Most frameworks take the first too.
+    """
     for key, value in request.headers:
         if key == "cookie":
             for part in value.split(";"):
@@ -66,14 +75,23 @@ def cookie(request: Request, name: str) -> str | None:
     return None
 
 
-def request_token(request: Request) -> str | None:
-    """``X-Auth-Token`` (wins) or the ``session_id`` cookie."""
-    return request.header(AUTH_TOKEN_HEADER) or cookie(request, AUTH_COOKIE_NAME)
+def request_token(ctx: Context) -> str | None:
+    """``X-Auth-Token`` (wins) or the ``session_id`` cookie; 403 when the cookie
+    is on a request a page of another origin may have forged
+    (:mod:`saltnado_core.csrf`)."""
+    token = ctx.request.header(AUTH_TOKEN_HEADER)
+    if token:
+        return token
+    token = cookie(ctx.request, AUTH_COOKIE_NAME)
+    if token is not None:
+        check_cookie_use(ctx.request, ctx.settings.cors_origin)
+    return token
 
 
 def authenticate(ctx: Context) -> Generator[SaltCall, Any, tuple[str, Mapping[str, Any]]]:
-    """The request's token if Salt's token store says it is valid → (token, its record); else 401."""
-    token = request_token(ctx.request)
+    """The request's token if Salt's token store says it is valid → (token, its record); else 401
+    (403 for a forged cookie, see :func:`request_token`)."""
+    token = request_token(ctx)
     if not token or not is_token_shaped(token, ctx.settings.token_length):
         raise UNAUTHORIZED
     return token, (yield from token_record(ctx, token))
@@ -228,7 +246,7 @@ def jobs(ctx: Context) -> Handler:
 def run(ctx: Context) -> Handler:
     """Lowstate with credentials in each chunk; no session needed."""
     allow(ctx, "POST")
-    return (yield from run_lowstate(ctx, body(ctx), request_token(ctx.request)))
+    return (yield from run_lowstate(ctx, body(ctx), request_token(ctx)))
 
 
 # -- /events, /hook ----------------------------------------------------------------

@@ -189,6 +189,17 @@ async def test_cookie_auth(server: RunningServer, token: str) -> None:
     assert status == 200 and "minion1" in body["return"][0]
 
 
+async def test_a_cookie_form_post_needs_an_origin_of_ours(server: RunningServer, token: str) -> None:
+    form, form_type = "client=local&tgt=minion1&fun=test.ping", "application/x-www-form-urlencoded"
+    cookie = {"Cookie": f"session_id={token}"}
+    forged = {**cookie, "Origin": "http://evil.example"}
+    status, _, body = await api(server.port, "POST", "/", form, content_type=form_type, headers=forged)
+    assert status == 403 and "cross-site request forgery" in body["return"]
+    own = {**cookie, "Origin": f"http://127.0.0.1:{server.port}"}  # http.client's Host
+    status, _, body = await api(server.port, "POST", "/", form, content_type=form_type, headers=own)
+    assert (status, body) == (200, {"return": [{"minion1": True}]})
+
+
 async def test_preflight_without_request_headers(server: RunningServer) -> None:
     status, headers, _ = await api(server.port, "OPTIONS", "/")
     assert status == 204
