@@ -5,9 +5,10 @@ Both bindings call ``ServerConnection.tick(now)`` on every open connection once 
 cost of one sweep (µs, and ns per connection) on idle streaming websockets — the
 common case at fan-out scale — in three states: between pings, at the tick that
 pings them all, and at the tick after (each awaiting its pong); the token re-check
-that runs beside it (``TokenRecheck.calls``: which distinct stream tokens to ask Salt
-about; it costs per distinct token, not per connection), with one token for all
-streams and one token each; and the memory of one
+that runs beside it (``TokenRecheck.calls``: which Salt calls to run — one listing of
+the token store, whatever the number of tokens; ``benchmarks/token_recheck.py`` runs
+them against a real token store), with one token for all streams and one token
+each; and the memory of one
 idle streaming connection (tracemalloc). No sockets, no event loop.
 
     .venv/bin/python benchmarks/core_ticks.py [--connections 1000,10000]
@@ -79,7 +80,7 @@ def run(n: int) -> dict[str, float]:
 
 
 def recheck_us(n: int, distinct_tokens: bool) -> tuple[float, int]:
-    """One tick's ``TokenRecheck.calls`` over ``n`` streams (µs, best of 5) → GetToken calls."""
+    """One tick's ``TokenRecheck.calls`` over ``n`` streams (µs, best of 5) → Salt calls."""
     streams = EventStreams()
     streaming(n, streams, distinct_tokens)
     best, calls = float("inf"), 0
@@ -120,7 +121,7 @@ def main() -> None:
             us, calls = recheck_us(n, distinct)
             print(
                 f"{n:>6} streams, {'one token each' if distinct else 'one token':>14}: token re-check {us:8.0f} µs "
-                f"per tick → {calls} GetToken call(s) for the worker threads"
+                f"per tick → {calls} Salt call(s) for the worker threads"
             )
     print(f"memory per idle streaming websocket (core objects): {bytes_per_idle_websocket() / 1024:.2f} KiB")
 

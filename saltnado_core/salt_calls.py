@@ -30,6 +30,16 @@ class GetToken:
 
 
 @dataclass(frozen=True, slots=True)
+class ScanTokenStore:
+    """One listing of Salt's token store, if it is a directory of files (the default
+    ``localfs`` cache: ``<cachedir>/tokens/<token>.p``) → ``{token: stamp}`` for every
+    token file, the stamp (an int) changing whenever the file is rewritten (Salt's cache
+    writes a new file and renames it over the old one); ``{}`` if the directory is
+    gone (Salt's ``flush`` of the whole bank); None if the store is not a directory
+    (``rediscluster``, a ``redis``/``consul``/… cache driver)."""
+
+
+@dataclass(frozen=True, slots=True)
 class GetAuthList:
     """``LoadAuth.get_auth_list({"token": …}, token=record)`` for a valid token's
     record (from :class:`GetToken`) → the permission entries Salt enforces for it
@@ -74,11 +84,14 @@ class FireEvent:
     data: Mapping[str, Any] = field(repr=False)
 
 
-SaltCall = MakeToken | GetToken | GetAuthList | PublishGrains | RemoveToken | RunLowstate | FireEvent
+SaltCall = (
+    MakeToken | GetToken | ScanTokenStore | GetAuthList | PublishGrains | RemoveToken | RunLowstate | FireEvent
+)
 
 # Calls that reach the running master (its request server or event bus). Tokens
 # and eauth are local (the master's cache on disk, its config), so MakeToken,
-# GetToken, GetAuthList and RemoveToken still work while the master is stopped.
+# GetToken, ScanTokenStore, GetAuthList and RemoveToken still work while the
+# master is stopped.
 _NEEDS_MASTER = (PublishGrains, RunLowstate, FireEvent)
 
 

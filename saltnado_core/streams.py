@@ -7,10 +7,10 @@ leaves with :meth:`detach`; both are by stream name, as routed: a
 :class:`~saltnado_core.kinds.StreamKind`, which frames what its clients are
 sent (events, gap notices, the server's notices). The tokens of
 attached connections are counted (:attr:`EventStreams.tokens`), so the periodic
-re-check of stream tokens with Salt costs one look per distinct token, not one
-per connection. :meth:`EventStreams.notify` sends the server's own notices (the
-event bus going down and coming back) to every stream, ``/formatted_events``
-included.
+re-check of stream tokens with Salt (:mod:`~saltnado_core.revocation`) works on
+distinct tokens, not connections. :meth:`EventStreams.notify` sends the
+server's own notices (the event bus going down and coming back) to every
+stream, ``/formatted_events`` included.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from saltnado_core import App, EventStreams, SaltCall, ServerConnection, Setting
 from saltnado_core.buslink import EventBusLink
 from saltnado_core.driving import Served, serve_requests
 from saltnado_core.pacing import Pacing
-from saltnado_core.revocation import TokenRecheck
-from saltnado_core.salt_calls import GetToken, MasterUnavailable
+from saltnado_core.revocation import RecheckCall, TokenRecheck
+from saltnado_core.salt_calls import MasterUnavailable
 from saltnado_core.subscriptions import Subscriptions
 from saltnado_core.tokens import redact_path
 from saltnado_salt import SaltBridge
@@ -126,20 +126,21 @@ class Service:
         self.streams.tick(monotonic)  # /events keep-alive comments
 
     def recheck_tokens(self, salt: SaltRunner, spawn: Spawn) -> None:
-        """Every tick, beside :meth:`tick`: ask Salt once about each distinct token
-        held by an open stream (worker threads); streams whose token was revoked
-        are closed with 1008 (``/events``: ended)."""
+        """Every tick, beside :meth:`tick`: the re-check of open streams' tokens the
+        core asks for (:mod:`saltnado_core.revocation`: one listing of Salt's token
+        store, a few ``get_tok``), in worker threads; streams whose token was
+        revoked are closed with 1008 (``/events``: ended)."""
         for call in self.recheck.calls(self.streams.tokens):
             spawn(partial(self._recheck_token, call, salt))
 
-    async def _recheck_token(self, call: GetToken, salt: SaltRunner) -> None:
+    async def _recheck_token(self, call: RecheckCall, salt: SaltRunner) -> None:
         try:
-            record = await salt(call)
+            answer = await salt(call)
         except Exception as exc:
             self.recheck.failed(call)
-            log.warning("re-checking a stream's token failed (the stream stays open): %s", type(exc).__name__)
+            log.warning("re-checking streams' tokens failed (the streams stay open): %s", type(exc).__name__)
             return
-        for conn in self.recheck.done(call, record, time.time(), self.connections):
+        for conn in self.recheck.done(call, answer, time.time(), self.connections):
             self.connections.get(conn, _nothing)()
 
     # -- Salt calls --------------------------------------------------------------

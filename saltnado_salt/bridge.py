@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from saltnado_core import ConfigError, GetToken, MakeToken, SaltCall
-from saltnado_core.salt_calls import FireEvent, GetAuthList, PublishGrains, RemoveToken, RunLowstate
+from saltnado_core.salt_calls import FireEvent, GetAuthList, PublishGrains, RemoveToken, RunLowstate, ScanTokenStore
 
 
 class SaltBridge:
@@ -60,6 +60,8 @@ class SaltBridge:
             return self.load_auth().mk_token(load)
         if isinstance(call, GetToken):
             return self.load_auth().get_tok(call.token)
+        if isinstance(call, ScanTokenStore):
+            return self.scan_token_store()
         if isinstance(call, GetAuthList):
             # As the master computes it for a request carrying this token
             # (ClearFuncs → LoadAuth.check_authentication(load, "token")).
@@ -79,6 +81,30 @@ class SaltBridge:
         if isinstance(call, FireEvent):
             return self.fire_event(call.tag, dict(call.data))
         raise TypeError(f"unknown Salt call {call!r}")
+
+    def token_dir(self) -> str | None:
+        """The directory of Salt's token store, or None if it is not one. As
+        ``LoadAuth`` picks it: ``eauth_tokens.cache_driver`` "rediscluster" is the
+        old token module, any other driver (default: the ``cache`` option,
+        "localfs") a Salt cache whose bank "tokens" is, for localfs,
+        ``<cachedir>/tokens`` holding ``<token>.p`` (salt/cache/localfs.py)."""
+        driver = self.opts.get("eauth_tokens.cache_driver") or self.opts.get("cache") or "localfs"
+        if driver != "localfs":
+            return None
+        return os.path.join(self.opts["cachedir"], "tokens")
+
+    def scan_token_store(self) -> dict[str, int] | None:
+        """:class:`ScanTokenStore`: one listing of :meth:`token_dir`, each file's
+        inode as its stamp (read with the name, no ``stat``: Salt's cache writes a
+        temporary file and renames it over the token's, so a rewrite changes it)."""
+        path = self.token_dir()
+        if path is None:
+            return None
+        try:
+            with os.scandir(path) as entries:
+                return {entry.name[:-2]: entry.inode() for entry in entries if entry.name.endswith(".p")}
+        except FileNotFoundError:  # Salt's flush of the whole bank: no token is left
+            return {}
 
     def fire_event(self, tag: str, data: dict[str, Any]) -> bool:
         """Salt's own ``fire_event`` into the master's event bus (pull socket)."""

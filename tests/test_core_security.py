@@ -13,7 +13,7 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from saltnado_core import App, ConfigError, EventStreams, Limits, Phase, ServerConnection, Settings
 from saltnado_core.permissions import EVENTS_FORBIDDEN, may_read_events
-from saltnado_core.revocation import TokenRecheck
+from saltnado_core.revocation import TokenRecheck, TokenStore
 from saltnado_core.salt_calls import GetAuthList, GetToken, SaltCall
 from saltnado_core.testing import Driver, Unanswered
 from saltnado_core.tokens import redact_tokens
@@ -170,9 +170,17 @@ def test_stream_tokens_are_counted_as_streams_attach_and_detach() -> None:
     assert streams.tokens == {TOKEN: 2}
 
 
+def unlisted(streams: EventStreams) -> TokenRecheck:
+    """A re-check for a token store that cannot be listed (not localfs): GetToken in turn."""
+    recheck = TokenRecheck()
+    [scan] = recheck.calls(streams.tokens)
+    assert recheck.done(scan, None, NOW, []) == [] and recheck.store is TokenStore.UNLISTED
+    return recheck
+
+
 def test_one_recheck_per_distinct_stream_token() -> None:
     streams, clients = open_streams()
-    recheck = TokenRecheck()
+    recheck = unlisted(streams)
     conns = [client.conn for client in clients.values()]
     assert recheck.calls(streams.tokens) == [GetToken(TOKEN), GetToken(OTHER)]
     assert recheck.calls(streams.tokens) == []  # both still being checked
@@ -182,7 +190,7 @@ def test_one_recheck_per_distinct_stream_token() -> None:
 
 def test_a_revoked_token_closes_every_stream_holding_it() -> None:
     streams, clients = open_streams()
-    recheck = TokenRecheck()
+    recheck = unlisted(streams)
     conns = [client.conn for client in clients.values()]
     [check, _] = recheck.calls(streams.tokens)
     closed = recheck.done(check, {}, NOW, conns)  # Salt's get_tok: {} once the token is removed
@@ -227,7 +235,7 @@ def test_a_token_gone_at_its_expiry_is_expired_not_revoked() -> None:
 
 def test_a_failed_recheck_keeps_the_streams_and_asks_again() -> None:
     streams, clients = open_streams()
-    recheck = TokenRecheck()
+    recheck = unlisted(streams)
     [check, _] = recheck.calls(streams.tokens)
     recheck.failed(check)
     assert clients["ws1"].conn.phase is Phase.STREAMING and len(recheck) == 1
@@ -236,7 +244,7 @@ def test_a_failed_recheck_keeps_the_streams_and_asks_again() -> None:
 
 def test_a_stream_closed_while_its_token_is_checked_is_left_alone() -> None:
     streams, clients = open_streams()
-    recheck = TokenRecheck()
+    recheck = unlisted(streams)
     conn = clients["ws1"].conn
     [check, _] = recheck.calls(streams.tokens)
     conn.close(1001, "server shutting down")

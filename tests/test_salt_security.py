@@ -24,6 +24,7 @@ import yaml
 from conftest import BINDINGS, RunningServer, http, login, parse_response, running_server
 from saltnado_core import Settings
 from saltnado_core.permissions import EVENTS_FORBIDDEN
+from saltnado_core.revocation import TokenStore
 
 WS_HANDSHAKE = (
     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -169,6 +170,8 @@ async def test_revoked_tokens_close_their_streams_and_only_theirs(server: Runnin
     seen = await trio.to_thread.run_sync(scenario)
     assert seen["closes"] == {name: (1008, "token revoked") for name in ("all_events", "formatted_events", "logged_out")}
     assert seen["sse"].endswith(b"0\r\n\r\n")
+    # noticed by listing <cachedir>/tokens once a tick, not by a get_tok per token
+    assert server.server.service.recheck.store is TokenStore.LISTED
 
 
 async def test_expired_token_closes_its_streams(server: RunningServer) -> None:
