@@ -58,9 +58,9 @@ the outbox) is done in one place, :meth:`ServerConnection._go`.
 
 Timeouts (``limits.timeouts``) are kept without a clock: :meth:`tick` gets the
 binding's monotonic ``now``, and each wait (for the first request, the rest of a
-request, the next request, "websocket client ready", any sign of life after a
-ping) is timed from the first tick that sees it; ``_WAITS`` says what each
-wait's expiry does.
+request, the next request, "websocket client ready", any frame but a ping
+after a ping) is timed from the first tick that sees it; ``_WAITS`` says what
+each wait's expiry does. The same ticks refill a websocket's ping budget.
 """
 
 from __future__ import annotations
