@@ -41,21 +41,22 @@ from saltnado_salt import load_master_opts  # noqa: E402
 READY = bytes([0x81, 0x80 | 22]) + b"\0\0\0\0" + b"websocket client ready"  # mask 0: payload as is
 
 
+def upgrade(s: socket.socket, token: str) -> socket.socket:
+    """Make the connected socket ``s`` an ``/all_events`` websocket that said it is ready."""
+    s.sendall(
+        f"GET /all_events/{token} HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    s.sendall(READY)
+    return s
+
+
 def open_websockets(port: int, token: str, n: int) -> list[socket.socket]:
-    socks = []
-    for _ in range(n):
-        s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(
-            f"GET /all_events/{token} HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += s.recv(1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        s.sendall(READY)
-        socks.append(s)
-    return socks
+    return [upgrade(socket.create_connection(("127.0.0.1", port)), token) for _ in range(n)]
 
 
 def login(port: int, username: str) -> str:

@@ -249,6 +249,8 @@ class _Wake:
             if transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[1]:
                 if data := conn.data_to_send():
                     transport.write(data)
+                    if self.reading is not None:  # the reader may wait for what was written (input_paused)
+                        self.reading()
                 if conn.can_write_directly and not conn.wants_write:
                     return  # all written: no task switch
         self.task()

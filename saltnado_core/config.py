@@ -50,7 +50,7 @@ class Timeouts:
     header_timeout: float = 10.0  # a request's first byte → its head and body in full (408)
     keepalive_timeout: float = 60.0  # a response sent → the next request's first byte (closed)
     ws_ping_interval: float = 20.0  # a streaming websocket is pinged this often …
-    ws_pong_timeout: float = 20.0  # … and closed 1011 if it sends nothing for this long after
+    ws_pong_timeout: float = 20.0  # … and closed 1011 if it sends no frame but pings for this long after
     # SIGTERM/SIGINT (Server.shutdown): requests being answered get this long to
     # finish (then 503), websockets closed 1001 this long to answer the close
     shutdown_timeout: float = 10.0
@@ -64,6 +64,7 @@ class Limits:
     max_header_count: int = 100  # header fields in one request → 431 above this
     max_body_bytes: int = 1024 * 1024  # request body → 413 above this
     max_ws_message_bytes: int = 64 * 1024  # incoming websocket message → close 1009
+    max_ws_pings_per_second: int = 10  # pings a websocket client may send (bursts of as many) → close 1008
     outbox_max_messages: int = 10_000  # per streaming subscriber
     outbox_max_bytes: int = 16 * 1024 * 1024  # per streaming subscriber
     max_event_bytes: int = 16 * 1024 * 1024  # one event-bus message (Salt's own cap is 1 MiB)

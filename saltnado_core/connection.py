@@ -38,8 +38,9 @@ Questions (what the binding asks; it never reads the phase or the outbox):
   (``math.inf``: not yet). Once the connection is ending — its close frame is out,
   the client is cut off (outbox overflow, a timeout) or has closed its side — it
   is ``now + pacing.close_handshake`` from the first ask, then the same time;
-* ``input_paused`` — the client is not reading its responses: read nothing more
-  until the writer has taken ``data_to_send()``, then ask ``next_request()`` again;
+* ``input_paused`` — the client is not reading what it caused the server to say
+  (responses, pongs, a close echo), in any phase: read nothing more until the
+  writer has written ``data_to_send()``, then ask ``next_request()`` again;
 * ``can_write_directly`` — queued output is only stream messages, which a shared
   fan-out writer may write without waking this connection's own task (after
   writing, ``wants_write`` says whether anything is left);
@@ -57,9 +58,9 @@ the outbox) is done in one place, :meth:`ServerConnection._go`.
 
 Timeouts (``limits.timeouts``) are kept without a clock: :meth:`tick` gets the
 binding's monotonic ``now``, and each wait (for the first request, the rest of a
-request, the next request, "websocket client ready", any sign of life after a
-ping) is timed from the first tick that sees it; ``_WAITS`` says what each
-wait's expiry does.
+request, the next request, "websocket client ready", any frame but a ping
+after a ping) is timed from the first tick that sees it; ``_WAITS`` says what
+each wait's expiry does. The same ticks refill a websocket's ping budget.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class Wait(enum.Enum):
     REQUEST = "request"  # a request's first byte → all of it
     NEXT_REQUEST = "next_request"  # a response sent → the next request's first byte
     READY = "ready"  # 101 sent → "websocket client ready"
-    PONG = "pong"  # a ping sent → any bytes at all
+    PONG = "pong"  # a ping sent → any frame but a ping
 
 
 class Expiry(enum.Enum):
@@ -206,7 +207,7 @@ class ServerConnection:
         self._waiting: tuple[Wait, int] | None = None
         self._since = 0.0
         self._next_ping: float | None = None
-        self._pinged = False  # a ping is out and the client has sent nothing since
+        self._pinged = False  # a ping is out and the client has sent no frame but pings since
 
     # -- questions -------------------------------------------------------------
     @property
@@ -239,10 +240,20 @@ class ServerConnection:
 
     @property
     def input_paused(self) -> bool:
-        """More than ``limits.write_chunk_bytes`` of responses wait to be taken: a
-        client that pipelines requests without reading the answers is not read from
-        (TCP slows it down), so it holds a bounded amount of memory."""
-        return self._http is not None and self.phase is Phase.HTTP and self._http.backlog > self.limits.write_chunk_bytes
+        """More than ``limits.write_chunk_bytes`` of output the client caused waits
+        to be taken: HTTP responses, or on a websocket (waiting for ready, streaming
+        or closing) pongs and a close echo. A client that pipelines requests or
+        floods pings without reading the answers is not read from (TCP slows it
+        down), so it holds a bounded amount of memory: this much, what one read
+        adds, and what the writer is writing."""
+        return self.reply_backlog > self.limits.write_chunk_bytes
+
+    @property
+    def reply_backlog(self) -> int:
+        """Bytes of output the client caused (responses; pongs, a close echo) not yet
+        taken by :meth:`data_to_send`; stream messages are the outbox's, bounded apart."""
+        owed = self._http if self._ws is None else self._ws
+        return 0 if owed is None else owed.backlog
 
     @property
     def can_write_directly(self) -> bool:
@@ -282,7 +293,6 @@ class ServerConnection:
         if not data:
             self._eof = True
         if self._ws is not None:
-            self._pinged = False  # any bytes, a pong or not, show the client is there
             self._ws.receive_data(data)
             self._websocket_events()
         elif self._sse:  # a client has nothing to say on an event stream but goodbye
@@ -322,6 +332,8 @@ class ServerConnection:
 
     def _websocket_events(self) -> None:
         assert self._ws is not None
+        if self._ws.take_sign_of_life():  # the client reads: a pong, or any frame but a ping
+            self._pinged = False
         for event in self._ws.events():
             if isinstance(event, TextReceived):
                 # The reference streams after this exact text and ignores any other.
@@ -369,7 +381,10 @@ class ServerConnection:
         self._request = None
         self._prefix = http.data_to_send()
         self._http = None  # not used again: free h11's state
-        self._ws = WebSocketSession(max_message_bytes=self.limits.max_ws_message_bytes)
+        self._ws = WebSocketSession(
+            max_message_bytes=self.limits.max_ws_message_bytes,
+            max_pings_per_second=self.limits.max_ws_pings_per_second,
+        )
         self._go(Event.UPGRADE)
         if trailing:
             self._ws.receive_data(trailing)
@@ -420,7 +435,8 @@ class ServerConnection:
     # -- timeouts ------------------------------------------------------------
     def tick(self, now: float) -> bool:
         """Enforce ``limits.timeouts`` at ``now``, the binding's monotonic clock
-        (seconds), and ping a streaming websocket when due; call it every tick.
+        (seconds), ping a streaming websocket when due and refill a websocket's
+        ping budget (``limits.max_ws_pings_per_second``); call it every tick.
 
         A wait is timed from the first tick that sees it, so a timeout fires after
         its length plus at most two tick intervals, never before. Streams (an
@@ -428,8 +444,11 @@ class ServerConnection:
         timeouts. Returns True if the connection has new output or has finished:
         the binding wakes its writer.
         """
+        ws = self._ws
+        if ws is not None:
+            ws.refill_pings(now)
         if self.phase is Phase.STREAMING:  # the common case at scale: keep it short
-            return self._ws is not None and self._keep_alive(now)
+            return ws is not None and self._keep_alive(now)
         if self.phase is not Phase.HTTP and self.phase is not Phase.AWAIT_READY:
             return False  # closing (the binding times the close handshake) or done
         if self._opened is None:
@@ -466,8 +485,8 @@ class ServerConnection:
         return (Wait.NEXT_REQUEST, http.requests) if http.requests else None  # the first: see tick
 
     def _keep_alive(self, now: float) -> bool:
-        """A streaming websocket: ping it every interval; fail it if nothing at all
-        has come back ``ws_pong_timeout`` after the oldest unanswered ping."""
+        """A streaming websocket: ping it every interval; fail it if no frame but
+        pings has come back ``ws_pong_timeout`` after the oldest unanswered ping."""
         timeouts = self.limits.timeouts
         if self._pinged and 0 < timeouts.ws_pong_timeout <= now - self._since:
             return self._time_out(Wait.PONG)

@@ -1,13 +1,19 @@
 """Websocket server session on wsproto, after the HTTP upgrade.
 
 :class:`WebSocketSession` turns client bytes into complete :class:`TextReceived`
-messages (bounded by ``max_message_bytes`` → close 1009), answers pings, and
-runs the close handshake (RFC 6455 §5.5.1: echo the peer's close, then the TCP
-connection may close). A binary message is held to the same bound, then dropped
-unreported: the reference streams after one text message and ignores any other.
+messages (bounded by ``max_message_bytes`` → close 1009), answers pings (at
+most ``max_pings_per_second``, else close 1008), and runs the close handshake
+(RFC 6455 §5.5.1: echo the peer's close, then the TCP connection may close). A
+binary message is held to the same bound, then dropped unreported: the
+reference streams after one text message and ignores any other.
 Server messages are prebuilt frames handed to the binding directly (see
 :mod:`saltnado_core.messages`), which is safe because the session never
 fragments outgoing messages.
+
+Everything the client makes the session say (pongs, the close echo) waits in
+its output until taken; :attr:`WebSocketSession.backlog` counts it, so the
+connection can stop reading a client that floods pings without reading the
+answers (see ``ServerConnection.input_paused``).
 """
 
 from __future__ import annotations
@@ -49,12 +55,21 @@ class WebSocketSession:
     :func:`~saltnado_core.wsproto_idle.between_frames`, checked at import.
     """
 
-    def __init__(self, trailing_data: bytes = b"", max_message_bytes: int = 64 * 1024) -> None:
+    def __init__(
+        self, trailing_data: bytes = b"", max_message_bytes: int = 64 * 1024, max_pings_per_second: int = 10
+    ) -> None:
         self._wsproto: Connection | None = None
         self._max = max_message_bytes
         self._parts: list[str] = []  # the text message being received
         self._size = 0
         self._out: list[bytes] = []
+        self.backlog = 0  # bytes in _out: output not yet taken by data_to_send()
+        # The ping budget, a token bucket refilled by refill_pings(now): RFC 6455
+        # §5.5.2 has every ping answered, so each one a client sends costs output.
+        self._ping_rate = max_pings_per_second
+        self._pings_left = float(max_pings_per_second)
+        self._refilled: float | None = None
+        self._heard = False  # a frame other than a ping arrived (see take_sign_of_life)
         self._events: list[WebSocketEvent] = []
         self._close_reported = False
         self.closed = False  # no more frames can be sent; flush, then drop TCP
@@ -81,13 +96,11 @@ class WebSocketSession:
         else:
             self._ws.receive_data(data)
         for event in self._ws.events():
+            self._heard = self._heard or not isinstance(event, Ping)
             if isinstance(event, (TextMessage, BytesMessage)):
                 self._message_part(event)
             elif isinstance(event, Ping):
-                # Once our close is sent wsproto refuses a pong (and the peer
-                # expects none): answering would raise LocalProtocolError.
-                if self.open:
-                    self._send(event.response())
+                self._ping(event)
             elif isinstance(event, CloseConnection):
                 self._remote_close(event)
             if self.closed:
@@ -99,12 +112,26 @@ class WebSocketSession:
         events, self._events = self._events, []
         return events
 
+    def take_sign_of_life(self) -> bool:
+        """True if a frame other than a ping (a pong, a message, a close) arrived since
+        the last call: the peer reads what it is sent. Pings alone prove nothing — a
+        client flooding them need not read a byte — so they do not count."""
+        heard, self._heard = self._heard, False
+        return heard
+
+    def refill_pings(self, now: float) -> None:
+        """Give back ``max_pings_per_second`` pings per second since the last call
+        (``now``: the binding's monotonic clock), up to one second's worth."""
+        if self._refilled is not None:
+            self._pings_left = min(float(self._ping_rate), self._pings_left + self._ping_rate * (now - self._refilled))
+        self._refilled = now
+
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping (RFC 6455 §5.5.2); the peer's pong, like any frame, comes
         back through :meth:`receive_data` and is not reported."""
         if self.open:  # built here: a released wsproto connection stays released
             assert len(payload) <= 125, "RFC 6455 §5.5: a control frame's payload is at most 125 bytes"
-            self._out.append(bytes((0x89, len(payload))) + payload)
+            self._queue(bytes((0x89, len(payload))) + payload)
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the close handshake (no-op once closing)."""
@@ -118,11 +145,27 @@ class WebSocketSession:
     def data_to_send(self) -> bytes:
         out = b"".join(self._out)
         self._out.clear()
+        self.backlog = 0
         return out
 
     # -- internals -------------------------------------------------------
+    def _queue(self, frame: bytes) -> None:
+        self._out.append(frame)
+        self.backlog += len(frame)
+
     def _send(self, event: Pong | CloseConnection) -> None:
-        self._out.append(self._ws.send(event))
+        self._queue(self._ws.send(event))
+
+    def _ping(self, event: Ping) -> None:
+        # Once our close is sent wsproto refuses a pong (and the peer
+        # expects none): answering would raise LocalProtocolError.
+        if not self.open:
+            return
+        if self._pings_left < 1:  # RFC 6455 §7.4.1: 1008, "a message that violates its policy"
+            self.close(CloseCode.POLICY_VIOLATION, f"more than {self._ping_rate} pings a second")
+            return
+        self._pings_left -= 1
+        self._send(event.response())
 
     def _message_part(self, event: TextMessage | BytesMessage) -> None:
         if not self.open:  # RFC 6455 §5.5.1: after sending close, ignore data

@@ -266,9 +266,15 @@ class _DirectWrites:
     async def run(self) -> None:
         while True:
             await self._wake.wait()
-            marked, self._marked = self._marked, {}
-            for direct in marked:
-                direct.flush()
+            self._flush_marked()
+
+    def _flush_marked(self) -> None:
+        # A function of its own: its locals (the batch, the last connection) are
+        # gone once it returns, not kept while run() waits for the next batch (a
+        # connection that ended meanwhile would stay referenced, backlog and all).
+        marked, self._marked = self._marked, {}
+        for direct in marked:
+            direct.flush()
 
 
 class _Direct:
@@ -317,6 +323,8 @@ class _Direct:
                 self.pending = data[sent:]
                 break
             data = conn.data_to_send()
+        if self.reading is not None:  # the reader may wait for what was written (input_paused)
+            self.reading()
         if self.pending or not conn.can_write_directly:
             self.writer()  # the socket is full, or the rest (HTTP, a close) is the writer's
 

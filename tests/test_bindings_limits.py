@@ -68,8 +68,9 @@ def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     return status, headers, body
 
 
-def _upgrade(port: int, token: str, ready: bool) -> tuple[socket.socket, bytes]:
-    sock = _connect(port)
+def _upgrade(port: int, token: str, ready: bool, sock: socket.socket | None = None) -> tuple[socket.socket, bytes]:
+    """An ``/all_events`` websocket (on ``sock`` if given, connected) and what came after the 101."""
+    sock = sock or _connect(port)
     sock.sendall(
         f"GET /all_events/{token} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()

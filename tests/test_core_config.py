@@ -171,6 +171,15 @@ def test_bad_webhook_headers(value: Any, error: str) -> None:
         Settings.from_opts({"rest_tornado": {**PLAIN["rest_tornado"], "webhook_headers": value}})
 
 
+def test_websocket_ping_budget_is_a_config_key() -> None:
+    plain = {"port": 8000, "disable_ssl": True}
+    assert Settings.from_opts({"rest_tornado": plain}).limits.max_ws_pings_per_second == 10
+    limits = Settings.from_opts({"rest_tornado": {**plain, "max_ws_pings_per_second": "3"}}).limits
+    assert limits.max_ws_pings_per_second == 3
+    with pytest.raises(ConfigError, match="'rest_tornado: max_ws_pings_per_second' must be at least 1, got 0"):
+        Settings.from_opts({"rest_tornado": {**plain, "max_ws_pings_per_second": 0}})
+
+
 def test_no_netapi_clients_enabled_by_default() -> None:
     assert Settings.from_opts(PLAIN).enabled_clients == ()
 

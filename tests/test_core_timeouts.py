@@ -272,6 +272,18 @@ def test_any_bytes_from_the_client_count_as_alive() -> None:
     assert binding.tick(60) == close_frame(1011, "no pong within 20 s")  # 20 s after the ping at 40
 
 
+def test_pings_from_the_client_do_not_count_as_alive() -> None:
+    """A flood of pings proves nothing (the client need not read a byte to send them):
+    the pong deadline runs on."""
+    binding = streaming()
+    ping = bytes(FrameProtocol(True, []).ping(b"p"))
+    assert binding.tick(20) == PING
+    for second in range(21, 40):
+        binding.tick(second)  # refills the ping budget: these pings are answered
+        assert binding.feed(ping) == b"\x8a\x01p"
+    assert binding.tick(40) == close_frame(1011, "no pong within 20 s")
+
+
 def test_pong_deadline_runs_from_the_oldest_unanswered_ping() -> None:
     binding = streaming(Timeouts(ws_ping_interval=5, ws_pong_timeout=12))
     assert binding.tick(5) == PING

@@ -24,6 +24,7 @@ from saltnado_core import (
     SaltEvent,
     ServerConnection,
     Settings,
+    Timeouts,
     all_events_frame,
 )
 from saltnado_core.salt_calls import GetAuthList, PublishGrains
@@ -514,6 +515,54 @@ def test_slow_client_is_closed_1013_and_others_keep_streaming() -> None:
         (Opcode.CLOSE, (CloseReason.TRY_AGAIN_LATER, "client too slow: outbox full"))
     ]
     assert slow.conn.phase is Phase.CLOSING
+
+
+# -- a client that floods pings ----------------------------------------------------------
+
+PING_125 = bytes(client_frames().ping(b"p" * 125))  # the largest control frame (RFC 6455 §5.5)
+PONG_125 = b"\x8a\x7d" + b"p" * 125
+
+
+@pytest.mark.parametrize("ready", [True, False], ids=["streaming", "await_ready"])
+def test_ping_flood_not_read_pauses_reading_with_bounded_pongs_owed(ready: bool) -> None:
+    limits = Limits(write_chunk_bytes=1000, max_ws_pings_per_second=1_000_000)  # the budget is tested apart
+    binding = streaming(limits) if ready else Binding(limits)
+    if not ready:
+        assert binding.feed(upgrade_request()) == SWITCHING
+    fed = 0
+    while not binding.conn.input_paused and fed < 1000:  # a binding's reader, the writer stuck
+        binding.conn.receive_data(PING_125)
+        fed += 1
+    assert binding.conn.input_paused and fed == 8  # 8 × 127 bytes owed > 1000: reading stops
+    assert binding.conn.reply_backlog == 8 * 127
+    assert binding.conn.data_to_send() == PONG_125 * 8  # the writer takes them …
+    assert not binding.conn.input_paused and binding.conn.reply_backlog == 0  # … and reading resumes
+
+
+def test_close_echo_counts_as_owed_output() -> None:
+    binding = streaming(Limits(write_chunk_bytes=2))
+    binding.conn.receive_data(bytes(client_frames().close(CloseReason.NORMAL_CLOSURE, "bye")))
+    assert binding.conn.input_paused and binding.conn.reply_backlog == 7
+    assert binding.conn.data_to_send() == b"\x88\x05\x03\xe8bye"
+
+
+def test_more_pings_than_the_budget_is_closed_1008() -> None:
+    binding = streaming(Limits(max_ws_pings_per_second=3))
+    out = binding.feed(PING_125 * 5)
+    assert out == PONG_125 * 3 + b"\x88\x1c\x03\xf0more than 3 pings a second"  # the 4th is not answered
+    assert binding.conn.phase is Phase.CLOSING
+    assert binding.subscribers == 0
+
+
+def test_ping_budget_is_refilled_by_ticks() -> None:
+    binding = streaming(Limits(max_ws_pings_per_second=2, timeouts=Timeouts(ws_ping_interval=0)))  # no pings of ours
+    binding.conn.tick(100.0)
+    assert binding.feed(PING_125 * 2) == PONG_125 * 2  # a burst of one second's worth
+    binding.conn.tick(100.5)  # half a second: one more
+    assert binding.feed(PING_125) == PONG_125
+    binding.conn.tick(130.0)  # a long pause gives back one second's worth, no more
+    assert binding.feed(PING_125 * 2) == PONG_125 * 2
+    assert binding.feed(PING_125) == b"\x88\x1c\x03\xf0more than 2 pings a second"
 
 
 # -- the session's wsproto connection exists only between a frame's first and last byte --
