@@ -42,7 +42,8 @@ from .kinds import StreamKind
 from .messages import dumps, text_frame
 from .salt_calls import PublishGrains, SaltCall
 from .viewsize import (
-    EMPTY_JOBS_BYTES, OMITTED, JobSize, MapSize, json_bytes, omitted, pair_bytes, pending_bytes, truncated,
+    EMPTY_JOBS_BYTES, NOT_PLAIN, OMITTED, JobSize, MapSize, json_bytes, omitted, pair_bytes, pending_bytes, plain,
+    truncated,
 )
 
 GRAINS_FUN = "grains.items"
@@ -181,7 +182,11 @@ class FormattedView:
         else:
             size = self._job_sizes[jid]
         whole = {"return": ret, "retcode": retcode, "success": success}
-        whole_bytes = pair_bytes(mid, whole)  # as a rule, the one encode of the return
+        try:
+            whole_bytes = pair_bytes(mid, whole)  # as a rule, the one encode of the return
+        except NOT_PLAIN:
+            whole = plain(whole)
+            ret, whole_bytes = whole["return"], pair_bytes(mid, whole)
         small = whole_bytes <= self.max_return_bytes or json_bytes(ret) <= self.max_return_bytes
         # the whole return if it is small enough and the job has room for it, else the marker
         if not (small and self._admit(job, size, mid, whole, whole_bytes)):
@@ -195,7 +200,11 @@ class FormattedView:
     def _job_size(self, jid: str, job: dict[str, Any], now: float) -> JobSize:
         """``job``'s size record (kept if it had one), its head measured anew;
         Malformed if that alone leaves the view no room (a jid or target of megabytes)."""
-        header = _head_bytes(jid, job)
+        try:
+            header = _head_bytes(jid, job)
+        except NOT_PLAIN:  # fun, tgt, … from the event: anything
+            job.update(plain({key: value for key, value in job.items() if key != "minions"}))
+            header = _head_bytes(jid, job)
         if header > self._job_room():
             raise Malformed(f"job {jid[:40]!r} too large for the view")
         size = self._job_sizes.get(jid) or JobSize(now)

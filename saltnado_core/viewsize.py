@@ -19,18 +19,21 @@ What does not fit is replaced by a marker, never dropped without a word:
 * :data:`OMITTED` counts a job's minions left out of it:
   ``"saltnado/omitted": {"minions": N, "full": "/jobs/<jid>"}``.
 
+Data JSON cannot hold as it is is made :func:`plain` before it is measured.
+
 Both keys hold a ``/``, as the server's own event tags do (``saltnado/gap``),
 so they cannot be taken for one of Salt's job fields.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from typing import Any
 from urllib.parse import quote
 
-from .messages import dumps
+from .messages import MAX_JSON_DEPTH, _json_default, _jsonable, dumps
 
 TRUNCATED = "saltnado/truncated"
 OMITTED = "saltnado/omitted"
@@ -46,9 +49,25 @@ def json_bytes(value: Any) -> int:
     return _utf8_len(dumps(value))
 
 
+# What json.dumps raises for data dumps has to rewrite (see plain).
+NOT_PLAIN = (TypeError, ValueError, RecursionError)
+
+
 def pair_bytes(key: str, value: Any) -> int:
-    """UTF-8 bytes of ``"key": value`` as :func:`dumps` writes it inside a map."""
-    return json_bytes({key: value}) - 2  # less the map's braces
+    """UTF-8 bytes of ``"key": value`` as :func:`dumps` writes it inside a map.
+    Raises one of :data:`NOT_PLAIN` for data :func:`plain` must rewrite first."""
+    text = json.dumps({key: value}, ensure_ascii=False, default=_json_default)
+    return _utf8_len(text) - 2  # less the map's braces
+
+
+def plain(value: Any) -> Any:
+    """``value`` rewritten as :func:`dumps` rewrites data JSON cannot hold as it
+    is (keys that are not strings or numbers, nesting past its depth). dumps
+    rewrites a whole message from its top, so such data would be written one
+    way alone and another way nested in the view (cut at another depth, a short
+    list becoming a longer marker): rewritten once, here, it is written the same
+    everywhere and the view's sizes add up."""
+    return _jsonable(value, MAX_JSON_DEPTH)
 
 
 _PENDING_BYTES = pair_bytes("", {"success": False}) - 2  # the value and ': '

@@ -316,3 +316,17 @@ def test_the_size_is_exact_through_the_recorded_events() -> None:
     for i, event in enumerate(EVENTS):
         view.feed(event, float(i))
         assert view.encoded_bytes == encoded(view)
+
+
+def test_data_json_cannot_hold_is_measured_as_it_is_sent() -> None:
+    """A bytes key makes dumps rewrite a whole message from its top: 1,000 empty lists
+    93 levels down in a return would be cut as 21-byte markers in the jobs message
+    (23 KB sent for 4 KB counted) unless the view rewrites the data once, when it arrives."""
+    leaves: Any = [[] for _ in range(1000)]
+    for _ in range(93):
+        leaves = [leaves]
+    view = FormattedView()
+    view.feed(SaltEvent("salt/job/1/new", {"minions": ["m"], "fun": {b"x": 1}}), 0)
+    view.feed(SaltEvent("salt/job/1/ret/m", {"return": {b"k": 1, "d": leaves}, "retcode": 0}), 0)
+    assert view.encoded_bytes == encoded(view)
+    assert view.jobs["1"]["fun"] == {"x": 1}
