@@ -19,10 +19,10 @@ What does not fit is replaced by a marker, never dropped without a word:
 * :data:`OMITTED` counts a job's minions left out of it:
   ``"saltnado/omitted": {"minions": N, "full": "/jobs/<jid>"}``.
 
-Data JSON cannot hold as it is is made :func:`plain` before it is measured.
-
 Both keys hold a ``/``, as the server's own event tags do (``saltnado/gap``),
 so they cannot be taken for one of Salt's job fields.
+
+Data JSON cannot hold as it is is made :func:`plain` before it is measured.
 """
 
 from __future__ import annotations
