@@ -134,7 +134,7 @@ def _fire_big_jobs(sock_dir: str, jids: list[str]) -> None:
     pull.connect(os.path.join(sock_dir, "master_event_pull.ipc"))
     with pull:
         for jid in jids:
-            new = {"jid": jid, "minions": ["minion1"], "fun": "cmd.run", "tgt": "minion1", "tgt_type": "glob", "_stamp": "s"}
+            new = {"jid": jid, "minions": ["minion1"], "fun": "cmd.run", "tgt": "minion1", "tgt_type": "glob"}
             ret = {"return": "x" * 1_000_000, "retcode": 0, "success": True, "fun": "cmd.run"}
             pull.sendall(encode_pull_message(f"salt/job/{jid}/new", new))
             pull.sendall(encode_pull_message(f"salt/job/{jid}/ret/minion1", ret))
