@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .bounded import Overflow, SlowClientPolicy
+from .formatted import MAX_JOB_MINIONS, MAX_JOBS, MAX_RETURN_BYTES, MAX_VIEW_BYTES, SNAPSHOT_SLACK
 from .kinds import CloseCode
 
 DEFAULT_HASH_TYPE = "sha256"
@@ -97,8 +98,11 @@ class Settings:
     # the only request headers (lower-cased) a /hook event carries; None: all but the
     # credential-like ones (saltnado_core.rest.hook_may_carry)
     webhook_headers: tuple[str, ...] | None = None
-    formatted_max_jobs: int = 1000  # /formatted_events keeps at most this many jobs
+    formatted_max_jobs: int = MAX_JOBS  # /formatted_events keeps at most this many jobs
     formatted_max_job_age: float | None = None  # … and, if set, none older (seconds)
+    formatted_max_view_bytes: int = MAX_VIEW_BYTES  # … and JSON for a new client's first view
+    formatted_max_return_bytes: int = MAX_RETURN_BYTES  # a larger return (or grains): a marker
+    formatted_max_job_minions: int = MAX_JOB_MINIONS  # minions shown per job, the rest counted
     num_processes: int = 1  # server processes sharing the port; <= 0: one per CPU
 
     @property
@@ -165,8 +169,11 @@ class Settings:
             limits=limits,
             webhook_disable_auth=bool(block.get("webhook_disable_auth", False)),
             webhook_headers=_webhook_headers(block),
-            formatted_max_jobs=_int(block, "formatted_max_jobs", 1000),
+            formatted_max_jobs=_int(block, "formatted_max_jobs", MAX_JOBS),
             formatted_max_job_age=float(_int(block, "formatted_max_job_age", 0)) or None,
+            formatted_max_view_bytes=_view_bytes(block, limits),
+            formatted_max_return_bytes=_positive_int(block, "formatted_max_return_bytes", MAX_RETURN_BYTES),
+            formatted_max_job_minions=_positive_int(block, "formatted_max_job_minions", MAX_JOB_MINIONS),
             num_processes=_int(block, "num_processes", 1),
         )
 
@@ -210,6 +217,26 @@ def _webhook_headers(block: Mapping[str, Any]) -> tuple[str, ...] | None:
             )
         names.append(name.lower())
     return tuple(names)
+
+
+def _view_bytes(block: Mapping[str, Any], limits: Limits) -> int:
+    """``formatted_max_view_bytes``: a new ``/formatted_events`` client is sent the
+    whole view at once, so it must fit the outbox with room to spare (or the
+    client is cut off as too slow before it has read a byte). Unset, it is
+    ``MAX_VIEW_BYTES``, or a quarter of ``outbox_max_bytes`` if that is less."""
+    room = limits.outbox_max_bytes - SNAPSHOT_SLACK
+    if limits.outbox_max_messages < 3 or room < 1:  # the view's two messages and a bus notice
+        raise ConfigError(
+            "'rest_tornado: outbox_max_messages' must be at least 3 and 'outbox_max_bytes' more than "
+            f"{SNAPSHOT_SLACK}: a /formatted_events client's first view would not fit its outbox"
+        )
+    value = _positive_int(block, "formatted_max_view_bytes", min(MAX_VIEW_BYTES, limits.outbox_max_bytes // 4, room))
+    if value > room:
+        raise ConfigError(
+            f"'rest_tornado: formatted_max_view_bytes' ({value}) must be at most 'outbox_max_bytes' "
+            f"less {SNAPSHOT_SLACK} ({room}): a /formatted_events client's first view must fit its outbox"
+        )
+    return value
 
 
 def _timeouts(block: Mapping[str, Any]) -> Timeouts:

@@ -8,8 +8,15 @@ its faults fixed:
   not (the reference waits forever on a failed minion); failures stay visible
   as ``success: false`` with the minion's ``retcode``;
 * returns for jobs whose ``new`` event was not seen are kept, not crashed on;
-* the job table is bounded (``max_jobs``, oldest first, and optionally
-  ``max_job_age`` seconds) — the reference grows forever;
+* the view is bounded — the reference grows forever: at most ``max_jobs`` jobs
+  (and optionally none older than ``max_job_age`` seconds), at most
+  ``max_bytes`` of JSON for both messages together (oldest jobs dropped first,
+  so a new client's first view always fits its outbox), at most
+  ``max_job_minions`` minions per job; a return (or grains) of more than
+  ``max_return_bytes`` of JSON is replaced by a :func:`truncated` marker naming
+  its size and where the whole of it is. Minions left out of a job are counted
+  in the job (:data:`OMITTED`), minions left out of the view in ``unlisted``;
+  see :mod:`saltnado_core.viewsize`;
 * a malformed event (``salt/job`` with too few or too many parts, a return
   without ``retcode``, data that is not a map) is skipped and counted;
 * ``salt/presence/change`` drops only the ``lost`` minions (the reference
@@ -34,8 +41,21 @@ from .eventbus import SaltEvent
 from .kinds import StreamKind
 from .messages import dumps, text_frame
 from .salt_calls import PublishGrains, SaltCall
+from .viewsize import (
+    EMPTY_JOBS_BYTES, NOT_PLAIN, OMITTED, JobSize, MapSize, json_bytes, omitted, pair_bytes, pending_bytes, plain,
+    truncated,
+)
 
 GRAINS_FUN = "grains.items"
+# Defaults (``rest_tornado: formatted_max_*``). 4 MiB leaves the default 16 MiB
+# outbox room for three more whole-view messages (full mode) after the first view.
+MAX_JOBS = 1000
+MAX_VIEW_BYTES = 4 * 1024 * 1024
+MAX_RETURN_BYTES = 64 * 1024
+MAX_JOB_MINIONS = 1000
+# What a new client's outbox holds beyond the view's JSON: two frame heads and
+# a bus-down notice (streams.py); config.py checks outbox_max_bytes leaves it.
+SNAPSHOT_SLACK = 4096
 
 
 @dataclass(slots=True)
@@ -55,14 +75,35 @@ class Malformed(Exception):
 
 
 class FormattedView:
-    def __init__(self, max_jobs: int = 1000, max_job_age: float | None = None) -> None:
+    """The minions and jobs, fed with :meth:`feed`; :attr:`encoded_bytes` of
+    JSON at most ``max_bytes`` (see the module docstring for every bound)."""
+
+    def __init__(
+        self,
+        max_jobs: int = MAX_JOBS,
+        max_job_age: float | None = None,
+        max_bytes: int = MAX_VIEW_BYTES,
+        max_return_bytes: int = MAX_RETURN_BYTES,
+        max_job_minions: int = MAX_JOB_MINIONS,
+    ) -> None:
         self.max_jobs = max_jobs
         self.max_job_age = max_job_age
+        self.max_bytes = max_bytes
+        self.max_return_bytes = max_return_bytes
+        self.max_job_minions = max_job_minions
         self.minions: dict[str, dict[str, Any]] = {}  # mid → {"grains": {...}} or {}
         self.jobs: dict[str, dict[str, Any]] = {}  # jid → job, oldest first
-        self._first_seen: dict[str, float] = {}
+        self._job_sizes: dict[str, JobSize] = {}  # jid → its JSON size and first-seen time
+        self._minion_sizes = MapSize("minions")
+        self._jobs_size = MapSize("jobs")
         self._grains_asked: set[str] = set()  # minions whose grains were requested
         self.skipped = 0  # malformed events ignored
+        self.unlisted = 0  # minions left out of a view too full for them
+
+    @property
+    def encoded_bytes(self) -> int:
+        """UTF-8 bytes of :meth:`minions_message` and :meth:`jobs_message` as JSON."""
+        return self._minion_sizes.bytes + self._jobs_size.bytes
 
     # -- the message shapes --------------------------------------------------
     def minion_entry(self, mid: str) -> dict[str, Any]:
@@ -102,45 +143,101 @@ class FormattedView:
             return Change()
         if self.max_job_age is not None:
             self._expire(now - self.max_job_age, change)
+        while self.encoded_bytes > self.max_bytes and self.jobs:
+            self._evict(next(iter(self.jobs)), change)
         return change
 
     # -- jobs ------------------------------------------------------------------
     def _new_job(self, jid: str, data: Mapping[str, Any], now: float, change: Change) -> None:
         targeted = _strings(data.get("minions"))
-        minions: dict[str, dict[str, Any]] = {mid: {"success": False} for mid in targeted}
         job: dict[str, Any] = {
             "jid": jid,
             "start_time": data.get("_stamp"),
-            "minions": minions,
+            "minions": {},
             "fun": data.get("fun"),
             "tgt": data.get("tgt"),
             "tgt_type": data.get("tgt_type"),
-            "state": "running" if targeted else "complete",
+            "state": "running",  # until _store_job looks (complete if nobody was targeted)
         }
         previous = self.jobs.get(jid)
-        if previous is not None:  # a return overtook its job's "new" event
-            minions.update(previous["minions"])
-            job["state"] = _state(job)
-        self._store_job(jid, job, now, change)
+        if previous is not None:  # a return overtook its job's "new" event: keep what it brought
+            job["minions"] = previous["minions"]
+            if OMITTED in previous:
+                job[OMITTED] = previous[OMITTED]
+        size = self._job_size(jid, job, now)
+        for mid in targeted:
+            if mid not in job["minions"] and not self._admit(job, size, mid, {"success": False}, pending_bytes(mid)):
+                self._omit(jid, job, size)
+        self._store_job(jid, job, size, change)
 
     def _job_return(self, jid: str, mid: str, data: Mapping[str, Any], now: float, change: Change) -> None:
         if "retcode" not in data or "return" not in data:
             raise Malformed(f"salt/job/{jid}/ret/{mid}")
-        retcode = data["retcode"]
+        retcode, ret = data["retcode"], data["return"]
         success = data.get("success", retcode == 0)
         job = self.jobs.get(jid)
         if job is None:  # started before we were watching, or evicted
             job = {"jid": jid, "minions": {}, "fun": data.get("fun"), "state": "running"}
-        job["minions"][mid] = {"return": data["return"], "retcode": retcode, "success": success}
-        job["state"] = _state(job)
-        self._store_job(jid, job, now, change)
-        if data.get("fun") == GRAINS_FUN and success and isinstance(data["return"], Mapping):
-            self.minions[mid] = {"grains": data["return"]}
-            change.minions[mid] = self.minion_entry(mid)
+            size = self._job_size(jid, job, now)
+        else:
+            size = self._job_sizes[jid]
+        whole = {"return": ret, "retcode": retcode, "success": success}
+        try:
+            whole_bytes = pair_bytes(mid, whole)  # as a rule, the one encode of the return
+        except NOT_PLAIN:
+            whole = plain(whole)
+            ret, whole_bytes = whole["return"], pair_bytes(mid, whole)
+        small = whole_bytes <= self.max_return_bytes or json_bytes(ret) <= self.max_return_bytes
+        # the whole return if it is small enough and the job has room for it, else the marker
+        if not (small and self._admit(job, size, mid, whole, whole_bytes)):
+            marker = {**whole, "return": truncated(json_bytes(ret), "jobs", jid)}
+            if not self._admit(job, size, mid, marker, pair_bytes(mid, marker)):
+                self._omit(jid, job, size)
+        self._store_job(jid, job, size, change)
+        if data.get("fun") == GRAINS_FUN and success and isinstance(ret, Mapping):
+            self._list_minion(mid, ret, change)
 
-    def _store_job(self, jid: str, job: dict[str, Any], now: float, change: Change) -> None:
-        if jid not in self.jobs:
-            self._first_seen[jid] = now
+    def _job_size(self, jid: str, job: dict[str, Any], now: float) -> JobSize:
+        """``job``'s size record (kept if it had one), its head measured anew;
+        Malformed if that alone leaves the view no room (a jid or target of megabytes)."""
+        try:
+            header = _head_bytes(jid, job)
+        except NOT_PLAIN:  # fun, tgt, … from the event: anything
+            job.update(plain({key: value for key, value in job.items() if key != "minions"}))
+            header = _head_bytes(jid, job)
+        if header > self._job_room():
+            raise Malformed(f"job {jid[:40]!r} too large for the view")
+        size = self._job_sizes.get(jid) or JobSize(now)
+        size.header = header
+        return size
+
+    def _job_room(self) -> int:
+        """The most JSON one job may take: the view bound less the minions."""
+        return self.max_bytes - self._minion_sizes.bytes - EMPTY_JOBS_BYTES
+
+    def _admit(self, job: dict[str, Any], size: JobSize, mid: str, entry: dict[str, Any], entry_bytes: int) -> bool:
+        """Put ``entry`` (``entry_bytes`` of JSON as a pair) in ``job``'s minions
+        if the job stays within ``max_job_minions`` and the view's room."""
+        minions = job["minions"]
+        if (mid in minions or len(minions) < self.max_job_minions) and size.fits(mid, entry_bytes, self._job_room()):
+            minions[mid] = entry
+            size.minions.put(mid, entry_bytes)
+            return True
+        return False
+
+    def _omit(self, jid: str, job: dict[str, Any], size: JobSize) -> None:
+        """One more minion left out of ``job``, counted under :data:`OMITTED` (a
+        pending minion whose return has no room is not: it stays pending)."""
+        job[OMITTED] = omitted(job.get(OMITTED, {}).get("minions", 0) + 1, jid)
+        size.header = _head_bytes(jid, job)
+
+    def _store_job(self, jid: str, job: dict[str, Any], size: JobSize, change: Change) -> None:
+        state = _state(job)
+        if job["state"] != state:  # "running" ↔ "complete": plain ASCII, so its length is its JSON's
+            size.header += len(state) - len(job["state"])
+            job["state"] = state
+        self._jobs_size.put(jid, size.bytes)
+        self._job_sizes[jid] = size
         self.jobs[jid] = job
         change.jobs[jid] = job
         while len(self.jobs) > self.max_jobs:
@@ -149,13 +246,14 @@ class FormattedView:
     def _expire(self, cutoff: float, change: Change) -> None:
         while self.jobs:
             oldest = next(iter(self.jobs))
-            if self._first_seen[oldest] >= cutoff:
+            if self._job_sizes[oldest].first_seen >= cutoff:
                 break
             self._evict(oldest, change)
 
     def _evict(self, jid: str, change: Change) -> None:
         del self.jobs[jid]
-        del self._first_seen[jid]
+        del self._job_sizes[jid]
+        self._jobs_size.remove(jid)
         change.jobs[jid] = None
 
     # -- minions ---------------------------------------------------------------
@@ -166,8 +264,7 @@ class FormattedView:
         # salt-key in 3008 fires act "accepted" (Key.DIR_MAP), older Salt and the
         # master's auto-accept path "accept"; the reference only knows the latter.
         if act in ("accept", "accepted") and mid not in self.minions:
-            self.minions[mid] = {}
-            change.minions[mid] = self.minion_entry(mid)
+            self._list_minion(mid, None, change)
         elif act == "delete" and mid in self.minions:
             self._remove(mid, change)
 
@@ -175,19 +272,46 @@ class FormattedView:
         for mid in sorted(lost & set(self.minions)):
             self._remove(mid, change)
         for mid in sorted(present):
-            if mid not in self.minions:
-                self.minions[mid] = {}
-                change.minions[mid] = self.minion_entry(mid)
+            if mid not in self.minions and not self._list_minion(mid, None, change):
+                continue
             # Ask once per appearance for the grains of a connected minion that
             # has none (new, or re-added by its key being accepted).
             if "grains" not in self.minions[mid] and mid not in self._grains_asked:
                 self._grains_asked.add(mid)
                 change.needs_grains.append(mid)
 
+    def _list_minion(self, mid: str, grains: Mapping[str, Any] | None, change: Change) -> bool:
+        """Add or update ``mid`` (with ``grains``, None: none yet); grains larger
+        than ``max_return_bytes``, or than the view has room for, become a
+        marker. Jobs make room (oldest first, in :meth:`feed`); a minion the
+        view cannot hold even then is left out and counted in ``unlisted``."""
+        entries: list[dict[str, Any]] = [{}]
+        if grains is not None:
+            grains_bytes = json_bytes(grains)
+            marker = {"grains": truncated(grains_bytes, "minions", mid)}
+            entries = [marker] if grains_bytes > self.max_return_bytes else [{"grains": grains}, marker]
+        room = self.max_bytes - EMPTY_JOBS_BYTES
+        for entry in entries:
+            entry_bytes = pair_bytes(mid, {**entry, "id": mid})
+            if self._minion_sizes.after(mid, entry_bytes) <= room:
+                self.minions[mid] = entry
+                self._minion_sizes.put(mid, entry_bytes)
+                change.minions[mid] = self.minion_entry(mid)
+                return True
+        if mid not in self.minions:
+            self.unlisted += 1
+        return False
+
     def _remove(self, mid: str, change: Change) -> None:
         del self.minions[mid]
+        self._minion_sizes.remove(mid)
         self._grains_asked.discard(mid)
         change.minions[mid] = None
+
+
+def _head_bytes(jid: str, job: Mapping[str, Any]) -> int:
+    """JSON bytes of ``"<jid>": <job>`` in the jobs map, its minions left empty."""
+    return pair_bytes(jid, {**job, "minions": {}})
 
 
 def _state(job: Mapping[str, Any]) -> str:

@@ -30,10 +30,11 @@ BUS_UP_TAG = "saltnado/bus/up"
 
 
 class EventStreams:
-    def __init__(self, max_jobs: int = 1000, max_job_age: float | None = None) -> None:
+    def __init__(self, view: FormattedView | None = None) -> None:
+        """``view``: the ``/formatted_events`` view with its bounds (None: the defaults)."""
         self.all_events = Broadcast(StreamKind.ALL_EVENTS)
         self.events = Broadcast(StreamKind.EVENTS)  # SSE, as HTTP chunks
-        self.formatted = FormattedStream(FormattedView(max_jobs, max_job_age))
+        self.formatted = FormattedStream(view)
         # the kinds sent every event as it comes, by kind, with each kind's framing
         # looked up once (/formatted_events is sent its view's changes instead)
         self._live = {broadcast.kind: broadcast for broadcast in (self.all_events, self.events)}

@@ -21,6 +21,7 @@ from typing import Any
 from saltnado_core import App, EventStreams, SaltCall, ServerConnection, Settings
 from saltnado_core.buslink import EventBusLink
 from saltnado_core.driving import Served, serve_requests
+from saltnado_core.formatted import FormattedView
 from saltnado_core.pacing import Pacing
 from saltnado_core.revocation import RecheckCall, TokenRecheck
 from saltnado_core.salt_calls import MasterUnavailable
@@ -45,7 +46,12 @@ class Service:
         self.settings = settings
         self.pacing = pacing
         self.app = App(settings)
-        self.streams = EventStreams(settings.formatted_max_jobs, settings.formatted_max_job_age)
+        self.streams = EventStreams(
+            FormattedView(
+                settings.formatted_max_jobs, settings.formatted_max_job_age, settings.formatted_max_view_bytes,
+                settings.formatted_max_return_bytes, settings.formatted_max_job_minions,
+            )
+        )
         self.subscriptions = Subscriptions(settings.limits)
         self.link = EventBusLink(
             settings.sock_dir, self.streams, self.subscriptions, settings.limits.max_event_bytes, pacing

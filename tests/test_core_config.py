@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from saltnado_core import ConfigError, Limits, Settings, Timeouts, TokenStatus, check_token
+from saltnado_core.formatted import SNAPSHOT_SLACK
 from saltnado_core.tokens import is_token_shaped, redact_path, same_token
 
 PLAIN = {"rest_tornado": {"port": 8000, "disable_ssl": True}}
@@ -247,3 +248,45 @@ def test_redact_path() -> None:
     assert redact_path("/login?password=s3cret&eauth=pam", 64) == "/login?password=<token>&eauth=pam"
     assert redact_path(f"/x?a=1&b={token}&c", 64) == "/x?a=1&b=<token>&c"
     assert redact_path(f"/x?session_id={token}", 64) == "/x?session_id=<token>"
+
+
+# -- /formatted_events view bounds -------------------------------------------------
+
+
+def test_formatted_view_defaults_fit_the_default_outbox() -> None:
+    settings = Settings.from_opts(PLAIN)
+    assert settings.formatted_max_view_bytes == 4 * 1024 * 1024
+    assert (settings.formatted_max_return_bytes, settings.formatted_max_job_minions) == (65536, 1000)
+    assert settings.formatted_max_view_bytes + SNAPSHOT_SLACK <= settings.limits.outbox_max_bytes
+
+
+def test_formatted_view_keys() -> None:
+    block = {
+        "port": 8000, "disable_ssl": True, "outbox_max_bytes": 1 << 20,
+        "formatted_max_view_bytes": "500000", "formatted_max_return_bytes": 1000, "formatted_max_job_minions": 5,
+    }
+    settings = Settings.from_opts({"rest_tornado": block})
+    assert (settings.formatted_max_view_bytes, settings.formatted_max_return_bytes) == (500_000, 1000)
+    assert settings.formatted_max_job_minions == 5
+
+
+def test_formatted_view_default_shrinks_with_the_outbox() -> None:
+    settings = Settings.from_opts({"rest_tornado": {"port": 8000, "disable_ssl": True, "outbox_max_bytes": 1 << 20}})
+    assert settings.formatted_max_view_bytes == 1 << 18  # a quarter of it
+
+
+def test_a_formatted_view_larger_than_the_outbox_is_refused() -> None:
+    block = {"port": 8000, "disable_ssl": True, "outbox_max_bytes": 1 << 20, "formatted_max_view_bytes": 1 << 20}
+    with pytest.raises(ConfigError, match=r"'rest_tornado: formatted_max_view_bytes' \(1048576\) must be at most"):
+        Settings.from_opts({"rest_tornado": block})
+
+
+def test_an_outbox_too_small_for_any_view_is_refused() -> None:
+    with pytest.raises(ConfigError, match="outbox_max_messages' must be at least 3"):
+        Settings.from_opts({"rest_tornado": {"port": 8000, "disable_ssl": True, "outbox_max_messages": 2}})
+
+
+@pytest.mark.parametrize("key", ["formatted_max_view_bytes", "formatted_max_return_bytes", "formatted_max_job_minions"])
+def test_formatted_view_bounds_must_be_positive(key: str) -> None:
+    with pytest.raises(ConfigError, match=f"'rest_tornado: {key}' must be at least 1, got 0"):
+        Settings.from_opts({"rest_tornado": {"port": 8000, "disable_ssl": True, key: 0}})

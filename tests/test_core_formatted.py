@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from saltnado_core import EventBusDecoder, Outbox, SaltEvent
-from saltnado_core.formatted import FormattedStream, FormattedView
+from saltnado_core import EventBusDecoder, EventStreams, Limits, Outbox, SaltEvent
+from saltnado_core.formatted import GRAINS_FUN, FormattedStream, FormattedView
+from saltnado_core.messages import dumps
 from saltnado_core.salt_calls import PublishGrains
 
 FIXTURE = Path(__file__).parent / "fixtures" / "real_events.bin"
@@ -210,3 +211,122 @@ def test_new_minions_grains_use_the_newest_clients_token_and_none_without_client
     assert stream.dispatch(SaltEvent("salt/presence/present", {"present": ["m1", "m2"]}), 0) == [
         PublishGrains(("m2",), "b" * 64)
     ]
+
+
+# -- the view's bounds (issue 12, item 3) ------------------------------------------------------
+MB_OUTPUT = "x" * 1_000_000  # what `cmd.run` returns for a command that prints 1 MB
+DEFAULT_OUTBOX = Limits()
+
+
+def job_events(jid: str, mids: list[str], ret: Any, fun: str = "cmd.run") -> list[SaltEvent]:
+    new = {"jid": jid, "minions": mids, "fun": fun, "tgt": mids, "tgt_type": "list", "_stamp": "s"}
+    data = {"return": ret, "retcode": 0, "success": True, "fun": fun}
+    rets = [SaltEvent(f"salt/job/{jid}/ret/{mid}", data) for mid in mids]
+    return [SaltEvent(f"salt/job/{jid}/new", new), *rets]
+
+
+def encoded(view: FormattedView) -> int:
+    """The view's JSON, encoded here from scratch."""
+    return sum(len(dumps(m).encode("utf-8")) for m in (view.minions_message(), view.jobs_message()))
+
+
+@pytest.mark.parametrize("delta", [False, True])
+def test_a_new_client_gets_a_view_that_fits_after_20_jobs_of_1_mb(delta: bool) -> None:
+    """Before: the view held 20 MB, every new client was cut off (1013) right after ready."""
+    streams = EventStreams()
+    jids = [f"202612040000000000{i:02d}" for i in range(20)]
+    for jid in jids:
+        for event in job_events(jid, ["m1"], MB_OUTPUT):
+            streams.dispatch(event)
+    outbox = Outbox(DEFAULT_OUTBOX.outbox_max_messages, DEFAULT_OUTBOX.outbox_max_bytes)
+    streams.attach("formatted_events", outbox, TOKEN, delta)
+    assert not outbox.overflowed
+    assert outbox.queued_bytes <= 4 * 1024 * 1024  # the default formatted_max_view_bytes
+    minions, jobs = messages(outbox)
+    assert minions == {"minions": {}}
+    assert list(jobs["jobs"]) == jids  # every job kept, each return replaced by its marker
+    marker = {"saltnado/truncated": {"bytes": 1_000_002, "full": f"/jobs/{jids[0]}"}}  # the output's JSON
+    assert jobs["jobs"][jids[0]]["minions"] == {"m1": {"return": marker, "retcode": 0, "success": True}}
+    assert jobs["jobs"][jids[0]]["state"] == "complete"
+    streams.dispatch(SaltEvent("salt/key", {"act": "accept", "id": "m2"}))  # and it stays connected
+    assert not outbox.overflowed and len(messages(outbox)) == 1
+
+
+def test_4000_fabricated_returns_for_one_job_are_bounded_and_counted() -> None:
+    """Before: all 4,001 minions went into the job."""
+    streams = EventStreams()
+    for event in job_events("1", ["m1"], True, "test.ping"):
+        streams.dispatch(event)
+    for i in range(4000):
+        streams.dispatch(SaltEvent(f"salt/job/1/ret/fake{i}", {"return": "y" * 1000, "retcode": 0, "success": True}))
+    job = streams.formatted.view.jobs["1"]
+    assert len(job["minions"]) == 1000  # the default formatted_max_job_minions: m1 and 999 of them
+    assert job["minions"]["m1"] == {"return": True, "retcode": 0, "success": True}
+    assert job["saltnado/omitted"] == {"minions": 3001, "full": "/jobs/1"}
+
+
+def test_the_byte_bound_drops_the_oldest_jobs_and_is_kept_exactly() -> None:
+    view = FormattedView(max_bytes=20_000, max_return_bytes=3000)
+    sizes = []
+    for i in range(20):
+        for event in job_events(f"{i:02d}", ["m1", "ü2"], "é" * 1000):  # 2 bytes a character
+            view.feed(event, 0)
+            sizes.append(view.encoded_bytes)
+            assert view.encoded_bytes == encoded(view) <= 20_000
+    assert list(view.jobs) == [f"{i:02d}" for i in range(16, 20)]  # ~4,100 bytes a job
+    assert max(sizes) > 16_000
+
+
+def test_a_job_too_large_for_the_view_shows_markers_then_counts_minions() -> None:
+    view = FormattedView(max_bytes=1500, max_return_bytes=1000)
+    events = job_events("7", ["m0", "m1"], "r" * 900)
+    events += [SaltEvent(f"salt/job/7/ret/x{i}", {"return": "r" * 900, "retcode": 0}) for i in range(40)]
+    for event in events:
+        view.feed(event, 0)
+        assert view.encoded_bytes == encoded(view) <= 1500
+    job = view.jobs["7"]
+    assert job["minions"]["m0"] == {"return": "r" * 900, "retcode": 0, "success": True}
+    assert job["minions"]["m1"]["return"] == {"saltnado/truncated": {"bytes": 902, "full": "/jobs/7"}}
+    assert job["saltnado/omitted"] == {"minions": 42 - len(job["minions"]), "full": "/jobs/7"}
+    assert 2 < len(job["minions"]) < 42
+
+
+def test_grains_too_large_become_a_marker_pointing_at_the_minion() -> None:
+    view = FormattedView(max_return_bytes=100)
+    for event in job_events("3", ["a b?#"], {"os": "Debian" * 50}, GRAINS_FUN):
+        view.feed(event, 0)
+    marker = {"saltnado/truncated": {"bytes": 310, "full": "/minions/a%20b%3F%23"}}  # one path segment
+    assert view.minions == {"a b?#": {"grains": marker}}
+    assert view.jobs["3"]["minions"]["a b?#"]["return"] == {"saltnado/truncated": {"bytes": 310, "full": "/jobs/3"}}
+
+
+def test_minions_fill_the_view_before_jobs_and_the_rest_are_counted() -> None:
+    view = FormattedView(max_bytes=600)
+    for event in job_events("1", ["m1"], True, "test.ping"):
+        view.feed(event, 0)
+    change = view.feed(SaltEvent("salt/presence/present", {"present": [f"minion{i:03d}" for i in range(40)]}), 0)
+    assert change.jobs == {"1": None}  # the job made room, then minions were left out
+    assert view.unlisted == 40 - len(view.minions) > 0
+    assert change.needs_grains == list(view.minions)  # grains asked only for listed minions
+    assert view.encoded_bytes == encoded(view) <= 600
+
+
+def test_the_size_is_exact_through_the_recorded_events() -> None:
+    view = FormattedView(max_jobs=3)
+    for i, event in enumerate(EVENTS):
+        view.feed(event, float(i))
+        assert view.encoded_bytes == encoded(view)
+
+
+def test_data_json_cannot_hold_is_measured_as_it_is_sent() -> None:
+    """A bytes key makes dumps rewrite a whole message from its top: 1,000 empty lists
+    93 levels down in a return would be cut as 21-byte markers in the jobs message
+    (23 KB sent for 4 KB counted) unless the view rewrites the data once, when it arrives."""
+    leaves: Any = [[] for _ in range(1000)]
+    for _ in range(93):
+        leaves = [leaves]
+    view = FormattedView()
+    view.feed(SaltEvent("salt/job/1/new", {"minions": ["m"], "fun": {b"x": 1}}), 0)
+    view.feed(SaltEvent("salt/job/1/ret/m", {"return": {b"k": 1, "d": leaves}, "retcode": 0}), 0)
+    assert view.encoded_bytes == encoded(view)
+    assert view.jobs["1"]["fun"] == {"x": 1}

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from fuzzing import FUZZ, count, read_server_frames, split
 from saltnado_core import EventBusDecoder, EventBusError, EventStreams, Outbox, SaltEvent, encode_pub_message
+from saltnado_core.formatted import FormattedView
 from saltnado_core.subscriptions import Subscriptions
 
 # -- what a publisher might send -----------------------------------------------------------
@@ -123,7 +124,7 @@ class FanOut:
     """Every stream with one subscriber, as a busy server has them."""
 
     def __init__(self) -> None:
-        self.streams = EventStreams(max_jobs=4)
+        self.streams = EventStreams(FormattedView(max_jobs=4))
         self.subscriptions = Subscriptions()
         self.outboxes = {
             name: Outbox(100, 1 << 20) for name in ("all_events", "events", "formatted_events", "delta")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from typing import Any
 
@@ -10,6 +12,7 @@ import trio
 import websocket
 
 from conftest import RunningServer
+from saltnado_core import encode_pull_message
 
 
 def _open(server: RunningServer, token: str, query: str = "") -> websocket.WebSocket:
@@ -123,3 +126,41 @@ async def test_client_is_told_when_salt_refuses_the_grains_request(server: Runni
     error = (await trio.to_thread.run_sync(scenario))["error"]
     assert error["status"].startswith(("401", "403"))
     assert error["return"]
+
+
+def _fire_big_jobs(sock_dir: str, jids: list[str]) -> None:
+    """Each jid: a 'new' event and a 1 MB return, fired onto the real master's bus."""
+    pull = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    pull.connect(os.path.join(sock_dir, "master_event_pull.ipc"))
+    with pull:
+        for jid in jids:
+            new = {"jid": jid, "minions": ["minion1"], "fun": "cmd.run", "tgt": "minion1", "tgt_type": "glob"}
+            ret = {"return": "x" * 1_000_000, "retcode": 0, "success": True, "fun": "cmd.run"}
+            pull.sendall(encode_pull_message(f"salt/job/{jid}/new", new))
+            pull.sendall(encode_pull_message(f"salt/job/{jid}/ret/minion1", ret))
+
+
+async def test_a_new_client_stays_connected_after_20_jobs_of_1_mb(server: RunningServer, token: str) -> None:
+    """Before: the view held 20 MB and a new client was closed 1013 right after ready."""
+    jids = [f"209912310000000000{i:02d}" for i in range(20)]
+    await trio.to_thread.run_sync(_fire_big_jobs, str(server.lab.sock_dir), jids)
+    view = server.server.streams.formatted.view
+    with trio.fail_after(60):
+        while jids[-1] not in view.jobs or view.jobs[jids[-1]]["state"] != "complete":
+            await trio.sleep(0.05)
+
+    def scenario(query: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        ws = _open(server, token, query)
+        try:
+            minions, jobs = json.loads(ws.recv()), json.loads(ws.recv())  # the view on connect
+            assert "minions" in minions
+            # and it stays connected: the grains request's job comes next
+            return jobs, _until(ws, lambda m: "jobs" in m, limit=30)[-1]
+        finally:
+            ws.close()
+
+    for query in ("", "?delta=1"):
+        jobs, _ = await trio.to_thread.run_sync(scenario, query)
+        assert [jid for jid in jobs["jobs"] if jid in jids] == jids  # (and the grains requests' jobs)
+        entry = jobs["jobs"][jids[0]]["minions"]["minion1"]
+        assert entry["return"] == {"saltnado/truncated": {"bytes": 1_000_002, "full": f"/jobs/{jids[0]}"}}
