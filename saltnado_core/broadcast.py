@@ -203,7 +203,8 @@ class Fanout(Generic[T]):
 
 class Broadcast(Fanout[bytes]):
     """The outboxes subscribed to one stream of ``kind`` (e.g. ``all_events``
-    frames); subscribing an outbox gives it ``kind``'s gap notice."""
+    frames); subscribing an outbox gives it ``kind``'s gap notice, and a message
+    too big for an outbox is replaced by ``kind``'s dropped notice."""
 
     def __init__(self, kind: StreamKind = StreamKind.ALL_EVENTS) -> None:
         super().__init__(Outbox.size_of, dropped_notice(kind), gap_notice(kind))

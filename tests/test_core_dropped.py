@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from saltnado_core import EventStreams, Limits, Outbox, Overflow, SaltEvent
+from saltnado_core import EventStreams, Limits, Outbox, Overflow, SaltEvent, SlowClientPolicy
 from saltnado_core.messages import http_chunk, text_frame
 from saltnado_core.subscriptions import Subscriptions
 
@@ -23,8 +23,8 @@ def dropped_json(tag: str, size: int) -> bytes:
     return b'{"data": {"tag": "%s", "bytes": %d}, "tag": "saltnado/dropped"}' % (tag.encode(), size)
 
 
-@pytest.mark.parametrize("policy", ["close", "gap"])
-def test_an_event_no_outbox_can_take_is_dropped_with_a_notice_and_nobody_is_cut_off(policy: str) -> None:
+@pytest.mark.parametrize("policy", list(SlowClientPolicy))
+def test_an_event_no_outbox_can_take_is_dropped_with_a_notice_and_nobody_is_cut_off(policy: SlowClientPolicy) -> None:
     streams = EventStreams()
     overflow = Overflow(policy=policy)
     fast, sse = Outbox(100, 1000, overflow=overflow), Outbox(100, 1000, overflow=overflow)
