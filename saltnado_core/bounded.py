@@ -22,6 +22,12 @@ so memory stays bounded and no other subscriber is slowed:
     touched), and the half-way mark gives one notice per gap, not one per event.
     The notice is the event ``saltnado/gap`` with data ``{"missed": N}``
     (:func:`gap_event`), encoded for the subscriber as any event is.
+
+A message larger than a subscriber's whole ``max_bytes`` is another matter: no
+subscriber could take it however fast it reads, so the fan-out
+(:class:`~saltnado_core.broadcast.Fanout`) never offers it and no policy
+applies; the subscriber is offered the event ``saltnado/dropped`` with data
+``{"tag": <the event's tag>, "bytes": N}`` (:func:`dropped_event`) in its place.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ from .eventbus import SaltEvent
 from .kinds import CloseCode
 
 GAP_TAG = "saltnado/gap"
+DROPPED_TAG = "saltnado/dropped"
+# a dropped notice carries this much of the tag: the notice itself must stay small
+DROPPED_TAG_CHARS = 256
 
 T = TypeVar("T")
 
@@ -64,6 +73,14 @@ class Overflow:
 def gap_event(missed: int) -> SaltEvent:
     """The gap notice: ``saltnado/gap`` with ``{"missed": N}`` (gap policy)."""
     return SaltEvent(GAP_TAG, {"missed": missed})
+
+
+def dropped_event(tag: str | None, size: int) -> SaltEvent:
+    """The dropped notice: ``saltnado/dropped`` with ``{"tag": <tag>, "bytes": N}``,
+    for a message of ``size`` bytes too big for the subscriber's queue (``tag``:
+    the event's, at most ``DROPPED_TAG_CHARS`` of it; None for a message that is
+    not an event, such as a ``/formatted_events`` view)."""
+    return SaltEvent(DROPPED_TAG, {"tag": None if tag is None else tag[:DROPPED_TAG_CHARS], "bytes": size})
 
 
 def no_waiter() -> None:

@@ -8,7 +8,10 @@ in one coalesced write. The bound and what a subscriber too slow for it gets
 subscriber's :class:`~saltnado_core.tagfilter.TagFilter` is checked here,
 before its queue is touched. On ``/all_events`` the gap notice is a text frame
 in the stream's own shape, ``{"data": {"missed": N}, "tag": "saltnado/gap"}``;
-on ``/events`` the same JSON as an SSE event.
+on ``/events`` the same JSON as an SSE event. A message bigger than a
+subscriber's whole queue (JSON escaping makes an event up to six times its
+msgpack size) is never offered to it: it gets the dropped notice, framed the
+same way, in its place (:func:`~saltnado_core.bounded.dropped_event`).
 
 :class:`Broadcast` is the :class:`Fanout` of encoded bytes; in-process
 subscribers (:mod:`saltnado_core.subscriptions`) have one of decoded events.
@@ -16,28 +19,44 @@ subscribers (:mod:`saltnado_core.subscriptions`) have one of decoded events.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Generic, ParamSpec, TypeVar
 
-from .bounded import GAP_TAG, BoundedQueue, Overflow, gap_event, no_waiter
+from .bounded import BoundedQueue, Overflow, dropped_event, gap_event, no_waiter
+from .eventbus import SaltEvent
 from .kinds import StreamKind
 from .messages import event_json
 from .tagfilter import TagFilter
 
-__all__ = ["Broadcast", "Fanout", "Outbox", "Overflow", "gap_frame", "gap_notice"]  # Overflow: Outbox's argument
+__all__ = [  # Overflow: Outbox's argument
+    "Broadcast", "Fanout", "Outbox", "Overflow", "dropped_notice", "gap_frame", "gap_notice",
+]
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def framed_notice(kind: StreamKind, notice: Callable[P, SaltEvent]) -> Callable[P, bytes]:
+    """The server's ``notice`` event (made from the arguments), framed as
+    ``kind`` frames every event."""
+    frame = kind.frame
+
+    def framed(*args: P.args, **kwargs: P.kwargs) -> bytes:
+        event = notice(*args, **kwargs)
+        return frame(event.tag, event_json(event))
+
+    return framed
 
 
 def gap_notice(kind: StreamKind) -> Callable[[int], bytes]:
-    """How ``kind``'s clients are told they missed N messages: the gap event,
-    framed as ``kind`` frames every event."""
-    frame = kind.frame
+    """How ``kind``'s clients are told they missed N messages."""
+    return framed_notice(kind, gap_event)
 
-    def notice(missed: int) -> bytes:
-        return frame(GAP_TAG, event_json(gap_event(missed)))
 
-    return notice
+def dropped_notice(kind: StreamKind) -> Callable[[str | None, int], bytes]:
+    """How ``kind``'s clients are told a message too big for them was dropped."""
+    return framed_notice(kind, dropped_event)
 
 
 gap_frame = gap_notice(StreamKind.ALL_EVENTS)  # a websocket text frame: an outbox's default
@@ -89,16 +108,28 @@ class Fanout(Generic[T]):
     """The set of subscribers to one stream, each a :class:`BoundedQueue` of ``T``.
 
     ``size_of`` sizes a message as the subscribers' queues do (it is sized once
-    per publish, not once per subscriber). ``gap_notice`` makes this stream's gap
+    per publish, not once per subscriber). ``dropped_notice(tag, size)`` makes
+    what a subscriber whose ``max_bytes`` is below a message's size gets in its
+    place (counted in :attr:`dropped`). ``gap_notice`` makes this stream's gap
     notice; subscribing a queue hands it over (None: each queue keeps its own).
     """
 
-    def __init__(self, size_of: Callable[[T], int], gap_notice: Callable[[int], T] | None = None) -> None:
+    def __init__(
+        self,
+        size_of: Callable[[T], int],
+        dropped_notice: Callable[[str | None, int], T],
+        gap_notice: Callable[[int], T] | None = None,
+    ) -> None:
         # subscriber → its filter, in subscription order; the filter is kept here,
         # not on the queue, so an idle subscriber is no bigger for having one
         self._subscribers: dict[BoundedQueue[T], TagFilter | None] = {}
         self.size_of = size_of
+        self.dropped_notice = dropped_notice
         self.gap_notice = gap_notice
+        self.dropped = 0  # messages too big for some subscriber's queue, dropped for it
+        # the smallest max_bytes any subscriber has had: a message no bigger fits
+        # every queue, so publish checks one number, not every queue
+        self._smallest: float = math.inf
 
     def __len__(self) -> int:
         return len(self._subscribers)
@@ -111,6 +142,7 @@ class Fanout(Generic[T]):
         through (None: every message); subscribing again replaces its filter."""
         if self.gap_notice is not None:
             subscriber.gap_notice = self.gap_notice
+        self._smallest = min(self._smallest, subscriber.max_bytes)
         self._subscribers[subscriber] = filter
 
     def unsubscribe(self, subscriber: BoundedQueue[T]) -> None:
@@ -126,24 +158,54 @@ class Fanout(Generic[T]):
         ``tag`` is the event's; None (a server notice, a keep-alive, a
         ``/formatted_events`` view change) passes every filter. Cut-off
         subscribers (close policy) are removed: a connection closes with the
-        :class:`Overflow` code when it next writes.
+        :class:`Overflow` code when it next writes. A subscriber whose
+        ``max_bytes`` is below the message's size is offered the dropped notice
+        instead: it could never take the message, so the policy is not for it.
         """
         size = self.size_of(message)
+        if size > self._smallest:
+            return self._publish_too_big(message, size, tag)
         cut_off = []
         for queue, wanted in self._subscribers.items():
             if wanted is not None and tag is not None and not wanted.matches(tag):
                 continue  # not wanted: its queue is not touched
             if not queue.put(message, size):
                 cut_off.append(queue)
-        for queue in cut_off:
+        return self._cut_off(cut_off)
+
+    def _publish_too_big(self, message: T, size: int, tag: str | None) -> int:
+        """:meth:`publish` for a message bigger than some subscriber's bound
+        (rare: the queue bounds are checked one by one)."""
+        notice: T | None = None  # made once, for all the subscribers it is for
+        notice_size = 0
+        cut_off = []
+        for queue, wanted in self._subscribers.items():
+            if wanted is not None and tag is not None and not wanted.matches(tag):
+                continue
+            if size <= queue.max_bytes:
+                taken = queue.put(message, size)
+            else:
+                if notice is None:
+                    notice = self.dropped_notice(tag, size)
+                    notice_size = self.size_of(notice)
+                taken = queue.put(notice, notice_size)
+            if not taken:
+                cut_off.append(queue)
+        if notice is not None:
+            self.dropped += 1
+        return self._cut_off(cut_off)
+
+    def _cut_off(self, queues: list[BoundedQueue[T]]) -> int:
+        for queue in queues:
             del self._subscribers[queue]
-        return len(cut_off)
+        return len(queues)
 
 
 class Broadcast(Fanout[bytes]):
     """The outboxes subscribed to one stream of ``kind`` (e.g. ``all_events``
-    frames); subscribing an outbox gives it ``kind``'s gap notice."""
+    frames); subscribing an outbox gives it ``kind``'s gap notice, and a message
+    too big for an outbox is replaced by ``kind``'s dropped notice."""
 
     def __init__(self, kind: StreamKind = StreamKind.ALL_EVENTS) -> None:
-        super().__init__(Outbox.size_of, gap_notice(kind))
+        super().__init__(Outbox.size_of, dropped_notice(kind), gap_notice(kind))
         self.kind = kind

@@ -8,14 +8,18 @@ wall-clock ``now``:
   retrying (capped exponential backoff, :class:`~saltnado_core.pacing.Pacing`);
 * ``connected(now)`` — subscribed; a fresh decoder starts;
 * ``receive_data(data, now)`` — bytes read → Salt calls the streams need (run
-  them in worker threads). Raises :class:`EventBusError` when the stream is
-  garbled: the decoder cannot resync, so drop the socket and report ``lost``;
+  them in worker threads). Raises :class:`EventBusError` when the framing is
+  broken: the decoder cannot resync, so drop the socket and report ``lost``.
+  An event whose body alone does not decode is skipped and counted
+  (:attr:`EventBusLink.skipped`), and the link stays up;
 * ``lost(error, now)`` — the socket ended (``None``: the master closed it).
 * ``tick(now)`` — about once a second (see below).
 
 Each decoded event is dispatched once to the websocket/SSE streams and offered
 to the in-process subscribers. ``notices()`` returns what to log: one line per
-state change, never one per retry.
+state change, never one per retry, and one per kind of undecodable body
+(:class:`~saltnado_core.eventbus.BodyFault`), never one per event: whoever can
+fire events can fire those.
 
 The bus is the master's own publisher, so while it is gone the master is taken
 to be down (:attr:`EventBusLink.master_available`): calls that need it get 503
@@ -40,7 +44,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .eventbus import EventBusDecoder, EventBusError, SaltEvent
+from .eventbus import BodyFault, EventBusDecoder, EventBusError, SaltEvent, UndecodableEvent
 from .pacing import Backoff, Pacing
 from .salt_calls import SaltCall
 from .streams import BUS_DOWN_TAG, BUS_UP_TAG, EventStreams
@@ -91,6 +95,7 @@ class EventBusLink:
         self.state = BusState.STARTING
         self.connections = 0  # successful subscriptions so far
         self.down_since: str | None = None  # the stamp of the down notice, while down
+        self.skipped: dict[BodyFault, int] = {}  # events whose body did not decode, by why
         self._settle = pacing.bus_settle
         self._connected_at: float | None = None  # the current connection, until it has settled
         self._backoff = Backoff(pacing.reconnect_min, pacing.reconnect_max)
@@ -125,6 +130,9 @@ class EventBusLink:
         calls: list[SaltCall] = []
         dispatch, publish = self.streams.dispatch, self.subscriptions.publish
         for event in self._decoder.events():
+            if isinstance(event, UndecodableEvent):
+                self._skip(event)
+                continue
             calls += dispatch(event, now)
             if self.subscriptions:
                 publish(event)
@@ -148,6 +156,18 @@ class EventBusLink:
     def notices(self) -> list[Notice]:
         notices, self._notices = self._notices, []
         return notices
+
+    def _skip(self, event: UndecodableEvent) -> None:
+        """Count an event whose body did not decode; log the first of each kind."""
+        seen = self.skipped.get(event.fault, 0)
+        self.skipped[event.fault] = seen + 1
+        if not seen:
+            # repr: the tag is the sender's text, so no raw newline or escape reaches the log
+            self._notices.append(Notice(logging.WARNING, (
+                f"skipped an event-bus event that does not decode: {event.fault.value} "
+                f"(tag {event.tag[:200]!r}, {event.size} bytes); the bus stays connected, "
+                "and further events like it are counted, not logged"
+            )))
 
     def _enter(self, state: BusState, level: int, message: str, now: float, reason: str | None = None) -> None:
         """``message`` is for the log; ``reason`` (default: the same) for clients,

@@ -10,7 +10,10 @@ attached connections are counted (:attr:`EventStreams.tokens`), so the periodic
 re-check of stream tokens with Salt (:mod:`~saltnado_core.revocation`) works on
 distinct tokens, not connections. :meth:`EventStreams.notify` sends the
 server's own notices (the event bus going down and coming back) to every
-stream, ``/formatted_events`` included.
+stream, ``/formatted_events`` included. An event too big for a client's whole
+outbox once encoded is dropped for that client with a ``saltnado/dropped``
+notice in its place (:mod:`saltnado_core.broadcast`), counted in
+:attr:`EventStreams.dropped`.
 """
 
 from __future__ import annotations
@@ -87,6 +90,12 @@ class EventStreams:
                     payload = event_json(event)
                 broadcast.publish(frame(event.tag, payload), event.tag)
         return self.formatted.dispatch(event, now)
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped for being too big for an outbox, summed over the
+        streams (an event too big on ``/all_events`` and ``/events`` counts twice)."""
+        return sum(broadcast.dropped for broadcast in self._every)
 
     def notify(self, notice: SaltEvent) -> None:
         """A server notice (``saltnado/bus/down``, ``saltnado/bus/up``) to every

@@ -10,7 +10,9 @@ under the ``close`` policy, cut off — :meth:`Subscription.next_event` raises
 :class:`SlowSubscriber` with the close code and reason a websocket client would
 get; under ``gap``, new events are dropped until it has caught up to half the
 bounds, then it receives one ``SaltEvent("saltnado/gap", {"missed": N})`` where
-the hole is.
+the hole is. An event whose raw body is bigger than a subscription's whole
+``max_bytes`` is not the subscriber's slowness: it gets
+``SaltEvent("saltnado/dropped", {"tag": <tag>, "bytes": N})`` in its place.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import cast
 
-from .bounded import BoundedQueue, Overflow, gap_event, no_waiter
+from .bounded import BoundedQueue, Overflow, dropped_event, gap_event, no_waiter
 from .broadcast import Fanout
 from .config import Limits
 from .eventbus import SaltEvent
@@ -84,7 +86,7 @@ class Subscriptions:
 
     def __init__(self, limits: Limits = Limits()) -> None:
         self.limits = limits
-        self._fanout: Fanout[SaltEvent] = Fanout(Subscription.size_of)
+        self._fanout: Fanout[SaltEvent] = Fanout(Subscription.size_of, dropped_event)
         self._ended = False
 
     def __len__(self) -> int:
@@ -111,6 +113,11 @@ class Subscriptions:
         else:
             self._fanout.subscribe(subscription, tag_filter(tag_prefix))
         return subscription
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped for being bigger than a subscription's ``max_bytes``."""
+        return self._fanout.dropped
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._fanout.unsubscribe(subscription)

@@ -10,6 +10,7 @@ import msgpack
 import pytest
 
 from saltnado_core import EventBusDecoder, EventBusError, SaltEvent, encode_pub_message, encode_pull_message
+from saltnado_core.eventbus import BodyFault, UndecodableEvent
 
 
 
@@ -21,10 +22,10 @@ def salt_pub_message(tag: str, data: Any) -> bytes:
     )
 
 
-def decode(chunks: Iterable[bytes], max_event_bytes: int = 16 * 1024 * 1024) -> list[SaltEvent]:
+def decode(chunks: Iterable[bytes], max_event_bytes: int = 16 * 1024 * 1024) -> list[SaltEvent | UndecodableEvent]:
     """Feed ``chunks`` one by one, collecting events after each (as a binding does)."""
     decoder = EventBusDecoder(max_event_bytes)
-    events: list[SaltEvent] = []
+    events: list[SaltEvent | UndecodableEvent] = []
     for chunk in chunks:
         decoder.feed(chunk)
         events.extend(decoder.events())
@@ -190,12 +191,6 @@ GARBAGE = {
     "non-map list": msgpack.packb([{"head": {}, "body": b"t\n\n\x01"}]),
     "non-map str": msgpack.packb("salt/tag\n\n\x01"),
     "map without body": msgpack.packb({"head": {}}, use_bin_type=True),
-    "body is int": msgpack.packb({"head": {}, "body": 7}, use_bin_type=True),
-    "body is map": msgpack.packb({"head": {}, "body": {"tag": "x"}}, use_bin_type=True),
-    "body without separator": msgpack.packb({"head": {}, "body": b"salt/tag\n{}"}, use_bin_type=True),
-    "body data not msgpack": msgpack.packb({"head": {}, "body": b"t\n\n\xc1"}, use_bin_type=True),
-    "body data has extra bytes": msgpack.packb({"head": {}, "body": b"t\n\n\x01\x02"}, use_bin_type=True),
-    "body data truncated": msgpack.packb({"head": {}, "body": b"t\n\n\x82\xa1a"}, use_bin_type=True),
     "reserved byte 0xc1": b"\xc1",
     "unhashable map key": b"\x81\x81\x01\x02\x03",  # {{1: 2}: 3}
     "random bytes": bytes.fromhex("c1d4e8f7a09b3c5e2f81004412deadbeef"),
@@ -231,6 +226,43 @@ def test_good_events_before_garbage_are_delivered_first() -> None:
     assert seen == EVENTS
     with pytest.raises(EventBusError):
         list(decoder.events())  # "after" is never delivered
+
+
+# -- a body that does not decode, in intact framing: skipped, and the stream goes on -----------
+
+
+def body_message(body: object) -> bytes:
+    return msgpack.packb({"head": {}, "body": body}, use_bin_type=True)
+
+
+# name → (the body, why it does not decode, the tag the skip reports)
+UNDECODABLE = {
+    # Salt splits at the first "\n\n": the rest of the tag is read as data, then the data
+    "tag holding \\n\\n": (b"salt/a\n\nb\n\n\x81\xa1x\x01", BodyFault.TRAILING, "salt/a"),
+    "body data has extra bytes": (b"t\n\n\x01\x02", BodyFault.TRAILING, "t"),
+    "str of invalid UTF-8": (b"t\n\n\x81\xa1s\xa2\xc3\x28", BodyFault.NOT_UTF8, "t"),
+    "str with a lone surrogate": (b"t\n\n\x81\xa1s\xa3\xed\xa0\x80", BodyFault.NOT_UTF8, "t"),
+    "body data truncated": (b"t\n\n\x82\xa1a", BodyFault.TRUNCATED, "t"),
+    "array header past the data": (b"t\n\n\xdc\x00\x10\x01", BodyFault.TRUNCATED, "t"),
+    "nesting past 1,024": (b"t\n\n" + b"\x91" * 1025 + b"\xc0", BodyFault.TOO_DEEP, "t"),
+    "array as a map key": (b"t\n\n\x81\x91\x01\x02", BodyFault.BAD_KEY, "t"),
+    "map as a map key": (b"t\n\n\x81\x81\x01\x02\x03", BodyFault.BAD_KEY, "t"),
+    "body data not msgpack": (b"t\n\n\xc1", BodyFault.NOT_MSGPACK, "t"),
+    "body without separator": (b"salt/tag\n{}", BodyFault.NO_TAG_END, ""),
+    "body is int": (7, BodyFault.NOT_BYTES, ""),
+    "body is map": ({"tag": "x"}, BodyFault.NOT_BYTES, ""),
+}
+
+
+@pytest.mark.parametrize("case", UNDECODABLE.values(), ids=UNDECODABLE.keys())
+def test_undecodable_body_is_skipped_and_the_next_event_decoded(case: tuple[object, BodyFault, str]) -> None:
+    body, fault, tag = case
+    bad = body_message(body)
+    stream = salt_pub_message("before", {"n": 1}) + bad + salt_pub_message("after", {"n": 2})
+    expected = [SaltEvent("before", {"n": 1}), UndecodableEvent(fault, tag, len(bad)), SaltEvent("after", {"n": 2})]
+    assert decode([stream]) == expected
+    assert decode(bytewise(stream)) == expected
+    assert decode([stream + b"\x82"]) == expected  # trailing data: the next message, waiting
 
 
 def test_oversized_message_whole() -> None:

@@ -1,9 +1,11 @@
 """Fuzzing the event-bus codec and what it feeds: any bytes from the master's
 publisher socket, valid Salt events or not, in any split.
 
-The decoder either yields :class:`SaltEvent` objects or raises
-:class:`EventBusError` (and stays failed: the binding reconnects); it never holds
-more than ``max_event_bytes`` of an unfinished message. Every event it yields is
+The decoder yields :class:`SaltEvent` objects, and an :class:`UndecodableEvent`
+for a message whose body does not decode (the stream goes on), or raises
+:class:`EventBusError` when the framing breaks (and stays failed: the binding
+reconnects); it never holds more than ``max_event_bytes`` of an unfinished
+message. Whatever the event bodies, the bus link stays up. Every event it yields is
 dispatched to every stream — ``/all_events`` frames, ``/events`` SSE chunks, the
 ``/formatted_events`` view (full and delta), in-process subscribers — whatever
 its data holds (bytes keys, ext types, NaN, odd shapes for the tags the view
@@ -20,8 +22,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fuzzing import FUZZ, count, read_server_frames, split
+from fuzzing import FUZZ, count, mutated, read_server_frames, split
 from saltnado_core import EventBusDecoder, EventBusError, EventStreams, Outbox, SaltEvent, encode_pub_message
+from saltnado_core.buslink import BusState, EventBusLink
+from saltnado_core.eventbus import BodyFault, UndecodableEvent
 from saltnado_core.formatted import FormattedView
 from saltnado_core.subscriptions import Subscriptions
 
@@ -82,19 +86,19 @@ def salt_event(draw: st.DrawFn) -> tuple[str, Any]:
         tag, data = draw(st.text(max_size=30)), draw(values)
     if draw(st.integers(0, 9)) == 0:
         data = draw(values)  # not a map at all
-    return tag.replace("\n\n", "\n"), data
+    return tag.replace("\n\n", "\n").rstrip("\n"), data  # a tag ending in "\n" would move the separator
 
 
-def pub(*bodies: bytes | str) -> tuple[bytes, list[bytes]]:
+def pub(*bodies: bytes | str) -> tuple[bytes, list[bytes | BodyFault]]:
     """Publisher messages carrying ``bodies`` → (bytes, the bodies the decoder must yield)."""
     raw = b"".join(msgpack.packb({"head": {}, "body": b}, unicode_errors="surrogateescape") for b in bodies)
     return raw, [b.encode("utf-8", "surrogateescape") if isinstance(b, str) else b for b in bodies]
 
 
 @st.composite
-def bus_message(draw: st.DrawFn) -> tuple[bytes, list[bytes] | None]:
-    """Message(s) on the publisher socket → (bytes, the event bodies they carry, or
-    None if they are not valid events)."""
+def bus_message(draw: st.DrawFn) -> tuple[bytes, list[bytes | BodyFault] | None]:
+    """Message(s) on the publisher socket → (bytes, the event bodies they carry or
+    why each does not decode, or None if the framing is broken)."""
     kind = draw(st.sampled_from(["event"] * 6 + ["deep", "str_body", "no_tagend", "not_a_map", "no_body", "bad_data"]))
     if kind == "event":
         tag, data = draw(salt_event())
@@ -108,13 +112,13 @@ def bus_message(draw: st.DrawFn) -> tuple[bytes, list[bytes] | None]:
         tag, data = draw(salt_event())
         return pub((tag.encode() + b"\n\n" + msgpack.packb(data)).decode("utf-8", "surrogateescape"))
     if kind == "no_tagend":
-        return pub(draw(st.binary(max_size=30)).replace(b"\n\n", b""))[0], None
+        return pub(draw(st.binary(max_size=30)).replace(b"\n\n", b""))[0], [BodyFault.NO_TAG_END]
     if kind == "not_a_map":
         return msgpack.packb(draw(values)), None
     if kind == "no_body":
         return msgpack.packb({"head": draw(values)}), None
     # data that is not one msgpack value: something left over after it
-    return pub(b"t\n\n" + msgpack.packb(draw(values)) + draw(st.binary(min_size=1, max_size=8)))[0], None
+    return pub(b"t\n\n" + msgpack.packb(draw(values)) + draw(st.binary(min_size=1, max_size=8)))[0], [BodyFault.TRAILING]
 
 
 # -- the fan-out every event goes through ---------------------------------------------------
@@ -169,16 +173,19 @@ def check_sse(data: bytes, event: SaltEvent) -> None:
 # -- the properties --------------------------------------------------------------------------
 
 
-def decode_all(decoder: EventBusDecoder, chunks: list[bytes], max_event: int, fanout: FanOut) -> list[SaltEvent]:
-    """Feed every chunk; returns the events, or raises EventBusError."""
-    events: list[SaltEvent] = []
+def decode_all(
+    decoder: EventBusDecoder, chunks: list[bytes], max_event: int, fanout: FanOut
+) -> list[SaltEvent | UndecodableEvent]:
+    """Feed every chunk; returns the events and skips, or raises EventBusError."""
+    events: list[SaltEvent | UndecodableEvent] = []
     fed = 0
     for chunk in chunks:
         decoder.feed(chunk)
         fed += len(chunk)
         for event in decoder.events():
-            assert isinstance(event, SaltEvent) and isinstance(event.tag, str)
-            fanout.dispatch(event)
+            assert isinstance(event.tag, str)
+            if isinstance(event, SaltEvent):
+                fanout.dispatch(event)
             events.append(event)
         # never more than one message's limit held back
         assert fed - decoder._unpacker.tell() <= max_event
@@ -215,8 +222,10 @@ def test_any_publisher_bytes_in_any_split(
             break  # the decoder fails there (or, once in a while, reads it as something valid)
         expected += bodies
     if cut in ("whole", "truncated"):
-        # Whole valid messages come out, in order, and nothing else before the first invalid one.
-        assert [event.raw for event in events[: len(expected)]] == expected[: len(events)]
+        # Whole messages come out, in order (a body that does not decode as a skip
+        # saying why), and nothing else before the first broken framing.
+        outcomes = [event.raw if isinstance(event, SaltEvent) else event.fault for event in events]
+        assert outcomes[: len(expected)] == expected[: len(events)]
     if cut == "whole" and all(bodies is not None and len(raw) <= max_event for raw, bodies in messages):
         assert len(events) == len(expected)
 
@@ -250,3 +259,58 @@ def test_arbitrary_bytes(garbage: bytes, draw: st.DataObject) -> None:
     except EventBusError:
         with pytest.raises(EventBusError):
             list(decoder.events())
+
+
+# -- event bodies: whatever an API user or a minion fires, the bus link stays up ---------------
+
+BAD_UTF8 = [b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xed\xbf\xbf", b"\xf4\x90\x80\x80", b"\xc0\xaf"]
+
+
+@st.composite
+def event_body(draw: st.DrawFn) -> bytes | str:
+    """An event's body as anyone able to fire an event could shape it: valid, or
+    a tag holding the separator, a str that is not UTF-8 (invalid bytes, a lone
+    surrogate), data cut short, nested too deeply, an array or map as a map key,
+    a few bytes changed, or any bytes at all."""
+    tag, data = draw(salt_event())
+    head, packed = tag.encode(), msgpack.packb(data)
+    kind = draw(st.sampled_from(["valid", "tagend", "utf8", "cut", "deep", "key", "mutated", "bytes"]))
+    if kind == "tagend":
+        head += b"\n\n" + draw(st.text(max_size=10)).encode()
+    elif kind == "utf8":
+        text = draw(st.text(max_size=10)).encode()
+        at = draw(st.integers(0, len(text)))
+        bad = text[:at] + draw(st.sampled_from(BAD_UTF8)) + text[at:]
+        packed = b"\x82\xa1s\xd9" + bytes([len(bad)]) + bad + b"\xa1d" + packed  # {"s": <bad str>, "d": data}
+    elif kind == "cut":
+        packed = packed[: draw(st.integers(0, max(len(packed) - 1, 0)))]
+    elif kind == "deep":
+        packed = b"\x91" * draw(st.integers(1000, 1100)) + b"\xc0"
+    elif kind == "key":
+        packed = b"\x81" + draw(st.sampled_from([b"\x90", b"\x91\x01", b"\x80", b"\x81\x01\x02"])) + packed
+    body = head + b"\n\n" + packed
+    if kind == "mutated":
+        body = draw(mutated(body))
+    elif kind == "bytes":
+        body = draw(st.binary(max_size=60))
+    return body.decode("utf-8", "surrogateescape") if draw(st.integers(0, 9)) == 0 else body  # old str bodies
+
+
+@FUZZ
+@given(st.lists(event_body(), min_size=1, max_size=8), st.data())
+def test_no_event_body_takes_the_bus_link_down(bodies: list[bytes | str], draw: st.DataObject) -> None:
+    count("eventbus")
+    fanout = FanOut()
+    link = EventBusLink("/srv/salt", fanout.streams, fanout.subscriptions)
+    link.connected(0.0)
+    link.notices()
+    stream = pub(*bodies)[0] + encode_pub_message("saltnado/test/last", {"ok": True})
+    for chunk in draw.draw(split(stream, max_cuts=20)):
+        link.receive_data(chunk, 1.0)  # raises nothing: the framing is intact
+    assert link.state is BusState.CONNECTED and link.master_available
+    assert fanout.streams.dispatched + sum(link.skipped.values()) == len(bodies) + 1
+    (*_, (_, last)) = read_server_frames(fanout.outboxes["all_events"].drain(1 << 30))
+    assert json.loads(last) == {"data": {"ok": True}, "tag": "saltnado/test/last"}  # the next event gets through
+    notices = link.notices()
+    assert len(notices) == len(link.skipped)  # one line per kind of fault, whatever the count
+    assert all("\n" not in notice.message for notice in notices)
