@@ -122,6 +122,8 @@ class Service:
         for conn, wake in list(self.connections.items()):  # one pass: 10,000 streams cost ~2 ms
             expired = conn.expire(now)
             if conn.tick(monotonic) or expired:  # timeouts and pings (limits.timeouts)
+                for rejection in conn.take_rejections():  # a 408 for a request sent too slowly
+                    self._log_request(Served(rejection.request, rejection.response, by_app=False), 0.0)
                 wake()
         self.streams.tick(monotonic)  # /events keep-alive comments
 
