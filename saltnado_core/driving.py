@@ -14,7 +14,7 @@ run differs — awaited in a worker thread, or answered from a table::
         if isinstance(step, Served):        # a request answered: log it
             step = next(steps, None)
         else:                               # a Salt call: run it
-            step = steps.send(result)       # or steps.throw(exc)
+            step = steps.send(result)       # or steps.throw(exc); StopIteration: the end
 
 The Salt calls a stream needs (``conn.take_salt_calls()``) are not part of it:
 they outlive the request that opened the stream, so a binding starts them beside
@@ -66,9 +66,9 @@ def serve_requests(
     ``send(result)``, or its exception with ``throw(exc)`` (the handler decides
     what the client is told; an ``Exception`` it does not catch becomes an error
     response, recorded in :attr:`Served.error` when unexpected). After a Salt
-    call the next step is always another Salt call or a :class:`Served`, never
-    the end. Yields a :class:`Served` after each ``conn.respond()``: advance with
-    ``next()``; the generator ends when ``conn.next_request()`` has nothing more
+    call the next step is another Salt call, a :class:`Served`, or the end (once
+    a ``100 Continue`` head's token check is done). Yields a :class:`Served`
+    after each ``conn.respond()``: advance with ``next()``; the generator ends when ``conn.next_request()`` has nothing more
     (no complete request, or ``conn.input_paused``: run it again once the writer
     has taken ``conn.data_to_send()``). Requests the connection refused on its
     own (a malformed one's 400, 413, 431, 505; the 503 at the connection limit)

@@ -159,11 +159,14 @@ class Service:
                 step = next(steps, None)
                 continue
             try:
-                result = await salt(step)
-            except Exception as exc:
-                step = steps.throw(exc)
-            else:
-                step = steps.send(result)
+                try:
+                    result = await salt(step)
+                except Exception as exc:
+                    step = steps.throw(exc)
+                else:
+                    step = steps.send(result)
+            except StopIteration:  # a 100 Continue after its head's token check: nothing more now
+                step = None
 
     def _log_request(self, served: Served, seconds: float) -> None:
         request = served.request

@@ -310,6 +310,33 @@ async def test_a_request_smuggled_in_a_body_is_never_answered(server: RunningSer
     assert answer.count(b"HTTP/1.1 ") == 1 and b"404" not in answer
 
 
+async def test_100_continue_only_for_an_accepted_head(server: RunningServer, token: str) -> None:
+    """No token: the 401 at once, no 100, the body never asked for. A valid token: the
+    100 after Salt has checked it, then the answer once the body has come."""
+    def head(auth: bytes) -> bytes:
+        return (
+            b"POST /minions HTTP/1.1\r\nHost: t\r\n" + auth + b"Expect: 100-continue\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+        )
+
+    def exchange() -> tuple[bytes, bytes, bytes]:
+        with _connect(server.port) as sock:
+            sock.sendall(head(b""))
+            refused = _read_to_eof(sock)  # the server closes: the body is not wanted
+        with _connect(server.port) as sock:
+            sock.sendall(head(b"X-Auth-Token: " + token.encode() + b"\r\n"))
+            continued = sock.recv(65536)
+            sock.sendall(b"[]")
+            sock.shutdown(socket.SHUT_WR)
+            return refused, continued, _read_to_eof(sock)
+
+    refused, continued, answer = await trio.to_thread.run_sync(exchange)
+    status, headers, _ = parse_response(refused)
+    assert status == 401 and headers["connection"] == "close" and b"100 Continue" not in refused
+    assert continued == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert parse_response(answer)[0] == 400  # an empty lowstate: the body was read and judged
+
+
 async def test_refused_requests_are_in_the_access_log(server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
     """Requests the connection answers on its own are logged with their status,
     tokens masked, as the app's are."""
