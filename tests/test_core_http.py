@@ -156,6 +156,14 @@ def test_http_1_0_closes_after_response() -> None:
     assert binding.conn.finished
 
 
+def test_http_1_0_keep_alive_is_not_honoured_and_says_so() -> None:
+    """README: HTTP/1.0 keep-alive is refused; the answer says ``Connection: close``."""
+    binding = Binding()
+    out = binding.feed(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + GET_ROOT.replace(b"1.1", b"1.0"))
+    assert out.count(b"HTTP/1.1 200 OK\r\n") == 1 and b"\r\nConnection: close\r\n" in out
+    assert binding.conn.finished and len(binding.requests) == 1
+
+
 def test_eof_between_requests() -> None:
     binding = Binding()
     assert binding.feed(GET_ROOT, b"") == WELCOME_RESPONSE
