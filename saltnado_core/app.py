@@ -27,7 +27,8 @@ from .outcomes import (
     AUTH_COOKIE_NAME, AUTH_TOKEN_HEADER, AcceptEventStream, AcceptWebSocket, Context, Handler, Outcome, Step,
 )
 from .router import Router
-from .salt_calls import SaltCall, classify_salt_error
+from .salt_calls import GetAuthList, GetToken, SaltCall, classify_salt_error
+from .tokens import redact_path, redact_tokens
 
 __all__ = [
     "AUTH_COOKIE_NAME", "AUTH_TOKEN_HEADER", "AcceptEventStream", "AcceptWebSocket", "App", "Context",
@@ -74,8 +75,15 @@ class Exchange:
         e.g. a cancellation, is not Salt's answer and propagates); returns the
         outcome for :meth:`ServerConnection.respond`. After a Salt call is
         answered the exchange never ends in an exception: errors become responses."""
+        step = yield from self.steps_while(lambda call: True)
+        assert not isinstance(step, SaltCall)
+        return step
+
+    def steps_while(self, allowed: Callable[[SaltCall], bool]) -> Generator[SaltCall, Any, Step]:
+        """:meth:`steps` as long as each Salt call is ``allowed``; returns the
+        outcome, or the first call not allowed (not yielded: the exchange stops there)."""
         step = self.start()
-        while isinstance(step, SaltCall):
+        while isinstance(step, SaltCall) and allowed(step):
             try:
                 result = yield step
             except Exception as exc:
@@ -155,10 +163,32 @@ class App:
             return Exchange(_answer(error_response(406, reason)), JSON, cors)
         route = self.router.match(request.path)
         if route is None:
-            handler = _raise(HTTPError(404, f"no such resource: {request.path}"))
+            # The path as sent, tokens masked: a mistyped stream URL holds one.
+            shown = redact_tokens(redact_path(request.path, self.settings.token_length))
+            handler = _raise(HTTPError(404, f"no such resource: {shown}"))
         else:
             handler = self._handlers[route.name](Context(request, route, now, self.settings, media))
         return Exchange(handler, media, cors)
+
+
+    def refusal(self, head: Request, now: float) -> Generator[SaltCall, Any, Response | None]:
+        """The answer to a request known from its head alone, before its body is
+        sent (for ``Expect: 100-continue``), or None to ask for the body.
+
+        The handler runs on the head as far as its token check (Salt calls that
+        only read: :data:`HEAD_CALLS`, yielded like :meth:`Exchange.steps`'); an
+        answer it gives by then with a status the body cannot change
+        (:data:`HEAD_STATUSES`: no such resource, method not allowed,
+        unacceptable ``Accept``, no valid token) refuses the request.
+        """
+        step = yield from self.handle(head, now).steps_while(lambda call: isinstance(call, HEAD_CALLS))
+        # A Salt call that acts, or reads the body's lowstate, stops it: the body is needed.
+        return step if isinstance(step, Response) and step.status in HEAD_STATUSES else None
+
+
+# What a handler may do and decide before the request's body is read.
+HEAD_CALLS = (GetToken, GetAuthList)
+HEAD_STATUSES = frozenset({401, 403, 404, 405, 406})
 
 
 def _answer(response: Response) -> Handler:

@@ -22,6 +22,9 @@ Verbs (what the binding tells the connection):
 * ``next_request()`` — a complete request for the app (None while there is none,
   or while ``input_paused``); ``respond(outcome)`` — its :class:`Response`,
   :class:`AcceptWebSocket` or :class:`AcceptEventStream`;
+* ``continue_wanted`` / ``answer_head(refusal)`` — a request head whose client
+  waits for ``100 Continue``, and the app's verdict on it (the 100, or a refusal
+  sent before the body); :func:`~saltnado_core.driving.serve_requests` does both;
 * ``take_salt_calls()`` / ``salt_call_done(call, error)`` — Salt calls a stream
   needs (the formatted view's grains request);
 * ``tick(now)`` — timeouts and websocket pings on the monotonic clock; ``expire(now)``
@@ -29,7 +32,11 @@ Verbs (what the binding tells the connection):
 * ``close(code, reason)`` — e.g. 1001 at shutdown (a request being answered gets
   its response first, with ``Connection: close``); ``abandon_request(reason)`` —
   answer the request being answered with 503 now;
-* ``data_to_send()`` — everything to write now, as one ``bytes``.
+* ``data_to_send()`` — everything to write now, as one ``bytes``;
+* ``take_rejections()`` — the requests the connection answered on its own (a
+  malformed request's 400, 408, 413, 431, 505, the 503 at the connection limit),
+  for the access log: :func:`~saltnado_core.driving.serve_requests` yields them
+  as ``Served``; a binding's timer logs those a timeout (408) produced.
 
 Questions (what the binding asks; it never reads the phase or the outbox):
 
@@ -73,7 +80,7 @@ from dataclasses import dataclass, field
 from .bounded import Overflow
 from .broadcast import Outbox
 from .config import Limits
-from .http import HTTPConnection, Request, Response, error_response, status_line
+from .http import CLOSE_HEADER, HTTPConnection, Rejection, Request, Response, error_response, status_line
 from .kinds import CloseCode, StreamKind, Transport, stream_kind
 from .messages import SSE_PREAMBLE, dumps, text_frame
 from .outcomes import AcceptEventStream, AcceptWebSocket, Outcome
@@ -83,7 +90,6 @@ from .streams import EventStreams
 from .websocket import Closed, TextReceived, WebSocketSession
 
 READY_MESSAGE = "websocket client ready"
-CLOSE_HEADER = (("connection", "close"),)
 
 
 class Phase(enum.Enum):
@@ -191,6 +197,7 @@ class ServerConnection:
             limits.max_header_bytes, limits.max_body_bytes, limits.max_header_count
         )
         self._refused = open_connections >= limits.max_connections
+        self._rejections: list[Rejection] = []  # the 503 above, once answered
         self._ws: WebSocketSession | None = None  # after an upgrade
         self._salt_calls: list[SaltCall] = []
         self.outbox = Outbox(limits.outbox_max_messages, limits.outbox_max_bytes, wake, self._overflow)
@@ -318,7 +325,9 @@ class ServerConnection:
                 # Read the request first: closing with it unread could reset the
                 # connection before the client reads the answer.
                 reason = f"the server is at its limit of {self.limits.max_connections} connections; try again later"
-                http.send_response(error_response(503, reason, [("connection", "close")]))
+                refusal = error_response(503, reason, CLOSE_HEADER)
+                http.send_response(refusal)
+                self._rejections.append(Rejection(request, refusal))
                 request = None
             self._request = request or self._request
             if http.closed:  # a protocol error was answered, or the client said goodbye
@@ -329,6 +338,26 @@ class ServerConnection:
         if self._eof:
             self.close()  # the client has closed its side: close what is still open
         return None
+
+    @property
+    def continue_wanted(self) -> Request | None:
+        """The head (no body yet) of a request whose client waits for ``100
+        Continue``: the app judges it (:meth:`App.refusal <saltnado_core.app.App.refusal>`)
+        and :meth:`answer_head` says what it decided; None when there is none."""
+        if self.phase is not Phase.HTTP or self._refused or self.input_paused:
+            return None
+        assert self._http is not None
+        return self._http.continue_wanted
+
+    def answer_head(self, refusal: Response | None) -> None:
+        """Answer :attr:`continue_wanted`: None sends ``100 Continue``; a response
+        refuses the request before its body is sent, and the connection ends."""
+        assert self._http is not None
+        if refusal is None:
+            self._http.send_continue()
+            return
+        self._http.refuse_unread(refusal)
+        self._go(Event.END)
 
     def _websocket_events(self) -> None:
         assert self._ws is not None
@@ -537,6 +566,11 @@ class ServerConnection:
             reason = f"Salt refused the request: {reason}"
         message = {"error": {"status": status_line(status), "return": reason}}
         self.outbox.offer(text_frame(dumps(message).encode("utf-8")))
+
+    def take_rejections(self) -> list[Rejection]:
+        """The requests answered without the app since the last call (see the module docstring)."""
+        rejections, self._rejections = self._rejections, []
+        return rejections + (self._http.take_rejections() if self._http is not None else [])
 
     # -- output ------------------------------------------------------------
     def data_to_send(self) -> bytes:

@@ -14,7 +14,7 @@ run differs — awaited in a worker thread, or answered from a table::
         if isinstance(step, Served):        # a request answered: log it
             step = next(steps, None)
         else:                               # a Salt call: run it
-            step = steps.send(result)       # or steps.throw(exc)
+            step = steps.send(result)       # or steps.throw(exc); StopIteration: the end
 
 The Salt calls a stream needs (``conn.take_salt_calls()``) are not part of it:
 they outlive the request that opened the stream, so a binding starts them beside
@@ -44,6 +44,7 @@ class Served:
     request: Request
     outcome: Outcome
     error: BaseException | None = None  # the Exchange's unexpected error (the 500), for the error log
+    by_app: bool = True  # False: refused by the connection before the app saw it (a Rejection)
 
     @property
     def status(self) -> int:
@@ -65,11 +66,16 @@ def serve_requests(
     ``send(result)``, or its exception with ``throw(exc)`` (the handler decides
     what the client is told; an ``Exception`` it does not catch becomes an error
     response, recorded in :attr:`Served.error` when unexpected). After a Salt
-    call the next step is always another Salt call or a :class:`Served`, never
-    the end. Yields a :class:`Served` after each ``conn.respond()``: advance with
-    ``next()``; the generator ends when ``conn.next_request()`` has nothing more
+    call the next step is another Salt call, a :class:`Served`, or the end (once
+    a ``100 Continue`` head's token check is done). Yields a :class:`Served`
+    after each ``conn.respond()``: advance with ``next()``; the generator ends when ``conn.next_request()`` has nothing more
     (no complete request, or ``conn.input_paused``: run it again once the writer
-    has taken ``conn.data_to_send()``).
+    has taken ``conn.data_to_send()``). Requests the connection refused on its
+    own (a malformed one's 400, 413, 431, 505; the 503 at the connection limit)
+    are yielded as :class:`Served` too, after the others, so they are logged.
+    A request whose client waits for ``100 Continue`` gets it only if the app
+    does not refuse its head (:meth:`App.refusal`); a refused one is answered
+    at once, its body unread, and yielded as :class:`Served`.
 
     ``wall_clock`` is the binding's wall clock (``time.time``), read as each
     request starts: a request that waited behind a slow one is still judged
@@ -82,3 +88,11 @@ def serve_requests(
         outcome = yield from exchange.steps()
         conn.respond(outcome)
         yield Served(request, outcome, exchange.error)
+    head = conn.continue_wanted
+    if head is not None:  # the client waits for 100 Continue: only an acceptable request gets it
+        refusal = yield from app.refusal(head, wall_clock())
+        conn.answer_head(refusal)
+        if refusal is not None:
+            yield Served(head, refusal)
+    for rejection in conn.take_rejections():  # answered by the connection itself
+        yield Served(rejection.request, rejection.response, by_app=False)

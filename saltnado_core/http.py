@@ -6,16 +6,18 @@ bounded by ``max_header_bytes`` and ``max_header_count`` → 431, bodies by
 between requests, tells whether it is idle, reading or answering (for the
 timeouts, see :mod:`saltnado_core.connection`), and hands over the bytes that
 follow a websocket upgrade request so none are lost.
-Every error it produces itself is a short JSON body with a reason.
+Every error it produces itself is a short JSON body with a reason that never
+quotes the peer's bytes (they may hold a token), and is kept as a
+:class:`Rejection` for the access log.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from urllib.parse import unquote
 
 import h11
 from wsproto.utilities import generate_accept_token
@@ -45,7 +47,10 @@ class Request:
 
     @property
     def path(self) -> str:
-        return unquote(self.target.split("?", 1)[0])
+        """The path as sent, still percent-encoded: routes match it as a proxy in
+        front saw it (``/%6cogin`` is not ``/login``); the router decodes the
+        parameters it captures (see :mod:`saltnado_core.router`)."""
+        return self.target.split("?", 1)[0]
 
     @property
     def query(self) -> str:
@@ -83,6 +88,26 @@ class Response:
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     content_type: str | None = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A request the connection answered on its own (400, 408, 413, 431, 505, 503
+    at the connection limit): what the access log says about it. ``request`` has
+    the method and target when they could be read, else ``"-"``, and no body."""
+
+    request: Request
+    response: Response
+
+
+CLOSE_HEADER = (("connection", "close"),)
+UNREADABLE = Request("-", "-", ())  # a request whose request line could not be read
+
+# RFC 9112 §2.3: the versions this server speaks; h11 reads any "HTTP/<d>.<d>".
+_SERVED_VERSIONS = (b"1.0", b"1.1")
+# h11 quotes the offending bytes in some reasons ("illegal header line:
+# bytearray(b'X-Auth-Token : <token>')"): what follows the colon is cut.
+_QUOTED_BYTES = re.compile(r":\s*(?:bytearray\()?b['\"].*", re.DOTALL)
 
 
 def _phrase(status: int) -> bytes:
@@ -136,6 +161,8 @@ class HTTPConnection:
         self.requests = 0  # complete requests handed out so far
         self._head = False  # the current request is HEAD: its response has no body
         self.closed = False
+        self._rejections: list[Rejection] = []  # at most one: each closes the connection
+        self._continue_decided = False  # the pending request's 100 Continue was sent or refused
 
     @property
     def busy(self) -> bool:
@@ -175,16 +202,14 @@ class HTTPConnection:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
                 status = exc.error_status_hint
-                reason = "request header block too large" if status == 431 else f"malformed request: {exc}"
+                reason = "request header block too large" if status == 431 else f"malformed request: {_h11_reason(exc)}"
                 self._fail(status, reason)
                 return None
             if event is h11.NEED_DATA or event is h11.PAUSED:
-                if self._pending is not None and self._h11.they_are_waiting_for_100_continue:
-                    # RFC 9110 §10.1.1: curl waits ~1 s for this before sending a body.
-                    self._send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
                 return None
             if isinstance(event, h11.Request):
                 self._pending = event
+                self._continue_decided = False
                 self._head = event.method == b"HEAD"
                 self._body.clear()
                 # h11 bounds only an *incomplete* head; a whole one that arrived
@@ -194,6 +219,10 @@ class HTTPConnection:
                     return None
                 if len(event.headers) > self._max_header_count:
                     self._fail(431, f"too many request header fields (more than {self._max_header_count})")
+                    return None
+                refusal = _refusal(event)
+                if refusal is not None:
+                    self._fail(*refusal)
                     return None
                 length = _content_length(event)
                 if length is not None and length > self._max_body:
@@ -285,6 +314,39 @@ class HTTPConnection:
         self._busy = False
         return bytes(trailing)
 
+    @property
+    def continue_wanted(self) -> Request | None:
+        """The head (with no body) of a request whose client waits for ``100
+        Continue`` before sending its body, until :meth:`send_continue` or
+        :meth:`refuse_unread` has answered it; else None."""
+        if self.closed or self._pending is None or self._continue_decided:
+            return None
+        if not self._h11.they_are_waiting_for_100_continue:
+            return None
+        return _to_request(self._pending, b"")
+
+    def send_continue(self) -> None:
+        """The request of :attr:`continue_wanted` is accepted: ask for its body
+        (RFC 9110 §10.1.1; curl sends it anyway after waiting ~1 s)."""
+        self._continue_decided = True
+        self._send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+
+    def refuse_unread(self, response: Response) -> None:
+        """Answer the request of :attr:`continue_wanted` with ``response`` before
+        its body is sent, and close: the body is never read. RFC 9110 §10.1.1: the
+        server must "either send an immediate response with a final status code, if
+        that status can be determined by examining just the method, target URI, and
+        header fields, or send an immediate 100 (Continue) response"."""
+        self._continue_decided = True
+        headers = response.headers + CLOSE_HEADER
+        self.send_response(Response(response.status, response.body, headers, response.content_type))
+        self._close()
+
+    def take_rejections(self) -> list[Rejection]:
+        """The requests answered here on their own since the last call (for the access log)."""
+        rejections, self._rejections = self._rejections, []
+        return rejections
+
     def data_to_send(self) -> bytes:
         out = b"".join(self._out)
         self._out.clear()
@@ -314,7 +376,9 @@ class HTTPConnection:
             self._close()
 
     def _fail(self, status: int, reason: str) -> None:
-        response = error_response(status, reason, [("connection", "close")])
+        response = error_response(status, reason, CLOSE_HEADER)
+        pending = _to_request(self._pending, b"") if self._pending is not None else UNREADABLE
+        self._rejections.append(Rejection(pending, response))
         self._busy = False
         if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             try:
@@ -361,6 +425,30 @@ def _head_size(event: h11.Request) -> int:
     for name, value in event.headers:
         size += len(name) + len(value) + 4
     return size
+
+
+def _refusal(event: h11.Request) -> tuple[int, str] | None:
+    """Why a request head h11 accepted must still be refused, as (status, reason).
+
+    h11 itself refuses conflicting ``Content-Length`` values and any
+    ``Transfer-Encoding`` but a lone ``chunked`` (400, 501); it reads a body by
+    ``Transfer-Encoding`` when both are sent, which a proxy in front may read by
+    ``Content-Length``: the rest of the body would be a second, smuggled request.
+    """
+    if event.http_version not in _SERVED_VERSIONS:
+        # RFC 9110 §15.6.6; an HTTP/2 preface ("PRI * HTTP/2.0") lands here too.
+        return 505, "HTTP version not supported; use HTTP/1.1"
+    names = {name for name, _ in event.headers}
+    if b"transfer-encoding" in names and b"content-length" in names:
+        # RFC 9112 §6.3: "...ought to be handled as an error. ... the server MUST
+        # close the connection after responding to such a request."
+        return 400, "malformed request: Content-Length together with Transfer-Encoding"
+    return None
+
+
+def _h11_reason(error: h11.RemoteProtocolError) -> str:
+    """h11's reason for refusing a request, without the peer's bytes it quotes."""
+    return _QUOTED_BYTES.sub("", str(error))
 
 
 def _content_length(event: h11.Request) -> int | None:

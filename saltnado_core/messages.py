@@ -12,6 +12,7 @@ per-connection compression the same frame bytes can go to every subscriber:
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 
@@ -33,7 +34,12 @@ def _json_default(value: Any) -> Any:
 
 
 def dumps(obj: Any) -> str:
-    """JSON the way salt.utils.json.dumps writes it (std json, ensure_ascii=False).
+    """JSON the way salt.utils.json.dumps writes it (std json, ensure_ascii=False),
+    but always valid JSON (RFC 8259 §6: "Numeric values that cannot be represented
+    ... (such as Infinity and NaN) are not permitted"): a NaN or infinite float is
+    written ``null``, as JavaScript's ``JSON.stringify`` does, and as a key
+    ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``. The reference writes bare
+    ``NaN``, which ``JSON.parse`` rejects, losing the whole message.
 
     Never raises for data decoded from the event bus: msgpack maps may have keys
     JSON cannot hold (bytes, ext types, timestamps), and nesting deep enough to
@@ -42,9 +48,9 @@ def dumps(obj: Any) -> str:
     ``MAX_JSON_DEPTH`` as a marker string).
     """
     try:
-        return json.dumps(obj, ensure_ascii=False, default=_json_default)
+        return json.dumps(obj, ensure_ascii=False, allow_nan=False, default=_json_default)
     except (TypeError, ValueError, RecursionError):
-        return json.dumps(_jsonable(obj, MAX_JSON_DEPTH), ensure_ascii=False, default=_json_default)
+        return json.dumps(_jsonable(obj, MAX_JSON_DEPTH), ensure_ascii=False, allow_nan=False, default=_json_default)
 
 
 MAX_JSON_DEPTH = 100  # levels kept when data has to be rewritten (see dumps)
@@ -56,14 +62,18 @@ def _jsonable(value: Any, depth: int) -> Any:
         if depth <= 0:
             return TOO_DEEP
         return {_json_key(k): _jsonable(v, depth - 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, set, frozenset)):
         if depth <= 0:
             return TOO_DEEP
         return [_jsonable(v, depth - 1) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
 def _json_key(key: Any) -> Any:
+    if isinstance(key, float) and not math.isfinite(key):
+        return repr(key).replace("inf", "Infinity").replace("nan", "NaN")  # json's own spelling
     if key is None or isinstance(key, (str, int, float)):  # bool is an int
         return key
     if isinstance(key, (bytes, bytearray)):

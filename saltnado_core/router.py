@@ -3,12 +3,20 @@
 Routes are anchored full matches, like Tornado's. The websocket routes exist
 only with ``websockets: True`` and take a token of exactly the master's
 ``hash_type`` hex-digest length; any other shape is a 404, as in the reference.
+
+Routes match the path as sent, still percent-encoded: a proxy in front that
+allows or denies by path sees the same path the router does (``/%6cogin`` is
+not ``/login``, nor ``/minions%2fminion1`` ``/minions/minion1``). What a route
+captures is decoded after matching, except ``%2F``, which stays as sent: it is
+never a separator (RFC 3986 §2.2: "URIs that differ in the replacement of a
+reserved character with its corresponding percent-encoded octet are not equivalent").
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from .kinds import StreamKind, Transport
 
@@ -41,5 +49,14 @@ class Router:
         for name, pattern in self._table:
             found = pattern.fullmatch(path)
             if found:
-                return Route(name, tuple(g or "" for g in found.groups()))
+                return Route(name, tuple(decode(g or "") for g in found.groups()))
         return None
+
+
+_ENCODED_SLASH = re.compile(r"(%2[fF])")
+
+
+def decode(captured: str) -> str:
+    """A captured part of the path, percent-decoded but for ``%2F``, kept as sent."""
+    parts = _ENCODED_SLASH.split(captured)
+    return "".join(part if i % 2 else unquote(part) for i, part in enumerate(parts))

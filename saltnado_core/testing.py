@@ -107,8 +107,8 @@ class Driver:
 
     @property
     def requests(self) -> list[Request]:
-        """Every request answered, in order."""
-        return [served.request for served in self.served]
+        """Every request the app answered, in order (not those the connection refused)."""
+        return [served.request for served in self.served if served.by_app]
 
     def feed(self, *chunks: bytes | bytearray) -> bytes:
         """Each chunk as one read from the socket (``b""``: EOF), each followed by

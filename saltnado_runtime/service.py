@@ -128,6 +128,8 @@ class Service:
         for conn, wake in list(self.connections.items()):  # one pass: 10,000 streams cost ~2 ms
             expired = conn.expire(now)
             if conn.tick(monotonic) or expired:  # timeouts and pings (limits.timeouts)
+                for rejection in conn.take_rejections():  # a 408 for a request sent too slowly
+                    self._log_request(Served(rejection.request, rejection.response, by_app=False), 0.0)
                 wake()
         self.streams.tick(monotonic)  # /events keep-alive comments
 
@@ -164,11 +166,14 @@ class Service:
                 step = next(steps, None)
                 continue
             try:
-                result = await salt(step)
-            except Exception as exc:
-                step = steps.throw(exc)
-            else:
-                step = steps.send(result)
+                try:
+                    result = await salt(step)
+                except Exception as exc:
+                    step = steps.throw(exc)
+                else:
+                    step = steps.send(result)
+            except StopIteration:  # a 100 Continue after its head's token check: nothing more now
+                step = None
 
     def _log_request(self, served: Served, seconds: float) -> None:
         request = served.request

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import select
 import socket
 import ssl
@@ -285,6 +286,75 @@ async def test_too_many_header_fields_is_431(server: RunningServer) -> None:
         "status": "431 Request Header Fields Too Large",
         "return": "too many request header fields (more than 100)",
     }
+
+
+async def test_a_request_smuggled_in_a_body_is_never_answered(server: RunningServer) -> None:
+    """RFC 9112 §6.3: Content-Length beside Transfer-Encoding is an error that closes
+    the connection, so what follows the chunked body's end is never read as a request.
+    The client keeps its side open: only the server can end the exchange."""
+    smuggled = b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n"
+    body = b"0\r\n\r\n" + smuggled
+    raw = (
+        b"POST /login HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n" % len(body)
+    ) + body
+
+    def exchange() -> bytes:
+        with _connect(server.port) as sock:
+            sock.sendall(raw)
+            return _read_to_eof(sock)  # times out (fails) if the server keeps the connection
+
+    answer = await trio.to_thread.run_sync(exchange)
+    status, headers, reply = parse_response(answer)
+    assert status == 400 and headers["connection"] == "close"
+    assert json.loads(reply)["return"] == "malformed request: Content-Length together with Transfer-Encoding"
+    assert answer.count(b"HTTP/1.1 ") == 1 and b"404" not in answer
+
+
+async def test_100_continue_only_for_an_accepted_head(server: RunningServer, token: str) -> None:
+    """No token: the 401 at once, no 100, the body never asked for. A valid token: the
+    100 after Salt has checked it, then the answer once the body has come."""
+    def head(auth: bytes) -> bytes:
+        return (
+            b"POST /minions HTTP/1.1\r\nHost: t\r\n" + auth + b"Expect: 100-continue\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+        )
+
+    def exchange() -> tuple[bytes, bytes, bytes]:
+        with _connect(server.port) as sock:
+            sock.sendall(head(b""))
+            refused = _read_to_eof(sock)  # the server closes: the body is not wanted
+        with _connect(server.port) as sock:
+            sock.sendall(head(b"X-Auth-Token: " + token.encode() + b"\r\n"))
+            continued = sock.recv(65536)
+            sock.sendall(b"[]")
+            sock.shutdown(socket.SHUT_WR)
+            return refused, continued, _read_to_eof(sock)
+
+    refused, continued, answer = await trio.to_thread.run_sync(exchange)
+    status, headers, _ = parse_response(refused)
+    assert status == 401 and headers["connection"] == "close" and b"100 Continue" not in refused
+    assert continued == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert parse_response(answer)[0] == 400  # an empty lowstate: the body was read and judged
+
+
+async def test_refused_requests_are_in_the_access_log(server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Requests the connection answers on its own are logged with their status,
+    tokens masked, as the app's are."""
+    secret = "0123456789abcdef" * 4
+    requests = [
+        b"GET /x?token=" + secret.encode() + b" HTTP/1.1 x\r\nHost: t\r\n\r\n",  # no request line to show
+        b"GET /all_events/" + secret.encode() + b" HTTP/2.0\r\nHost: t\r\n\r\n",
+        b"POST /login HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ]
+    caplog.set_level(logging.INFO, logger="saltnado.access")
+    for raw in requests:
+        await trio.to_thread.run_sync(http, server.port, raw)
+    with trio.fail_after(WAIT):
+        while len([r for r in caplog.records if r.name == "saltnado.access"]) < len(requests):
+            await trio.sleep(0.02)
+    lines = [r.getMessage().rsplit(" ", 1)[0] for r in caplog.records if r.name == "saltnado.access"]
+    assert lines == ["- - 400", "GET /all_events/<token> 505", "POST /login 400"]
 
 
 async def test_oversized_websocket_message_is_closed_1009(server: RunningServer, token: str) -> None:

@@ -24,6 +24,7 @@ from saltnado_core import (
     ServerConnection,
     Settings,
     error_response,
+    Router,
 )
 from saltnado_core.testing import Driver
 
@@ -155,6 +156,14 @@ def test_http_1_0_closes_after_response() -> None:
     assert binding.conn.finished
 
 
+def test_http_1_0_keep_alive_is_not_honoured_and_says_so() -> None:
+    """README: HTTP/1.0 keep-alive is refused; the answer says ``Connection: close``."""
+    binding = Binding()
+    out = binding.feed(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + GET_ROOT.replace(b"1.1", b"1.0"))
+    assert out.count(b"HTTP/1.1 200 OK\r\n") == 1 and b"\r\nConnection: close\r\n" in out
+    assert binding.conn.finished and len(binding.requests) == 1
+
+
 def test_eof_between_requests() -> None:
     binding = Binding()
     assert binding.feed(GET_ROOT, b"") == WELCOME_RESPONSE
@@ -171,7 +180,7 @@ def test_request_parsing() -> None:
     (request,) = binding.requests
     assert request.method == "GET"
     assert request.target == "/jobs/a%20b?limit=5&x=%2F"
-    assert (request.path, request.query) == ("/jobs/a b", "limit=5&x=%2F")
+    assert (request.path, request.query) == ("/jobs/a%20b", "limit=5&x=%2F")  # the path as sent: see router.py
     assert request.header("X-AUTH-TOKEN") == "abc"
     assert request.header("accept") == "application/json, */*"  # the last one
     assert request.header("missing", "dflt") == "dflt"
@@ -423,8 +432,134 @@ def test_expect_100_continue_is_answered_before_the_body() -> None:
         b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n"
     )
     assert conn.next_request() is None
+    assert conn.data_to_send() == b""  # not before the app has judged the head
+    assert conn.continue_wanted is not None and conn.continue_wanted.body == b""
+    conn.send_continue()
+    assert conn.continue_wanted is None
     assert conn.data_to_send() == b"HTTP/1.1 100 Continue\r\n\r\n"
     conn.receive_data(b"{}")
     request = conn.next_request()
     assert request is not None and request.body == b"{}"
     assert conn.data_to_send() == b""  # 100 is sent once
+
+
+# -- 100 Continue only for a request the app does not refuse from its head ----------
+
+
+def expecting(path: str, token: bytes = b"") -> bytes:
+    auth = b"X-Auth-Token: " + token + b"\r\n" if token else b""
+    return (
+        b"POST " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n" + auth +
+        b"Expect: 100-continue\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+    )
+
+
+UNAUTHORIZED_CLOSE = (
+    b"HTTP/1.1 401 Unauthorized\r\nserver: saltnado\r\ncontent-type: application/json\r\ncontent-length: 57\r\n"
+    b"www-authenticate: Session\r\nconnection: close\r\n\r\n"
+    b'{"status": "401 Unauthorized", "return": "Please log in"}'
+)
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+@pytest.mark.parametrize("feed", ["whole", "bytewise"])
+def test_no_100_continue_without_a_token_the_401_comes_at_once(feed: str) -> None:
+    binding = Binding()
+    raw = expecting("/minions")
+    out = binding.feed(raw) if feed == "whole" else binding.feed(*bytewise(raw))
+    assert out == UNAUTHORIZED_CLOSE  # no 100: the body is never asked for, nor read
+    assert binding.conn.finished and binding.calls == []
+    assert [(s.request.target, s.status) for s in binding.served] == [("/minions", 401)]
+
+
+def test_no_100_continue_for_an_unknown_token() -> None:
+    binding = Binding(record={})
+    assert binding.feed(expecting("/", TOKEN.encode())) == UNAUTHORIZED_CLOSE
+    assert binding.calls == [GetToken(TOKEN)] and binding.conn.finished
+
+
+@pytest.mark.parametrize(("path", "status"), [("/nope", 404), ("/jobs", 405), ("/events", 405)])
+def test_no_100_continue_for_a_head_refused_by_route_or_method(path: str, status: int) -> None:
+    binding = Binding()
+    out = binding.feed(expecting(path, TOKEN.encode()))
+    assert out.startswith(b"HTTP/1.1 %d " % status) and b"connection: close\r\n" in out
+    assert CONTINUE not in out and binding.conn.finished
+
+
+def test_100_continue_for_a_valid_token_then_the_answer_after_the_body() -> None:
+    binding = Binding()
+    assert binding.feed(expecting("/", TOKEN.encode())) == CONTINUE
+    assert binding.requests == [] and not binding.conn.finished
+    out = binding.feed(b"{}")
+    assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n")  # the lowstate is checked once it is here
+    assert binding.calls == [GetToken(TOKEN), GetToken(TOKEN)]  # judged on the head, then run
+
+
+def test_100_continue_when_the_body_holds_the_credentials() -> None:
+    binding = Binding()
+    assert binding.feed(expecting("/login")) == CONTINUE  # /login cannot judge without its body
+    assert binding.feed(b"{}").startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+# -- routing on the path as sent; parameters decoded after matching -------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "route", "params"),
+    [
+        ("/minions/minion%31", "minions", ("minion1",)),
+        ("/minions/a%2fb", "minions", ("a%2fb",)),  # %2F never becomes a separator
+        ("/minions/a%2Fb%20c", "minions", ("a%2Fb c",)),
+        ("/hook/ci/%62uild", "hook", ("/ci/build",)),
+        ("/jobs/a%20b", "jobs", ("a b",)),
+        ("/%6cogin", None, None),
+        ("/minions%2fminion1", None, None),
+        (f"/all%5fevents/{TOKEN}", None, None),
+    ],
+)
+def test_routes_match_the_path_as_sent(path: str, route: str | None, params: tuple[str, ...] | None) -> None:
+    found = Router().match(path)
+    assert (found.name, found.params) == (route, params) if found else (route is None)
+
+
+@pytest.mark.parametrize(("sent", "target"), [("minion%31", "minion1"), ("a%2fb", "a%2fb"), ("a%2Fb", "a%2Fb")])
+def test_a_percent_encoded_minion_id_reaches_salt_decoded_but_for_slashes(sent: str, target: str) -> None:
+    from saltnado_core.salt_calls import RunLowstate
+
+    binding = Binding()
+    binding.salt.answers = {GetToken: RECORD, RunLowstate: {"minion1": {}}}
+    auth = b"X-Auth-Token: " + TOKEN.encode()
+    binding.feed(b"GET /minions/" + sent.encode() + b" HTTP/1.1\r\nHost: t\r\n" + auth + b"\r\n\r\n")
+    assert binding.calls[-1].low["tgt"] == target
+
+
+# -- what the connection answers on its own is reported for the access log ------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "method", "target", "status"),
+    [
+        (b"GET /x?token=" + TOKEN.encode() + b" HTTP/1.1 x\r\nHost: t\r\n\r\n", "-", "-", 400),
+        (b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", "GET", "/", 505),
+        (b"POST /login HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+         "POST", "/login", 400),
+        (b"POST /login HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n", "POST", "/login", 413),
+    ],
+)
+def test_refused_requests_are_served_for_the_log(raw: bytes, method: str, target: str, status: int) -> None:
+    binding = Binding()
+    binding.feed(raw)
+    assert binding.requests == []  # the app never saw it
+    [served] = binding.served
+    assert (served.request.method, served.request.target, served.status) == (method, target, status)
+    assert not served.by_app
+
+
+def test_a_408_is_reported_after_the_tick_that_sent_it() -> None:
+    conn = ServerConnection(Limits(), EventStreams())
+    conn.receive_data(b"GET /all_events/" + TOKEN.encode() + b" HTTP/1.1\r\n")
+    conn.tick(0.0)
+    assert conn.tick(100.0)  # header_timeout: 408
+    [rejection] = conn.take_rejections()
+    assert rejection.response.status == 408 and rejection.request.method == "-"
+    assert conn.take_rejections() == []

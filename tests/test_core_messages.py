@@ -10,8 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from saltnado_core import SaltEvent, all_events_frame, event_json, text_frame
-from saltnado_core.messages import MAX_JSON_DEPTH, TOO_DEEP
+from fuzzing import read_server_frames
+from saltnado_core import EventStreams, SaltEvent, all_events_frame, event_json, text_frame
+from saltnado_core.broadcast import Outbox
+from saltnado_core.kinds import StreamKind, Transport
+from saltnado_core.messages import MAX_JSON_DEPTH, TOO_DEEP, dumps
+from saltnado_core.negotiation import JSON, serialize
 
 FUZZ_EXAMPLES = int(os.environ.get("SALTNADO_FUZZ_EXAMPLES", "200"))
 
@@ -136,3 +140,71 @@ def test_all_events_frame_is_text_frame_of_event_json() -> None:
     event = SaltEvent("salt/ünï", {"x": "y" * 200})
     assert all_events_frame(event) == text_frame(event_json(event))
     assert all_events_frame(event) == wsproto_server_frame(event_json(event).decode())
+
+
+# -- NaN and Infinity: every message parses with a strict JSON parser ---------------------
+
+
+def strict_json(raw: bytes | str) -> object:
+    """``json.loads`` as ``JSON.parse`` reads: ``NaN``, ``Infinity`` and ``-Infinity`` are errors."""
+
+    def reject(constant: str) -> object:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(raw, parse_constant=reject)
+
+
+def sse_payloads(raw: bytes) -> list[bytes]:
+    """The ``data:`` lines of the HTTP chunks in ``raw``."""
+    out = []
+    while raw:
+        size, _, rest = raw.partition(b"\r\n")
+        chunk, raw = rest[: int(size, 16)], rest[int(size, 16) + 2 :]
+        out += [line[6:] for line in chunk.split(b"\n") if line.startswith(b"data: ")]
+    return out
+
+
+NAN, INF = float("nan"), float("inf")
+NON_FINITE = {"nan": NAN, "inf": INF, "neg": -INF, "list": [NAN, 1.5], "set": {INF}, NAN: "key", INF: 1, -INF: 2}
+
+
+def test_non_finite_numbers_are_null_and_keys_are_strings() -> None:
+    assert strict_json(event_json(SaltEvent("salt/x", NON_FINITE))) == {
+        "data": {"nan": None, "inf": None, "neg": None, "list": [None, 1.5], "set": [None],
+                 "NaN": "key", "Infinity": 1, "-Infinity": 2},
+        "tag": "salt/x",
+    }
+    assert dumps({"deep": [[[NAN]]], "b": b"x"}) == '{"deep": [[[null]]], "b": "x"}'
+    assert serialize({"return": [{"minion1": INF}]}, JSON) == b'{"return": [{"minion1": null}]}'
+
+
+def test_every_message_every_stream_sends_parses_strictly() -> None:
+    jid = "20240101120000123456"
+    events = [
+        SaltEvent("salt/custom", NON_FINITE),
+        SaltEvent(f"salt/job/{jid}/new", {"jid": jid, "fun": "test.ping", "arg": [NAN], "tgt": "minion1",
+                                           "tgt_type": "glob", "minions": ["minion1"],
+                                           "_stamp": "2024-01-01T12:00:00.000000"}),
+        SaltEvent(f"salt/job/{jid}/ret/minion1", {"jid": jid, "fun": "test.ping", "id": "minion1", "success": True,
+                                                   "return": {"load": INF, "nan": [NAN]}, "retcode": 0,
+                                                   "_stamp": "2024-01-01T12:00:01.000000"}),
+    ]
+    streams = EventStreams()
+    boxes = {kind: Outbox(1 << 20, 1 << 30) for kind in StreamKind}
+    for kind, box in boxes.items():
+        streams.attach(kind, box, "ab" * 32, delta=kind is StreamKind.FORMATTED_EVENTS)
+    for i, event in enumerate(events):
+        streams.dispatch(event, float(i))
+    payloads: list[str] = []
+    for kind, box in boxes.items():
+        raw = box.drain(1 << 30)
+        if kind.transport is Transport.SSE:
+            found = [payload.decode() for payload in sse_payloads(raw)]
+        else:
+            found = [text for _, text in read_server_frames(raw)]
+        assert found, kind
+        payloads += found
+    assert len(payloads) >= 6
+    for payload in payloads:
+        strict_json(payload)  # raises on a bare NaN or Infinity
+    assert any("null" in payload for payload in payloads)

@@ -204,7 +204,7 @@ def test_token_of_wrong_shape_is_404(token: str) -> None:
     binding = Binding()
     out = binding.feed(upgrade_request(token=token))
     assert out.startswith(b"HTTP/1.1 404 Not Found\r\nserver: saltnado\r\ncontent-type: application/json\r\n")
-    assert out.endswith(b'"return": "no such resource: /all_events/' + token.encode() + b'"}')
+    assert out.endswith(b'"return": "no such resource: /all_events/<token>"}')  # never echoed
     assert binding.calls == []  # no Salt call for a malformed token
 
 

@@ -199,8 +199,9 @@ class Fuzzed(Driver):
 def check_response(response: WireResponse, request: Request | None) -> None:
     status = response.status
     if request is None:  # the peer broke HTTP: answered, then the connection closes
-        # 408: a request not received in full in time; 501: a transfer coding h11 lacks
-        assert status in (400, 408, 413, 431, 501), response
+        # 408: a request not received in full in time; 501: a transfer coding h11 lacks;
+        # 505: a version other than HTTP/1.0 and 1.1
+        assert status in (400, 408, 413, 431, 501, 505), response
         assert response.header("connection") == "close"
         check_error_body(response, head=not response.body)  # no body: it answers a HEAD
         return

@@ -22,6 +22,10 @@ on purpose (README, "Differences from rest_tornado"):
   expands aliases (a few hundred bytes can stand for billions of nodes);
 * a body is read only where one is used (``POST``); the reference parses any
   request's body, so a ``GET`` with a broken body is a 400 there;
+* a body framed by both ``Content-Length`` and ``Transfer-Encoding`` is 400 and closes the
+  connection, so a request smuggled in it is never answered (the reference answers both);
+  versions other than HTTP/1.0 and 1.1 are 505; percent-encoded paths are routed as sent
+  (``/%6cogin`` is 404; the reference decodes it to ``/login``);
 * bodies over ``max_body_bytes`` (1 MiB) are 413 and header blocks over
   ``max_header_bytes`` (16 KiB) 431, both JSON; the reference has only Tornado's
   defaults (100 MB body, 64 KiB head) and no JSON for either.
@@ -30,6 +34,7 @@ on purpose (README, "Differences from rest_tornado"):
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,11 +104,72 @@ BAD_BODIES = [  # (content type, body, start of the reason)
     ("application/x-yaml", b"at: 2024-13-45 10:00:00", "invalid YAML body: month must be in 1..12"),
     ("application/json", b'{"username": "\xff"}', "request body is not UTF-8"),
 ]
+# Paths that reach a resource only once percent-decoded: routed as sent, they are 404
+# (a proxy's path rules in front see them as sent too).
+ENCODED_PATHS = ["/%6cogin", "/%6Dinions", f"/all%5fevents/{TOKEN}", "/minions%2fminion1", "/jobs%2F1", "/hook%2fci"]
+UNKNOWN_PATHS += ENCODED_PATHS + [f"/all_events/{TOKEN}/"]
+SMUGGLED = b"GET /nowhere HTTP/1.1\r\nHost: salt.example\r\n\r\n"  # must never be answered
 UNSUPPORTED_TYPES = [
     "application/xml", "text/html", "application/octet-stream", "multipart/form-data; boundary=x", "application/jsonx",
     None,  # no Content-Type at all
 ]
 UNACCEPTABLE = ["text/html", "application/xml", "image/png", "application/json;q=0", "text/*, application/yaml"]
+
+
+def kept_alive(raw: bytes) -> bytes:
+    """``raw`` without ``Connection: close``: a request after it would be read."""
+    return raw.replace(b"Connection: close\r\n", b"", 1)
+
+
+def framing_cases(path: str) -> list[Case]:
+    """Bodies framed two ways at once, or by a coding h11 cannot read (RFC 9112 §6.3):
+    refused, the connection closed, and the request smuggled in the body never answered."""
+    json_body = {"Content-Type": "application/json"}
+    both = b"0\r\n\r\n" + SMUGGLED
+    chunked_then_length = {**json_body, "Transfer-Encoding": "chunked", "Content-Length": str(len(both))}
+    length_then_chunked = {**json_body, "Content-Length": str(len(both)), "Transfer-Encoding": "chunked"}
+    two_lengths = {**json_body, "Content-Length": "2", "content-length": str(2 + len(SMUGGLED))}
+    out = [
+        Case(f"400 TE+CL {path}", request("POST", path, chunked_then_length, both), 400,
+             "malformed request: Content-Length together with Transfer-Encoding"),
+        Case(f"400 CL+TE {path}", request("POST", path, length_then_chunked, both), 400,
+             "malformed request: Content-Length together with Transfer-Encoding"),
+        Case(f"400 CL+CL {path}", request("POST", path, two_lengths, b"{}" + SMUGGLED), 400,
+             "malformed request: conflicting Content-Length headers"),
+        Case(f"501 TE+TE {path}", request("POST", path, {**json_body, "Transfer-Encoding": "chunked",
+                                                         "transfer-encoding": "chunked"}, both), 501,
+             "malformed request: multiple Transfer-Encoding headers"),
+    ]
+    for coding in ("chunked, gzip", "gzip, chunked", "identity", "chunked;x=1", "xchunked"):
+        out.append(Case(f"501 TE {coding} {path}", request("POST", path, {**json_body, "Transfer-Encoding": coding},
+                                                            both), 501,
+                        "malformed request: Only Transfer-Encoding: chunked is supported"))
+    return [Case(c.id, kept_alive(c.raw), c.status, c.reason) for c in out]
+
+
+def protocol_cases() -> list[Case]:
+    """Versions other than HTTP/1.0 and 1.1 (505), and bytes h11 refuses whose
+    reason must not quote them: they hold a token."""
+    get_root = request("GET", "/")
+    out = [
+        Case(f"505 HTTP/{v}", get_root.replace(b"HTTP/1.1", f"HTTP/{v}".encode(), 1), 505,
+             "HTTP version not supported; use HTTP/1.1")
+        for v in ("2.0", "0.9", "1.2", "3.0")
+    ]
+    out.append(Case("505 HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505,
+                    "HTTP version not supported; use HTTP/1.1"))
+    token = TOKEN.encode()
+    out += [
+        Case("400 space before colon", get_root.replace(b"X-Auth-Token: ", b"X-Auth-Token : "), 400,
+             "malformed request: illegal header line"),
+        Case("400 request line with a token", b"GET /login?token=" + token + b" HTTP/1.1 x\r\nHost: s\r\n\r\n", 400,
+             "malformed request: illegal request line"),
+        Case("400 token as chunk size", request("POST", "/", {"Transfer-Encoding": "chunked"}, token + b"\r\n"), 400,
+             "malformed request: illegal chunk header"),
+        Case("400 token after a chunk", request("POST", "/", {"Transfer-Encoding": "chunked"}, b"2\r\n{}" + token),
+             400, "malformed request: malformed chunk footer"),
+    ]
+    return out
 
 
 def request(method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
@@ -170,10 +236,14 @@ def cases(limits: Limits, token: str = TOKEN) -> list[Case]:
             shown = repr(content_type.split(";")[0]) if content_type else "'(none)'"
             add(Case(f"415 {ep.path} {content_type}", request("POST", ep.path, headers, b'{"a": 1}'), 415,
                      f"unsupported Content-Type {shown}"))
+        for case in framing_cases(ep.path):
+            add(case)
     for path in UNKNOWN_PATHS:
         for method in ("GET", "POST", "PUT"):
             add(Case(f"404 {method} {path}", request(method, path), 404, "no such resource: "))
         add(Case(f"404 HEAD {path}", request("HEAD", path), 404, head=True))
+    for case in protocol_cases():
+        add(case)
     return out
 
 
@@ -187,6 +257,7 @@ def check(case: Case, raw: bytes) -> WireResponse:
     if not case.head:
         reason = json.loads(answer.body)["return"]
         assert reason.startswith(case.reason), (case.id, reason)
+        assert not re.search(rb"[0-9a-fA-F]{32,}", answer.body), answer.body  # a token is never echoed
     if case.status == 405:
         assert tuple(m.strip() for m in (answer.header("allow") or "").split(",")) == case.allow
     return answer
