@@ -24,7 +24,8 @@ from .config import Settings
 from .http import HTTPError, Request, Response, error_response, status_line
 from .negotiation import JSON, allowed_origin, choose_media, serialize
 from .outcomes import (
-    AUTH_COOKIE_NAME, AUTH_TOKEN_HEADER, AcceptEventStream, AcceptWebSocket, Context, Handler, Outcome, Step,
+    AUTH_COOKIE_NAME, AUTH_TOKEN_HEADER, AcceptEventStream, AcceptWebSocket, Context, Handler, Health, Outcome,
+    Step, not_following,
 )
 from .router import Router
 from .salt_calls import GetAuthList, GetToken, SaltCall, classify_salt_error
@@ -140,12 +141,18 @@ class App:
     """Routes requests to the handlers for one master's settings."""
 
     def __init__(
-        self, settings: Settings, handlers: Mapping[str, Callable[[Context], Handler]] = rest.HANDLERS
+        self,
+        settings: Settings,
+        handlers: Mapping[str, Callable[[Context], Handler]] = rest.HANDLERS,
+        health: Callable[[], Health] = not_following,
     ) -> None:
-        """``handlers``: route name → handler (default: the REST endpoints)."""
+        """``handlers``: route name → handler (default: the REST endpoints);
+        ``health``: the event-bus link's state, for ``GET /health``
+        (:meth:`saltnado_core.buslink.EventBusLink.health`; default: never ok)."""
         self.settings = settings
         self.router = Router(settings.token_length, settings.websockets)
         self._handlers = handlers
+        self._health = health
 
     def handle(self, request: Request, now: float) -> Exchange:
         """Start handling ``request``; ``now`` is the binding's wall-clock time."""
@@ -167,7 +174,7 @@ class App:
             shown = redact_tokens(redact_path(request.path, self.settings.token_length))
             handler = _raise(HTTPError(404, f"no such resource: {shown}"))
         else:
-            handler = self._handlers[route.name](Context(request, route, now, self.settings, media))
+            handler = self._handlers[route.name](Context(request, route, now, self.settings, media, self._health))
         return Exchange(handler, media, cors)
 
 

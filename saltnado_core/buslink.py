@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .eventbus import BodyFault, EventBusDecoder, EventBusError, SaltEvent, UndecodableEvent
+from .outcomes import Health
 from .pacing import Backoff, Pacing
 from .salt_calls import SaltCall
 from .streams import BUS_DOWN_TAG, BUS_UP_TAG, EventStreams
@@ -95,6 +96,7 @@ class EventBusLink:
         self.state = BusState.STARTING
         self.connections = 0  # successful subscriptions so far
         self.down_since: str | None = None  # the stamp of the down notice, while down
+        self.down_reason = ""  # the down notice's reason, while down (no path: clients read it)
         self.skipped: dict[BodyFault, int] = {}  # events whose body did not decode, by why
         self._settle = pacing.bus_settle
         self._connected_at: float | None = None  # the current connection, until it has settled
@@ -107,6 +109,17 @@ class EventBusLink:
         """False from the bus going down (or a first attempt failing) until a new
         connection has settled."""
         return self.down_since is None
+
+    def health(self) -> Health:
+        """For ``GET /health``: ok once subscribed with the master counted as
+        available; otherwise why not, in words a client may read."""
+        if not self.master_available:
+            if self.state is BusState.CONNECTED:
+                return Health(False, f"{self.down_reason}; reconnected, waiting for the bus to settle")
+            return Health(False, self.down_reason)
+        if self.state is BusState.CONNECTED:
+            return Health(True, "event bus connected")
+        return Health(False, "starting: not yet subscribed to the event bus")
 
     def unavailable(self, error: OSError, now: float = 0.0) -> float:
         """Connecting failed; returns the seconds to wait before the next try."""
@@ -180,7 +193,8 @@ class EventBusLink:
             self._connected_at = None
             if self.down_since is None:
                 self.down_since = salt_stamp(now)
-                data = {"reason": message if reason is None else reason, "_stamp": self.down_since}
+                self.down_reason = message if reason is None else reason
+                data = {"reason": self.down_reason, "_stamp": self.down_since}
                 self._tell(SaltEvent(BUS_DOWN_TAG, data))
 
     def _settled(self, now: float) -> None:
@@ -188,6 +202,7 @@ class EventBusLink:
         if self.down_since is not None:
             self._tell(SaltEvent(BUS_UP_TAG, {"down_since": self.down_since, "_stamp": salt_stamp(now)}))
             self.down_since = None
+            self.down_reason = ""
 
     def _tell(self, notice: SaltEvent) -> None:
         self.streams.notify(notice)

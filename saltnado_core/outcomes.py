@@ -8,7 +8,7 @@ hands to :meth:`ServerConnection.respond <saltnado_core.connection.ServerConnect
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -43,6 +43,23 @@ class AcceptEventStream:
     token: str = field(default="", repr=False)  # re-checked with Salt while the stream is open
 
 
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What ``GET /health`` answers: ``ok`` → 200, else 503 with ``reason``
+    (for any client to read: never a filesystem path)."""
+
+    ok: bool
+    reason: str
+
+
+# An App built without the event-bus link's state (a test, a host with no feed)
+NOT_FOLLOWING = Health(False, "not following the event bus")
+
+
+def not_following() -> Health:
+    return NOT_FOLLOWING
+
+
 Outcome = Union[Response, AcceptWebSocket, AcceptEventStream]
 Step = Union[SaltCall, Outcome]
 Handler = Generator[SaltCall, Any, Outcome]
@@ -57,6 +74,7 @@ class Context:
     now: float  # the binding's wall-clock time
     settings: Settings
     media: str  # the negotiated output type
+    health: Callable[[], Health] = not_following  # the event-bus link's state, read by GET /health
 
     def reply(self, status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
         return Response(status, serialize(payload, self.media), headers, self.media)

@@ -25,7 +25,7 @@ from .outcomes import (
 )
 from .bodies import parse_body
 from .csrf import check_cookie_use
-from .http import HTTPError, Request, Response, websocket_key
+from .http import HTTPError, Request, Response, status_line, websocket_key
 from .kinds import StreamKind, Transport, stream_kind
 from .negotiation import websocket_origin_allowed
 from .permissions import EVENTS_FORBIDDEN, may_read_events
@@ -286,6 +286,18 @@ def hook_may_carry(name: str, allowed: tuple[str, ...] | None) -> bool:
     return CREDENTIAL_WORDS.search(name) is None
 
 
+# -- /health ----------------------------------------------------------------------
+def health(ctx: Context) -> Handler:
+    """200 while the event bus is followed and the master counts as available,
+    else 503 with why; no token, no Salt call (a load balancer polls it).
+    Never cached: RFC 9111 §5.2.2.5, "no-store"."""
+    allow(ctx, "GET", "HEAD")
+    state = ctx.health()
+    status = 200 if state.ok else 503
+    return ctx.reply(status, {"status": status_line(status), "return": state.reason}, (("cache-control", "no-store"),))
+    yield  # pragma: no cover - makes this a generator
+
+
 # -- websockets ----------------------------------------------------------------------
 def websocket(ctx: Context) -> Handler:
     allow(ctx, "GET")
@@ -314,6 +326,7 @@ HANDLERS: Mapping[str, Callable[[Context], Handler]] = {
     "jobs": jobs,
     "run": run,
     "hook": hook,
+    "health": health,
     # the event streams: one handler per transport (saltnado_core.kinds)
     **{kind.value: events if kind.transport is Transport.SSE else websocket for kind in StreamKind},
 }

@@ -38,6 +38,7 @@ class Router:
             ("jobs", r"/jobs(?:/(.*))?"),
             ("run", r"/run"),
             ("hook", r"/hook(/.*)?"),
+            ("health", r"/health"),
         ]
         for kind in StreamKind:  # websocket routes exist only with ``websockets: True``
             if kind.transport is Transport.SSE or websockets:

@@ -45,7 +45,6 @@ class Service:
     def __init__(self, settings: Settings, master_opts: Mapping[str, Any], pacing: Pacing = Pacing()) -> None:
         self.settings = settings
         self.pacing = pacing
-        self.app = App(settings)
         self.streams = EventStreams(
             FormattedView(
                 settings.formatted_max_jobs, settings.formatted_max_job_age, settings.formatted_max_view_bytes,
@@ -56,6 +55,7 @@ class Service:
         self.link = EventBusLink(
             settings.sock_dir, self.streams, self.subscriptions, settings.limits.max_event_bytes, pacing
         )
+        self.app = App(settings, health=self.link.health)
         redact_saltnado_logs()  # tokens never reach a log (idempotent)
         self.bridge = SaltBridge(master_opts, on_salt_loaded=redact_salt_logs)
         self.connections: dict[ServerConnection, Callable[[], None]] = {}  # → its writer's wake

@@ -78,6 +78,7 @@ ENDPOINTS = [
     Endpoint("events", "/events", ("GET",)),
     Endpoint("hook", "/hook", ("POST",), body=True),
     Endpoint("hook", "/hook/ci/build", ("POST",), body=True),
+    Endpoint("health", "/health", ("GET", "HEAD")),
     Endpoint("all_events", f"/all_events/{TOKEN}", ("GET",)),
     Endpoint("formatted_events", f"/formatted_events/{TOKEN}", ("GET",)),
 ]

@@ -3,7 +3,7 @@
 A private master + minion of this module's own (stopping the session's master
 would disturb every other test): streaming clients stay connected and are told
 once each way (``saltnado/bus/down``, ``saltnado/bus/up``); what needs the master
-answers 503 at once meanwhile; the rest (``/``, ``/login``, ``/logout``, new
+answers 503 at once meanwhile, and so does ``GET /health`` (200 before and after); the rest (``/``, ``/login``, ``/logout``, new
 streams) keeps working; the feed re-subscribes by itself. A request whose Salt
 call is running when the master dies is answered 503 at once, and the server
 still stops promptly on SIGTERM: that one runs ``saltnado serve`` in its own
@@ -139,6 +139,7 @@ async def test_master_down_and_back(
             while not (len(streams.all_events) == len(streams.formatted) == len(streams.events) == 1):
                 await trio.sleep(0.02)
         subscribed = server.server.feed.connections
+        assert await in_thread(health, port) == (200, "event bus connected")
 
         await in_thread(lab.stop_master)
 
@@ -168,6 +169,8 @@ async def test_master_down_and_back(
             assert (method, path, status, answer) == (method, path, 503, unavailable)
         status, _, answer = await in_thread(call, port, "GET", "/")
         assert status == 200 and answer["return"] == "Welcome"
+        # /health says so too, with the reason the streams got (never the socket's path)
+        assert await in_thread(health, port) == (503, downs["all_events"]["data"]["reason"])
         second = (await in_thread(login, port))["token"]  # eauth and the token store are local
         # A client that joins while the master is down is told at once.
         late = {
@@ -188,6 +191,7 @@ async def test_master_down_and_back(
             assert message["tag"] == UP, name
             assert set(message["data"]) == {"down_since", "_stamp"} and message["data"]["down_since"] == stamp
         assert server.server.feed.connections > subscribed
+        assert await in_thread(health, port) == (200, "event bus connected")  # the up notice came first
 
         # Events flow again and so do Salt calls, once the master answers requests.
         assert await in_thread(lab.fire_event, {"back": True}, "saltnado/test/back")
@@ -203,6 +207,13 @@ async def test_master_down_and_back(
 
     ours = [r for r in caplog.records if r.name.startswith("saltnado")]
     assert not [r for r in ours if r.levelno >= logging.ERROR or r.exc_info], "nothing failed on our side"
+
+
+def health(port: int) -> tuple[int, str]:
+    """``GET /health`` without a token → (status, reason); the body is an error's shape."""
+    status, headers, answer = call(port, "GET", "/health")
+    assert answer["status"].startswith(f"{status} ") and headers["cache-control"] == "no-store"
+    return status, answer["return"]
 
 
 def receive_skipping_preamble(client: Any) -> dict[str, Any] | None:
