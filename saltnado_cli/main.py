@@ -1,4 +1,4 @@
-"""``saltnado`` command line: ``serve`` a master's API, or run the ``demo``."""
+"""``saltnado`` command line: ``serve`` a master's API, ``check-config`` first, or run the ``demo``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import logging
 import os
 import sys
 
-from saltnado_core import ConfigError, Settings
+from saltnado_core import ConfigError
+from saltnado_core.config import unknown_key_warnings
 from saltnado_runtime.logs import redact_handlers
-from saltnado_runtime.tls import load_ssl_context
-from saltnado_salt import load_master_opts
 
+from .check import check_config, load_settings
 from .processes import raise_open_files_limit, supervise
 from .serve import run
 
@@ -31,18 +31,30 @@ def configure_logging(debug: bool) -> None:
     redact_handlers(logging.getLogger())  # tokens are masked in every record, Salt's too
 
 
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the master config is: ``-c DIR`` (its ``master`` file) or ``--master-config FILE``."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("-c", "--config-dir", default="/etc/salt", help="directory holding the master config")
+    where.add_argument("--master-config", help="path of the master config file")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="saltnado", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the API for a Salt master")
-    where = serve.add_mutually_exclusive_group()
-    where.add_argument("-c", "--config-dir", default="/etc/salt", help="directory holding the master config")
-    where.add_argument("--master-config", help="path of the master config file")
+    add_config_arguments(serve)
     serve.add_argument(
         "--loop", choices=("trio", "asyncio", "uvloop"), default="trio",
         help="the event loop to serve on (default trio; asyncio needs Python 3.11+, "
         "uvloop the optional extra saltnado[uvloop])",
     )
+    check = sub.add_parser(
+        "check-config",
+        help="validate the master config's rest_tornado: block as serve reads it, and say what it would serve",
+        description="Exit status 0: serve would start with this config (warnings about unknown keys "
+        "allowed); 2: it would not, and the error names the key and what it allows.",
+    )
+    add_config_arguments(check)
     demo = sub.add_parser("demo", help="start a private Salt master + minion and serve them")
     demo.add_argument("--port", type=int, default=8000, help="API port (0 picks a free one)")
     demo.add_argument("--no-ping", action="store_true", help="do not fire test.ping every few seconds")
@@ -56,14 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(port=args.port, ping_interval=None if args.no_ping else args.ping_interval)
 
     path = args.master_config or os.path.join(args.config_dir, "master")
+    if args.command == "check-config":
+        return check_config(path, sys.stdout, sys.stderr)
     try:
-        opts = load_master_opts(path)
-        settings = Settings.from_opts(opts)
-        load_ssl_context(settings)  # unreadable certificate or key: say so before serving
+        opts, settings = load_settings(path)
     except ConfigError as exc:
         print(f"saltnado: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.debug)
+    for warning in unknown_key_warnings(opts):
+        log.warning("%s", warning)
     raise_open_files_limit(settings.limits.max_connections)
     workers = settings.num_processes if settings.num_processes > 0 else os.cpu_count() or 1
     if workers > 1:

@@ -8,6 +8,7 @@ numbers.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import re
@@ -178,6 +179,42 @@ class Settings:
         )
 
 
+# Settings that come from the master config's top level, not from ``rest_tornado:``
+_MASTER_LEVEL = ("sock_dir", "hash_type", "external_auth", "netapi_enable_clients", "limits")
+
+
+def block_values(settings: Settings) -> dict[str, Any]:
+    """``settings`` as a ``rest_tornado:`` block: every key :meth:`Settings.from_opts`
+    reads → the value that gives ``settings`` (``from_opts`` of it gives them back)."""
+    limits = settings.limits
+    values = {name: getattr(settings, name) for name in Settings.__dataclass_fields__ if name not in _MASTER_LEVEL}
+    values["formatted_max_job_age"] = settings.formatted_max_job_age or 0  # 0: no age limit
+    values.update(
+        {name: getattr(limits, name) for name in Limits.__dataclass_fields__ if name not in ("overflow", "timeouts")}
+    )
+    values.update({name: getattr(limits.timeouts, name) for name in Timeouts.__dataclass_fields__})
+    values.update(
+        slow_client_policy=limits.overflow.policy.value,
+        slow_client_close_code=int(limits.overflow.code),
+        slow_client_close_reason=limits.overflow.reason,
+    )
+    return values
+
+
+def unknown_key_warnings(opts: Mapping[str, Any]) -> list[str]:
+    """One warning per key of the ``rest_tornado:`` block that saltnado does not
+    read (a typo is otherwise silently a default), naming the nearest known key."""
+    block = opts.get("rest_tornado")
+    if not isinstance(block, Mapping):
+        return []
+    warnings = []
+    for key in sorted(str(key) for key in block if key not in KNOWN_KEYS):
+        nearest = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+        hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
+        warnings.append(f"unknown key 'rest_tornado: {key}' is ignored{hint}")
+    return warnings
+
+
 def _overflow(block: Mapping[str, Any]) -> Overflow:
     """The slow-client policy: ``slow_client_policy`` (close | gap),
     ``slow_client_close_code`` (1008 | 1013) and ``slow_client_close_reason``."""
@@ -286,3 +323,7 @@ def _int(block: Mapping[str, Any], key: str, default: int | None = None) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"'rest_tornado: {key}' must be an integer, got {value!r}") from None
+
+
+# Every key of the ``rest_tornado:`` block saltnado reads
+KNOWN_KEYS = frozenset(block_values(Settings()))

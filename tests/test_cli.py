@@ -96,3 +96,123 @@ def test_open_files_limit_is_raised_and_checked_against_max_connections(
     assert "open-files limit" not in caplog.text
     raise_open_files_limit(20_000)
     assert "the open-files limit (20000) is below max_connections (20000)" in caplog.text
+
+
+# -- check-config ------------------------------------------------------------------
+
+
+def master_config(tmp_path: Path, block: str) -> Path:
+    """A master config file holding ``block`` (indented YAML) as its ``rest_tornado:``."""
+    path = tmp_path / "master"
+    path.write_text(f"root_dir: {tmp_path}\nrest_tornado:\n{block}")
+    return path
+
+
+def check_config(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from saltnado_cli.main import main
+
+    status = main(["check-config", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_check_config_says_what_it_would_serve_and_warns_of_typos(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    master_config(tmp_path, (
+        "  port: 8123\n  address: 127.0.0.1\n  disable_ssl: True\n  websockets: True\n"
+        "  max_body_byte: 2048\n  slow_client_policy: gap\n  backlog: 128\n"
+    ))
+    status, out, err = check_config(capsys, "-c", str(tmp_path))
+    assert status == 0
+    assert out.splitlines() == [
+        f"{tmp_path / 'master'}: valid",
+        "  serves http://127.0.0.1:8123",
+        "  TLS: off (disable_ssl)",
+        "  websockets: on",
+        "  settings that differ from the defaults:",
+        "    slow_client_policy: 'gap' (default 'close')",
+    ]
+    assert err.splitlines() == [
+        "saltnado: warning: unknown key 'rest_tornado: backlog' is ignored",
+        "saltnado: warning: unknown key 'rest_tornado: max_body_byte' is ignored; did you mean 'max_body_bytes'?",
+    ]
+
+
+def test_check_config_with_tls_and_limits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tls_certs import make_tls_files
+
+    files = make_tls_files(tmp_path)
+    crt, key = files.cert, files.key
+    config = master_config(tmp_path, (
+        f"  port: 8443\n  ssl_crt: {crt}\n  ssl_key: {key}\n  max_body_bytes: 2048\n  keepalive_timeout: 0\n"
+    ))
+    status, out, err = check_config(capsys, "--master-config", str(config))
+    assert (status, err) == (0, "")
+    assert out.splitlines()[1:] == [
+        "  serves https://*:8443",
+        f"  TLS: ssl_crt {crt}, ssl_key {key}",
+        "  websockets: off",
+        "  settings that differ from the defaults:",
+        "    keepalive_timeout: 0.0 (default 60.0)",
+        "    max_body_bytes: 2048 (default 1048576)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("block", "error"),
+    [
+        ("  port: 8000\n  disable_ssl: True\n  slow_client_policy: drop\n",
+         "'rest_tornado: slow_client_policy' must be one of close, gap, got 'drop'"),
+        ("  port: 8000\n  disable_ssl: maybe\n", "'rest_tornado: disable_ssl' must be True or False, got 'maybe'"),
+        ("  port: 8000\n  disable_ssl: True\n  max_body_bytes: lots\n",
+         "'rest_tornado: max_body_bytes' must be an integer, got 'lots'"),
+        ("  port: 8000\n  ssl_crt: /nonexistent/api.crt\n",
+         "'rest_tornado: ssl_crt' /nonexistent/api.crt does not exist (or is not a file)"),
+        ("  disable_ssl: True\n", "'rest_tornado: port' is required"),
+    ],
+)
+def test_check_config_error_names_the_key_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], block: str, error: str
+) -> None:
+    master_config(tmp_path, block)
+    status, out, err = check_config(capsys, "-c", str(tmp_path))
+    assert (status, out, err) == (2, "", f"saltnado: error: {error}\n")
+
+
+def test_check_config_of_a_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = check_config(capsys, "--master-config", str(tmp_path / "nope"))
+    assert status == 2 and "does not exist" in err
+
+
+@pytest.mark.parametrize("command", ["serve", "check-config", "demo"])
+def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from saltnado_cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: saltnado {command} ")
+
+
+def test_serve_logs_unknown_keys_at_start_up(tmp_path: Path) -> None:
+    """No master needed: the server starts and waits for its event bus."""
+    config = master_config(tmp_path, "  port: 0\n  disable_ssl: True\n  websocket: True\n")
+    proc = subprocess.Popen([SALTNADO, "serve", "--master-config", str(config)], stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:  # ends if the server exits
+            lines.append(line)
+            if "listening on" in line:
+                break
+        assert any(
+            "WARNING saltnado: unknown key 'rest_tornado: websocket' is ignored; did you mean 'websockets'?" in line
+            for line in lines
+        ), lines
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from saltnado_core import ConfigError, Limits, Settings, Timeouts, TokenStatus, check_token
+from saltnado_core.config import KNOWN_KEYS, block_values, unknown_key_warnings
 from saltnado_core.formatted import SNAPSHOT_SLACK
 from saltnado_core.tokens import is_token_shaped, redact_path, same_token
 
@@ -290,3 +291,41 @@ def test_an_outbox_too_small_for_any_view_is_refused() -> None:
 def test_formatted_view_bounds_must_be_positive(key: str) -> None:
     with pytest.raises(ConfigError, match=f"'rest_tornado: {key}' must be at least 1, got 0"):
         Settings.from_opts({"rest_tornado": {"port": 8000, "disable_ssl": True, key: 0}})
+
+
+# -- the keys of the rest_tornado: block ---------------------------------------------
+
+
+def test_block_values_name_every_key_from_opts_reads() -> None:
+    """``block_values`` read back by ``from_opts`` gives the same settings, every
+    field away from its default: so KNOWN_KEYS (its keys) is what from_opts reads."""
+    block = {
+        "port": 8443, "address": "127.0.0.1", "ssl_crt": "/etc/pki/api.crt", "ssl_key": "/etc/pki/api.key",
+        "websockets": True, "debug": True, "cors_origin": ["https://a.example"], "webhook_disable_auth": True,
+        "webhook_headers": ("x-github-event",), "disable_ssl": False, "formatted_max_jobs": 7, "formatted_max_job_age": 3600,
+        "formatted_max_view_bytes": 70_000, "formatted_max_return_bytes": 99, "formatted_max_job_minions": 9,
+        "num_processes": 2, "slow_client_policy": "gap", "slow_client_close_code": 1008,
+        "slow_client_close_reason": "slow", **{name: 90_000 + i for i, name in enumerate(Limits.__dataclass_fields__)
+                                               if name not in ("overflow", "timeouts")},
+        **{name: 1.5 + i for i, name in enumerate(Timeouts.__dataclass_fields__)},
+    }
+    settings = Settings.from_opts({"rest_tornado": block})
+    assert block_values(settings) == block
+    assert Settings.from_opts({"rest_tornado": block_values(settings)}) == settings
+    assert KNOWN_KEYS == set(block)
+    assert unknown_key_warnings({"rest_tornado": block}) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "warning"),
+    [
+        ("prot", "unknown key 'rest_tornado: prot' is ignored; did you mean 'port'?"),
+        ("max_body_size", "unknown key 'rest_tornado: max_body_size' is ignored; did you mean 'max_body_bytes'?"),
+        ("ws_pong_timout", "unknown key 'rest_tornado: ws_pong_timout' is ignored; did you mean 'ws_pong_timeout'?"),
+        ("backlog", "unknown key 'rest_tornado: backlog' is ignored"),  # rest_tornado's, not read here
+    ],
+)
+def test_an_unknown_key_is_a_warning_naming_the_nearest_known_one(key: str, warning: str) -> None:
+    opts = {"rest_tornado": {"port": 8000, "disable_ssl": True, key: 1}}
+    Settings.from_opts(opts)  # valid all the same
+    assert unknown_key_warnings(opts) == [warning]

@@ -1,0 +1,60 @@
+"""``saltnado check-config``: what ``serve`` would make of a master config, without serving.
+
+The settings come from the very code ``serve`` runs (:func:`load_settings`:
+``Settings.from_opts``, then the TLS files loaded by ``load_ssl_context``), so a
+config this passes is one ``serve`` starts with.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TextIO
+
+from saltnado_core import ConfigError, Settings
+from saltnado_core.config import block_values, unknown_key_warnings
+from saltnado_runtime.tls import load_ssl_context
+from saltnado_salt import load_master_opts
+
+# Shown on lines of their own by describe(), not among the settings that differ
+_LISTENING = ("port", "address", "disable_ssl", "ssl_crt", "ssl_key", "websockets")
+
+
+def load_settings(path: str) -> tuple[dict[str, Any], Settings]:
+    """The master options at ``path`` and the settings ``serve`` would use; raises
+    :class:`ConfigError` naming the key (or file) at fault."""
+    opts = load_master_opts(path)
+    settings = Settings.from_opts(opts)
+    load_ssl_context(settings)  # unreadable certificate or key: say so before serving
+    return opts, settings
+
+
+def describe(settings: Settings) -> list[str]:
+    """What would be served: where, TLS or not, websockets, and every setting that
+    differs from its default."""
+    scheme = "http" if settings.disable_ssl else "https"
+    lines = [f"serves {scheme}://{settings.address or '*'}:{settings.port}"]
+    if settings.disable_ssl:
+        lines.append("TLS: off (disable_ssl)")
+    else:
+        lines.append(f"TLS: ssl_crt {settings.ssl_crt}" + (f", ssl_key {settings.ssl_key}" if settings.ssl_key else ""))
+    lines.append(f"websockets: {'on' if settings.websockets else 'off'}")
+    ours, defaults = block_values(settings), block_values(Settings())
+    changed = [key for key in sorted(ours) if key not in _LISTENING and ours[key] != defaults[key]]
+    lines.append("settings that differ from the defaults:" if changed else "every other setting: its default")
+    lines += [f"  {key}: {ours[key]!r} (default {defaults[key]!r})" for key in changed]
+    return lines
+
+
+def check_config(path: str, out: TextIO, err: TextIO) -> int:
+    """Validate the config at ``path``: 0 when ``serve`` would start with it
+    (warnings allowed), 2 on an error; the report goes to ``out``, problems to ``err``."""
+    try:
+        opts, settings = load_settings(path)
+    except ConfigError as exc:
+        print(f"saltnado: error: {exc}", file=err)
+        return 2
+    for warning in unknown_key_warnings(opts):
+        print(f"saltnado: warning: {warning}", file=err)
+    print(f"{path}: valid", file=out)
+    for line in describe(settings):
+        print(f"  {line}", file=out)
+    return 0
