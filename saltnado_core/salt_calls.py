@@ -108,6 +108,7 @@ class MasterUnavailable(Exception):
 
 
 MASTER_DOWN = "The Salt master is unavailable (its event bus is down); try again later"
+UNREACHABLE = "The Salt master could not be reached; try again later"
 
 # Salt exception class names (matched along the MRO: the core cannot import salt).
 _UNAVAILABLE = {"SaltDaemonNotRunning", "SaltReqTimeoutError", "ConnectionError", "TimeoutError"}
@@ -131,22 +132,26 @@ def classify_salt_error(exc: BaseException) -> tuple[int, str]:
     Only a master that cannot be reached is 503; a call Salt refuses is 400 and
     any other Salt error 500, each with Salt's own message, tokens masked.
     """
-    exc = _unwrapped(exc)
-    names = _names(exc)
+    inner = _unwrapped(exc)
+    names = _names(inner)
     if names & _UNAUTHORIZED:
         return 401, "Please log in"
     if names & _FORBIDDEN:
         return 403, "Salt's eauth ACLs do not allow this for your token"
     if names & _BAD_REQUEST:
-        return 400, _message(exc)
+        return 400, _message(inner)
     if "MasterUnavailable" in names:
         return 503, MASTER_DOWN
-    if names & _UNAVAILABLE or ("SaltClientError" in names and _not_contacted(exc)):
-        return 503, "The Salt master could not be reached; try again later"
+    if (
+        names & _UNAVAILABLE
+        or ("SaltClientError" in names and _not_contacted(inner))
+        or (inner is not exc and "OSError" in names)  # pub()'s transport failed (tornado's StreamClosedError)
+    ):
+        return 503, UNREACHABLE
     if "SaltClientTimeout" in names:
         return 504, "Salt did not answer in time"
     if "SaltException" in names:  # Salt's own error, e.g. a job cache returner failing
-        return 500, _message(exc)
+        return 500, _message(inner)
     return 500, "Internal error while calling Salt"  # a bug, whose text is for the log only
 
 

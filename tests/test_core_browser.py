@@ -188,6 +188,7 @@ RETURNER = "Master job cache returner [x] failed to verify jid. Exception detail
         (wrapped(SaltClientError(), NOT_CONTACTED), (503, UNREACHABLE)),
         (SaltClientError(), (503, UNREACHABLE)),  # pub() finds no publisher socket
         (wrapped(SaltReqTimeoutError("Message timed out")), (503, UNREACHABLE)),
+        (wrapped(OSError("Stream is closed")), (503, UNREACHABLE)),  # pub()'s transport failed
         (wrapped(KeyError("jid"), RETURNER), (500, RETURNER)),  # Salt's own message
         (wrapped(KeyError("nodegroups")), (500, "Internal error while calling Salt")),  # a bug: text for the log
     ],
