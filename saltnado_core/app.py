@@ -8,8 +8,9 @@ at a time (``start``, then ``resume(result)`` or ``fail(exc)`` after each Salt
 call), or as one generator (:meth:`Exchange.steps`), which is how
 :func:`saltnado_core.driving.serve_requests` runs every request of a connection.
 
-Cross-cutting rules live here: output media by ``Accept`` (406 when nothing
-offered is acceptable), CORS headers on every response (and event stream), ``OPTIONS`` preflight,
+Cross-cutting rules live here: output media by ``Accept``, per route (a
+missing resource is 404 whatever the ``Accept``; 406 only when the route exists
+and nothing it offers is acceptable; ``/events`` offers ``text/event-stream``), CORS headers on every response (and event stream), ``OPTIONS`` preflight,
 and JSON/YAML error bodies for every error a handler raises.
 """
 
@@ -22,7 +23,8 @@ from typing import Any
 from . import rest
 from .config import Settings
 from .http import HTTPError, Request, Response, error_response, status_line
-from .negotiation import JSON, allowed_origin, choose_media, serialize
+from .kinds import StreamKind, Transport
+from .negotiation import EVENT_STREAM, JSON, OFFERED, STREAM_OFFERED, allowed_origin, choose_media, serialize
 from .outcomes import (
     AUTH_COOKIE_NAME, AUTH_TOKEN_HEADER, AcceptEventStream, AcceptWebSocket, Context, Handler, Health, Outcome,
     Step, not_following,
@@ -164,17 +166,22 @@ class App:
                 cors += (("access-control-allow-credentials", "true"),)
         if request.method == "OPTIONS":
             return Exchange(_answer(PREFLIGHT), JSON, cors)
-        media = choose_media(request.header("accept"))
-        if media is None:
-            reason = "cannot answer with any type in Accept; use application/json or application/x-yaml"
-            return Exchange(_answer(error_response(406, reason)), JSON, cors)
+        accept = request.header("accept")
         route = self.router.match(request.path)
         if route is None:
+            # RFC 9110 §15.5.5: no such resource is 404 whatever the Accept (SaltGUI
+            # asks for optional /static/salt-motd.txt with Accept: text/plain and
+            # takes anything but 404 as an error); the body in JSON unless YAML is asked.
+            media = choose_media(accept) or JSON
             # The path as sent, tokens masked: a mistyped stream URL holds one.
             shown = redact_tokens(redact_path(request.path, self.settings.token_length))
-            handler = _raise(HTTPError(404, f"no such resource: {shown}"))
-        else:
-            handler = self._handlers[route.name](Context(request, route, now, self.settings, media, self._health))
+            return Exchange(_raise(HTTPError(404, f"no such resource: {shown}")), media, cors)
+        chosen = choose_media(accept, STREAM_OFFERED if route.name in _SSE_ROUTES else OFFERED)
+        if chosen is None:
+            reason = "cannot answer with any type in Accept; use application/json or application/x-yaml"
+            return Exchange(_answer(error_response(406, reason)), JSON, cors)
+        media = JSON if chosen == EVENT_STREAM else chosen  # a stream's errors (401 …) are JSON
+        handler = self._handlers[route.name](Context(request, route, now, self.settings, media, self._health))
         return Exchange(handler, media, cors)
 
 
@@ -192,6 +199,9 @@ class App:
         # A Salt call that acts, or reads the body's lowstate, stops it: the body is needed.
         return step if isinstance(step, Response) and step.status in HEAD_STATUSES else None
 
+
+# Routes answered with text/event-stream (EventSource sends "Accept: text/event-stream").
+_SSE_ROUTES = frozenset(kind.value for kind in StreamKind if kind.transport is Transport.SSE)
 
 # What a handler may do and decide before the request's body is read.
 HEAD_CALLS = (GetToken, GetAuthList)

@@ -434,7 +434,8 @@ class ServerConnection:
         elif self._sse:
             if self.phase is Phase.STREAMING:
                 assert self._http is not None
-                self._prefix += self.outbox.drain(self.outbox.queued_bytes) + self._http.end_stream()
+                self._prefix += self._http.stream_data(self.outbox.drain(self.outbox.queued_bytes))
+                self._prefix += self._http.end_stream()
                 self._go(Event.END)
         elif self._ws is not None and self.phase in (Phase.AWAIT_READY, Phase.STREAMING):
             self._prefix += self.outbox.drain(self.outbox.queued_bytes)
@@ -583,7 +584,8 @@ class ServerConnection:
                 self._go(Event.END)
                 return head + self._http.end_stream()
             if self.phase is Phase.STREAMING:
-                return head + self.outbox.drain(self.limits.write_chunk_bytes)
+                assert self._http is not None
+                return head + self._http.stream_data(self.outbox.drain(self.limits.write_chunk_bytes))
             return head
         if self._ws is None:
             return head + (self._http.data_to_send() if self._http is not None else b"")

@@ -22,7 +22,7 @@ from http import HTTPStatus
 import h11
 from wsproto.utilities import generate_accept_token
 
-from .messages import dumps
+from .messages import dumps, unchunk
 
 SERVER_NAME = b"saltnado"
 
@@ -163,6 +163,7 @@ class HTTPConnection:
         self.closed = False
         self._rejections: list[Rejection] = []  # at most one: each closes the connection
         self._continue_decided = False  # the pending request's 100 Continue was sent or refused
+        self._close_delimited = False  # a stream to an HTTP/1.0 client: no chunks, its end is the close
 
     @property
     def busy(self) -> bool:
@@ -272,9 +273,15 @@ class HTTPConnection:
         self._next_cycle()
 
     def start_stream(self, headers: Iterable[tuple[str, str]], first: bytes) -> None:
-        """Start a 200 ``text/event-stream`` response with a chunked body whose
-        first chunk is ``first``; later chunks are written pre-framed (see
-        :func:`saltnado_core.messages.http_chunk`) until :meth:`end_stream`."""
+        """Start a 200 ``text/event-stream`` response whose body begins with ``first``;
+        later messages are passed through :meth:`stream_data` until :meth:`end_stream`.
+
+        To an HTTP/1.1 client the body is chunked. An HTTP/1.0 client (nginx speaks
+        it to its backends by default) cannot read chunks: its body is
+        close-delimited, RFC 9112 §6.3: "Otherwise, this is a response message
+        without a declared message body length, so the message body length is
+        determined by the number of octets received prior to the server closing the
+        connection" (h11 then sends no Transfer-Encoding and ``Connection: close``)."""
         fields = [
             (b"server", SERVER_NAME),
             (b"content-type", b"text/event-stream"),
@@ -282,14 +289,22 @@ class HTTPConnection:
             (b"x-accel-buffering", b"no"),  # tell nginx not to buffer the stream
         ]
         fields.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)
+        self._close_delimited = self._h11.their_http_version == b"1.0"
         self._send(h11.Response(status_code=200, headers=fields, reason=b"OK"))
         self._send(h11.Data(data=first))
         self._busy = False
 
+    def stream_data(self, chunks: bytes) -> bytes:
+        """Whole HTTP chunks of stream messages (they are framed once for every
+        client, see :func:`saltnado_core.messages.http_chunk`) as this client's
+        stream is written: as they are, or their data alone when close-delimited."""
+        return unchunk(chunks) if self._close_delimited else chunks
+
     def end_stream(self) -> bytes:
-        """The last chunk of a streamed response; the connection then closes."""
+        """The end of a streamed response (the last chunk, or nothing when the
+        close ends it); the connection then closes."""
         self.closed = True
-        return b"0\r\n\r\n"
+        return b"" if self._close_delimited else b"0\r\n\r\n"
 
     def accept_websocket(self, request: Request) -> bytes:
         """Send the 101 for a validated upgrade request (see :func:`websocket_key`).

@@ -2,7 +2,7 @@
 
 :class:`StreamKind` is the one table of the event streams a server offers —
 each kind's route (its name is the route's name and the first path segment),
-how it reaches the client (a websocket, or Server-Sent Events over a chunked
+how it reaches the client (a websocket, or Server-Sent Events over an HTTP
 response), whether the token is a path segment, and how one JSON message is
 framed for it. The router, the event streams, the connection and the log
 redaction all read it, so a new stream kind is one row here.
@@ -33,7 +33,7 @@ class CloseCode(enum.IntEnum):
 
 class Transport(enum.Enum):
     WEBSOCKET = "websocket"  # after an HTTP/1.1 upgrade; "websocket client ready" first
-    SSE = "sse"  # text/event-stream over a chunked HTTP response
+    SSE = "sse"  # text/event-stream, framed as HTTP chunks (unchunked at drain for HTTP/1.0)
 
 
 def _websocket_message(tag: str, payload: bytes) -> bytes:

@@ -18,6 +18,7 @@ from typing import Any
 from .config import SUPPORTED_CLIENTS
 from .http import HTTPError
 from .salt_calls import AUTH_FAILURES, RunLowstate, SaltCall, classify_salt_error
+from .tokens import redact_tokens
 
 FAILED_AUTH = "Failed to authenticate"
 CREDENTIALS = ("username", "password", "eauth")
@@ -73,7 +74,10 @@ def run(chunks: list[dict[str, Any]], token: str | None) -> Generator[SaltCall, 
                 results.append(FAILED_AUTH)
                 break
             status, reason = classify_salt_error(exc)
-            if status in (503, 504):
+            # A master that is down or slow (503, 504) and a call Salt refuses (400:
+            # SaltInvocationError, e.g. an undefined nodegroup) answer the request, with
+            # Salt's own message; any other error is the reference's string in the list.
+            if status in (400, 503, 504):
                 raise HTTPError(status, reason) from None
-            results.append(f"Unexpected exception while handling request: {exc}")
+            results.append(f"Unexpected exception while handling request: {redact_tokens(str(exc))}")
     return results

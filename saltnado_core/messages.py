@@ -108,6 +108,20 @@ def http_chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
+def unchunk(chunks: bytes) -> bytes:
+    """The data of whole HTTP chunks (as :func:`http_chunk` writes them), joined:
+    an HTTP/1.0 client's event stream is sent unchunked (RFC 9112 §6.3)."""
+    data = []
+    start, end = 0, len(chunks)
+    while start < end:
+        size_end = chunks.index(b"\r\n", start)
+        begin = size_end + 2
+        stop = begin + int(chunks[start:size_end], 16)
+        data.append(chunks[begin:stop])
+        start = stop + 2  # the CRLF after the chunk's data
+    return b"".join(data)
+
+
 def sse_chunk(tag: str, payload: bytes) -> bytes:
     """One ``/events`` event as the reference writes it — ``tag:`` and ``data:``
     lines and a blank line — already framed as an HTTP chunk. ``payload`` is

@@ -4,6 +4,9 @@ The reference picks the first listed acceptable type and ignores q-values;
 here ``Accept: text/html;q=0.9, application/x-yaml;q=0.1`` still gives YAML
 (the only acceptable type) while ``application/json;q=0.1, application/x-yaml``
 gives YAML because it is preferred. ``*/*``, ``application/*`` or no header → JSON.
+
+An event stream (``/events``) offers ``text/event-stream`` first
+(:data:`STREAM_OFFERED`): a browser's ``EventSource`` asks for it alone.
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ from .messages import dumps
 
 JSON = "application/json"
 YAML = "application/x-yaml"
+EVENT_STREAM = "text/event-stream"
 OFFERED = (JSON, YAML)  # in order of preference on ties
+STREAM_OFFERED = (EVENT_STREAM, JSON, YAML)  # an event stream; its error answers are JSON or YAML
 
 
-def choose_media(accept: str | None) -> str | None:
-    """The media type to answer with, or None when nothing offered is acceptable (406)."""
+def choose_media(accept: str | None, offered: tuple[str, ...] = OFFERED) -> str | None:
+    """The type of ``offered`` to answer with (the first without ``Accept``), or
+    None when none is acceptable (406)."""
     if not accept or not accept.strip():
-        return JSON
+        return offered[0]
     best: tuple[float, int, str] | None = None
     for position, item in enumerate(accept.split(",")):
         media, _, params = item.strip().partition(";")
@@ -40,9 +46,9 @@ def choose_media(accept: str | None) -> str | None:
                     q = 0.0
         if q <= 0:
             continue
-        for rank, offered in enumerate(OFFERED):
-            if fnmatch.fnmatchcase(offered, media) or (media == "text/yaml" and offered == YAML):
-                candidate = (-q, rank, offered)  # highest q, then our preference
+        for rank, kind in enumerate(offered):
+            if fnmatch.fnmatchcase(kind, media) or (media == "text/yaml" and kind == YAML):
+                candidate = (-q, rank, kind)  # highest q, then our preference
                 if best is None or candidate < best:
                     best = candidate
     return best[2] if best else None

@@ -255,8 +255,6 @@ def events(ctx: Context) -> Handler:
     if ctx.request.query:
         # Salt removed query-string tokens from rest_cherrypy: they leak into logs.
         raise HTTPError(400, "/events takes no query string; send X-Auth-Token or the session_id cookie")
-    if ctx.request.http_version != "1.1":
-        raise HTTPError(400, "/events needs HTTP/1.1")
     token, record = yield from authenticate(ctx)
     yield from require_event_access(record)
     return AcceptEventStream(float(record["expire"]), token=token)

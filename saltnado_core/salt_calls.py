@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .tokens import redact_tokens
+
 
 @dataclass(frozen=True, slots=True)
 class MakeToken:
@@ -106,28 +108,77 @@ class MasterUnavailable(Exception):
 
 
 MASTER_DOWN = "The Salt master is unavailable (its event bus is down); try again later"
+UNREACHABLE = "The Salt master could not be reached; try again later"
 
 # Salt exception class names (matched along the MRO: the core cannot import salt).
-_UNAVAILABLE = {"SaltDaemonNotRunning", "SaltReqTimeoutError", "SaltClientError", "ConnectionError", "TimeoutError"}
+_UNAVAILABLE = {"SaltDaemonNotRunning", "SaltReqTimeoutError", "ConnectionError", "TimeoutError"}
 AUTH_FAILURES = {"EauthAuthenticationError", "AuthenticationError", "AuthorizationError", "TokenAuthenticationError"}
 _UNAUTHORIZED = {"EauthAuthenticationError", "AuthenticationError", "TokenAuthenticationError"}
 _FORBIDDEN = {"AuthorizationError"}
 _BAD_REQUEST = {"SaltInvocationError"}
+# What Salt 3008's LocalClient.run_job raises when pub() found no master (a bare
+# SaltClientError, or one of these re-raised): every other SaltClientError is not an outage.
+_MASTER_NOT_CONTACTED = "The salt master could not be contacted"
+_MAX_WRAPS = 4  # SaltClientError(SaltClientError(...)) unwrapped this deep at most
 
 
 def classify_salt_error(exc: BaseException) -> tuple[int, str]:
-    """HTTP status and client-safe message for an exception raised by a Salt call."""
-    names = {cls.__name__ for cls in type(exc).__mro__}
+    """HTTP status and client-safe message for an exception raised by a Salt call.
+
+    Salt's ``LocalClient.run_job`` re-raises every exception of ``pub()`` but an
+    auth error as ``SaltClientError(exc)`` (salt/client/__init__.py), so an
+    undefined nodegroup (``SaltInvocationError("Node group x unavailable in …")``)
+    arrives as a ``SaltClientError``: the wrapped exception is classified instead.
+    Only a master that cannot be reached is 503; a call Salt refuses is 400 and
+    any other Salt error 500, each with Salt's own message, tokens masked.
+    """
+    inner = _unwrapped(exc)
+    names = _names(inner)
     if names & _UNAUTHORIZED:
         return 401, "Please log in"
     if names & _FORBIDDEN:
         return 403, "Salt's eauth ACLs do not allow this for your token"
     if names & _BAD_REQUEST:
-        return 400, str(exc) or type(exc).__name__
+        return 400, _message(inner)
     if "MasterUnavailable" in names:
         return 503, MASTER_DOWN
-    if names & _UNAVAILABLE:
-        return 503, "The Salt master could not be reached; try again later"
+    if (
+        names & _UNAVAILABLE
+        or ("SaltClientError" in names and _not_contacted(inner))
+        or (inner is not exc and "OSError" in names)  # pub()'s transport failed (tornado's StreamClosedError)
+    ):
+        return 503, UNREACHABLE
     if "SaltClientTimeout" in names:
         return 504, "Salt did not answer in time"
-    return 500, "Internal error while calling Salt"
+    if "SaltException" in names:  # Salt's own error, e.g. a job cache returner failing
+        return 500, _message(inner)
+    return 500, "Internal error while calling Salt"  # a bug, whose text is for the log only
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """The exception a ``SaltClientError`` was raised for, however deep; else ``exc``.
+
+    Salt writes ``except Exception as general_exception: raise
+    SaltClientError(general_exception)``, and ``SaltException`` keeps only the
+    message (``str``) of what it is given: the wrapped exception is the one being
+    handled (``__context__``, kept across the worker thread) when the messages match.
+    """
+    for _ in range(_MAX_WRAPS):
+        inner = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], BaseException) else exc.__context__
+        if inner is None or "SaltClientError" not in _names(exc) or str(inner) != str(exc):
+            break
+        exc = inner
+    return exc
+
+
+def _names(exc: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(exc).__mro__}
+
+
+def _not_contacted(exc: BaseException) -> bool:
+    message = str(exc)  # "" for a bare ``raise SaltClientError``
+    return not message or message.startswith(_MASTER_NOT_CONTACTED)
+
+
+def _message(exc: BaseException) -> str:
+    return redact_tokens(str(exc)) or type(exc).__name__
