@@ -35,19 +35,21 @@ async def run_trio(settings: Settings, opts: dict[str, Any], on_ready: Any = Non
     from saltnado_trio import Server
 
     server = Server(settings, opts)
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(server.serve)
-        for listener in listeners:
-            sock = getattr(listener, "socket", None) or listener.transport_listener.socket
-            server.service.log_listening(sock.getsockname())
-        if on_ready is not None:
-            await on_ready(server, nursery)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # Signals are caught before "listening on" is logged: a SIGTERM sent as soon as
+    # the server says it listens gets the graceful shutdown, not the default death.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(server.serve)
+            for listener in listeners:
+                sock = getattr(listener, "socket", None) or listener.transport_listener.socket
+                server.service.log_listening(sock.getsockname())
+            if on_ready is not None:
+                await on_ready(server, nursery)
             async for signum in signals:
                 log.info("received %s; shutting down", signal.Signals(signum).name)
                 break
             await server.shutdown()  # a second signal meanwhile does not cut it short
-        nursery.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
 
 
 async def run_asyncio(settings: Settings, opts: dict[str, Any], on_ready: Any = None) -> None:
@@ -55,15 +57,15 @@ async def run_asyncio(settings: Settings, opts: dict[str, Any], on_ready: Any = 
     on_ready(server)`` once listening."""
     from saltnado_asyncio import Server
 
+    received: asyncio.Queue[int] = asyncio.Queue()  # a second signal does not cut shutdown short
+    for signum in (signal.SIGINT, signal.SIGTERM):  # caught before "listening on" is logged
+        asyncio.get_running_loop().add_signal_handler(signum, received.put_nowait, signum)
     server = Server(settings, opts)
     await server.start()
     for sock in server.sockets:
         server.service.log_listening(sock.getsockname())
     if on_ready is not None:
         await on_ready(server)
-    received: asyncio.Queue[int] = asyncio.Queue()  # a second signal does not cut shutdown short
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(signum, received.put_nowait, signum)
     log.info("received %s; shutting down", signal.Signals(await received.get()).name)
     await server.shutdown()
 
