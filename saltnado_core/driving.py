@@ -68,9 +68,10 @@ def serve_requests(
     response, recorded in :attr:`Served.error` when unexpected). After a Salt
     call the next step is another Salt call, a :class:`Served`, or the end (once
     a ``100 Continue`` head's token check is done). Yields a :class:`Served`
-    after each ``conn.respond()``: advance with ``next()``; the generator ends when ``conn.next_request()`` has nothing more
-    (no complete request, or ``conn.input_paused``: run it again once the writer
-    has taken ``conn.data_to_send()``). Requests the connection refused on its
+    after each ``conn.respond()``: advance with ``next()``; the generator ends
+    when ``conn.next_request()`` has nothing more (no complete request, or
+    ``conn.input_paused``: run it again once the writer has taken
+    ``conn.data_to_send()``). Requests the connection refused on its
     own (a malformed one's 400, 413, 431, 505; the 503 at the connection limit)
     are yielded as :class:`Served` too, after the others, so they are logged.
     A request whose client waits for ``100 Continue`` gets it only if the app

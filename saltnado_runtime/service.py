@@ -158,22 +158,22 @@ class Service:
         through ``salt`` (its exception is the handler's to answer); log each request."""
         steps = serve_requests(conn, self.app, time.time)
         started = time.monotonic()  # a request is handled from here to its Served
-        step = next(steps, None)
-        while step is not None:
-            if isinstance(step, Served):
-                self._log_request(step, time.monotonic() - started)
-                started = time.monotonic()
-                step = next(steps, None)
-                continue
-            try:
+        try:  # the generator ends with StopIteration, after a Served or a Salt call
+            step = next(steps)
+            while True:
+                if isinstance(step, Served):
+                    self._log_request(step, time.monotonic() - started)
+                    started = time.monotonic()
+                    step = next(steps)
+                    continue
                 try:
                     result = await salt(step)
                 except Exception as exc:
                     step = steps.throw(exc)
                 else:
                     step = steps.send(result)
-            except StopIteration:  # a 100 Continue after its head's token check: nothing more now
-                step = None
+        except StopIteration:
+            pass
 
     def _log_request(self, served: Served, seconds: float) -> None:
         request = served.request
