@@ -27,7 +27,8 @@ from typing import Any
 
 import trio
 
-from saltnado_core import SaltCall, ServerConnection, Settings
+from saltnado_core import ServerConnection, Settings
+from saltnado_core.outcomes import Effect
 from saltnado_core.pacing import Pacing
 from saltnado_core.salt_calls import MasterUnavailable, needs_master
 from saltnado_runtime import ServedMaster, Wakeup
@@ -165,11 +166,11 @@ class Server(ServedMaster):
             else:
                 await wake.wait()
 
-    async def _salt(self, call: SaltCall) -> Any:
+    async def _salt(self, call: Effect) -> Any:
         """Run ``call`` in a worker thread. Cancelled (shutdown, a vanished client),
         the thread is abandoned: it still holds its limiter slot until Salt returns."""
         run = partial(
-            trio.to_thread.run_sync, self.service.bridge.execute, call, limiter=self.limiter, abandon_on_cancel=True
+            trio.to_thread.run_sync, self.service.execute, call, limiter=self.limiter, abandon_on_cancel=True
         )
         if not needs_master(call):
             return await run()
