@@ -163,6 +163,7 @@ class Server(ServedMaster):
             if data:
                 try:
                     writer.write(data)
+                    data = b""  # the transport has it: let it go before the next slice is taken
                     await writer.drain()
                 except OSError:
                     return

@@ -147,9 +147,10 @@ class Server(ServedMaster):
 
     async def _writer(self, stream: trio.abc.Stream, conn: ServerConnection, wake: _TaskWake, direct: _Direct) -> None:
         while True:
-            data = conn.data_to_send()
-            if direct.pending:  # the rest of a direct write goes first
-                data, direct.pending = direct.pending + data, b""
+            if direct.pending:  # the rest of a direct write goes first, alone: joined to
+                data, direct.pending = direct.pending, b""  # the next slice of a body, it is a copy
+            else:
+                data = conn.data_to_send()
             if not data and conn.finished:
                 return
             direct.keep_deadline()
@@ -161,6 +162,7 @@ class Server(ServedMaster):
                     return
                 finally:
                     direct.sending = False
+                data = b""  # written: let it go before the next slice is taken
                 if direct.reading is not None:
                     direct.reading()
             else:
