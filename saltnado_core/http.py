@@ -303,7 +303,10 @@ class HTTPConnection:
         assert body is not None
         piece = body[self.body_sent : self.body_sent + self._chunk]
         self.body_sent += len(piece)
-        out = list(self._h11.send_with_data_passthrough(h11.Data(data=piece)))
+        # h11 passes the data through untouched (typed as bytes; a memoryview is not copied)
+        out: list[bytes | memoryview] = list(
+            self._h11.send_with_data_passthrough(h11.Data(data=piece)) or []  # type: ignore[arg-type]
+        )
         if self.body_sent >= len(body):
             self._out_body = None
             out.append(self._h11.send(h11.EndOfMessage()) or b"")

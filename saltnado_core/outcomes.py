@@ -64,7 +64,7 @@ def not_following() -> Health:
 Outcome = Union[Response, AcceptWebSocket, AcceptEventStream]
 # What a handler yields for the binding to run in a worker thread: a Salt call, or
 # reading a file to serve (saltnado_core.files)
-Effect = Union[SaltCall, ReadFile]
+Effect = SaltCall | ReadFile
 Step = Union[Effect, Outcome]
 Handler = Generator[Effect, Any, Outcome]
 

@@ -453,7 +453,8 @@ def test_every_client_of_a_file_shares_one_bytes_object(site: Path) -> None:
     files = StaticFiles()
     call = ReadFile(str(site / "site" / "static"), "big.bin", 10**6)
     first, second = files.read(call), files.read(call)
-    assert isinstance(first, FileContent) and first.data is second.data and files.reads == 1
+    assert isinstance(first, FileContent) and isinstance(second, FileContent)
+    assert first.data is second.data and files.reads == 1
 
 
 def test_the_cache_is_bounded(site: Path) -> None:
