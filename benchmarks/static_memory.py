@@ -14,7 +14,11 @@ once, and the script prints the peak of traced memory above the baseline, and
 that per reader. With ``--whole``, ``write_chunk_bytes`` is set above the file's
 size, so each response's body goes out in one piece, as before bodies were sliced:
 the difference is what slicing saves. Kernel socket buffers are not Python memory
-and not counted (RSS is printed too, for what it is worth).
+and not counted (RSS is printed too, for what it is worth). With both loops, the second's
+baseline is lower: what the first run imported was allocated before tracing restarted.
+
+On a 2-core machine (Python 3.11), the defaults print 337 KiB per reader on trio and 380 KiB on
+asyncio; ``--whole``, 10,737 KiB and 7,323 KiB.
 """
 
 from __future__ import annotations

@@ -384,6 +384,7 @@ def test_websocket_upgrade_with_a_browser_accept_is_still_a_websocket(site: Path
         ("", False),
         (None, False),
         ("application/json", False),
+        ("application/json, text/javascript, */*; q=0.01", False),  # jQuery's (rest_cherrypy: HTML)
         ("text/html;q=0", False),
         ("text/html;q=nan", False),
         ("text/plain", False),
