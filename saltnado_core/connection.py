@@ -32,7 +32,9 @@ Verbs (what the binding tells the connection):
 * ``close(code, reason)`` — e.g. 1001 at shutdown (a request being answered gets
   its response first, with ``Connection: close``); ``abandon_request(reason)`` —
   answer the request being answered with 503 now;
-* ``data_to_send()`` — everything to write now, as one ``bytes``;
+* ``data_to_send()`` — everything to write now, as one ``bytes``; a response body
+  larger than ``limits.write_chunk_bytes`` comes one slice per call, so write what
+  it returned before asking again (as the writer loop does);
 * ``take_rejections()`` — the requests the connection answered on its own (a
   malformed request's 400, 408, 413, 431, 505, the 503 at the connection limit),
   for the access log: :func:`~saltnado_core.driving.serve_requests` yields them
@@ -65,8 +67,9 @@ the outbox) is done in one place, :meth:`ServerConnection._go`.
 
 Timeouts (``limits.timeouts``) are kept without a clock: :meth:`tick` gets the
 binding's monotonic ``now``, and each wait (for the first request, the rest of a
-request, the next request, "websocket client ready", any frame but a ping
-after a ping) is timed from the first tick that sees it; ``_WAITS`` says what
+request, the next request, the client taking a large body's next slice,
+"websocket client ready", any frame but a ping after a ping) is timed from the
+first tick that sees it; ``_WAITS`` says what
 each wait's expiry does. The same ticks refill a websocket's ping budget.
 """
 
