@@ -11,7 +11,9 @@ call), or as one generator (:meth:`Exchange.steps`), which is how
 Cross-cutting rules live here: output media by ``Accept``, per route (a
 missing resource is 404 whatever the ``Accept``; 406 only when the route exists
 and nothing it offers is acceptable; ``/events`` offers ``text/event-stream``), CORS headers on every response (and event stream), ``OPTIONS`` preflight,
-and JSON/YAML error bodies for every error a handler raises.
+and JSON/YAML error bodies for every error a handler raises. Static files and a
+browser's navigation to the web app (:mod:`saltnado_core.static`) are answered
+before the API's routes.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from .http import HTTPError, Request, Response, error_response, status_line
 from .kinds import StreamKind, Transport
 from .negotiation import EVENT_STREAM, JSON, OFFERED, STREAM_OFFERED, allowed_origin, choose_media, serialize
 from .outcomes import (
-    AUTH_COOKIE_NAME, AUTH_TOKEN_HEADER, AcceptEventStream, AcceptWebSocket, Context, Handler, Health, Outcome,
-    Step, not_following,
+    AUTH_COOKIE_NAME, AUTH_TOKEN_HEADER, AcceptEventStream, AcceptWebSocket, Context, Effect, Handler, Health,
+    Outcome, Step, not_following,
 )
 from .router import Router
-from .salt_calls import GetAuthList, GetToken, SaltCall, classify_salt_error
+from .salt_calls import GetAuthList, GetToken, classify_salt_error
+from .static import Site
 from .tokens import redact_path, redact_tokens
 
 __all__ = [
@@ -72,21 +75,21 @@ class Exchange:
         self._headers = headers  # added to every response (CORS)
         self.error: BaseException | None = None  # an unexpected exception, for the binding's log
 
-    def steps(self) -> Generator[SaltCall, Any, Outcome]:
+    def steps(self) -> Generator[Effect, Any, Outcome]:
         """The whole exchange as one generator: yields each Salt call; send its
         result in, or throw its exception in (an ``Exception``; anything else,
         e.g. a cancellation, is not Salt's answer and propagates); returns the
         outcome for :meth:`ServerConnection.respond`. After a Salt call is
         answered the exchange never ends in an exception: errors become responses."""
         step = yield from self.steps_while(lambda call: True)
-        assert not isinstance(step, SaltCall)
+        assert not isinstance(step, Effect)
         return step
 
-    def steps_while(self, allowed: Callable[[SaltCall], bool]) -> Generator[SaltCall, Any, Step]:
+    def steps_while(self, allowed: Callable[[Effect], bool]) -> Generator[Effect, Any, Step]:
         """:meth:`steps` as long as each Salt call is ``allowed``; returns the
         outcome, or the first call not allowed (not yielded: the exchange stops there)."""
         step = self.start()
-        while isinstance(step, SaltCall) and allowed(step):
+        while isinstance(step, Effect) and allowed(step):
             try:
                 result = yield step
             except Exception as exc:
@@ -147,11 +150,15 @@ class App:
         settings: Settings,
         handlers: Mapping[str, Callable[[Context], Handler]] = rest.HANDLERS,
         health: Callable[[], Health] = not_following,
+        site: Site | None = None,
     ) -> None:
         """``handlers``: route name → handler (default: the REST endpoints);
         ``health``: the event-bus link's state, for ``GET /health``
-        (:meth:`saltnado_core.buslink.EventBusLink.health`; default: never ok)."""
+        (:meth:`saltnado_core.buslink.EventBusLink.health`; default: never ok);
+        ``site``: the web apps served beside the API (default: those ``settings``
+        configure, without saltnado's own page, whose directory the runtime knows)."""
         self.settings = settings
+        self.site = site if site is not None else Site.from_settings(settings)
         self.router = Router(settings.token_length, settings.websockets)
         self._handlers = handlers
         self._health = health
@@ -168,6 +175,9 @@ class App:
             return Exchange(_answer(PREFLIGHT), JSON, cors)
         accept = request.header("accept")
         route = self.router.match(request.path)
+        files = self.site.handler(request, route.name if route is not None else None)
+        if files is not None:  # a path under a mount, or a browser navigation to the app
+            return Exchange(files, choose_media(accept) or JSON, cors)
         if route is None:
             # RFC 9110 §15.5.5: no such resource is 404 whatever the Accept (SaltGUI
             # asks for optional /static/salt-motd.txt with Accept: text/plain and
@@ -185,7 +195,7 @@ class App:
         return Exchange(handler, media, cors)
 
 
-    def refusal(self, head: Request, now: float) -> Generator[SaltCall, Any, Response | None]:
+    def refusal(self, head: Request, now: float) -> Generator[Effect, Any, Response | None]:
         """The answer to a request known from its head alone, before its body is
         sent (for ``Expect: 100-continue``), or None to ask for the body.
 

@@ -19,6 +19,7 @@ from typing import Any
 from .bounded import Overflow, SlowClientPolicy
 from .formatted import MAX_JOB_MINIONS, MAX_JOBS, MAX_RETURN_BYTES, MAX_VIEW_BYTES, SNAPSHOT_SLACK
 from .kinds import CloseCode
+from .router import Router
 
 DEFAULT_HASH_TYPE = "sha256"
 DEFAULT_SOCK_DIR = "/var/run/salt/master"
@@ -26,6 +27,8 @@ DEFAULT_SOCK_DIR = "/var/run/salt/master"
 # Clients saltnado can dispatch to. Salt (since 3006) refuses any netapi client
 # not listed in the master's ``netapi_enable_clients``.
 SUPPORTED_CLIENTS = ("local", "local_async", "runner", "runner_async", "wheel", "wheel_async")
+
+FAVICON_PATH = "/favicon.ico"  # where rest_cherrypy serves its favicon key
 
 # RFC 9110 §5.1: field-name = token; §5.6.2: token = 1*tchar
 _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -105,6 +108,18 @@ class Settings:
     formatted_max_return_bytes: int = MAX_RETURN_BYTES  # a larger return (or grains): a marker
     formatted_max_job_minions: int = MAX_JOB_MINIONS  # minions shown per job, the rest counted
     num_processes: int = 1  # server processes sharing the port; <= 0: one per CPU
+    # Web apps, as rest_cherrypy serves them (saltnado_core.static): an HTML file at
+    # app_path and every path under it, a directory at static_path, a favicon …
+    app: str | None = None
+    app_path: str = "/app"
+    static: str | None = None
+    static_path: str = "/static"
+    favicon: str | None = None  # … at /favicon.ico
+    dashboard: bool = False  # saltnado's own page, at dashboard_path
+    dashboard_path: str = "/dashboard"
+    static_max_file_bytes: int = 16 * 1024 * 1024  # a larger file is not served (404 saying so)
+    # file contents kept in memory, shared by every client downloading them
+    static_cache_bytes: int = 64 * 1024 * 1024
 
     @property
     def token_length(self) -> int:
@@ -176,7 +191,39 @@ class Settings:
             formatted_max_return_bytes=_positive_int(block, "formatted_max_return_bytes", MAX_RETURN_BYTES),
             formatted_max_job_minions=_positive_int(block, "formatted_max_job_minions", MAX_JOB_MINIONS),
             num_processes=_int(block, "num_processes", 1),
-        )
+            app=_file_path(block, "app"),
+            app_path=_url_prefix(block, "app_path", "/app"),
+            static=_file_path(block, "static"),
+            static_path=_url_prefix(block, "static_path", "/static"),
+            favicon=_file_path(block, "favicon"),
+            dashboard=_bool(block, "dashboard"),
+            dashboard_path=_url_prefix(block, "dashboard_path", "/dashboard"),
+            static_max_file_bytes=_positive_int(block, "static_max_file_bytes", 16 * 1024 * 1024),
+            static_cache_bytes=_positive_int(block, "static_cache_bytes", 64 * 1024 * 1024),
+        ).checked_mounts()
+
+    def checked_mounts(self) -> Settings:
+        """These settings, if no two web-app mounts share a URL prefix and none hides
+        an API route (``static_path: /minions`` would); else :class:`ConfigError`."""
+        mounts = {
+            "app_path": self.app_path if self.app else None,
+            "static_path": self.static_path if self.static else None,
+            "favicon": FAVICON_PATH if self.favicon else None,
+            "dashboard_path": self.dashboard_path if self.dashboard else None,
+        }
+        router = Router(self.token_length, websockets=True)
+        seen: dict[str, str] = {}
+        for key, prefix in mounts.items():
+            if prefix is None:
+                continue
+            if prefix in seen:
+                raise ConfigError(f"'rest_tornado: {key}' and '{seen[prefix]}' both serve {prefix}")
+            seen[prefix] = key
+            for path in (prefix, f"{prefix}/x", f"{prefix}/{'0' * self.token_length}"):
+                route = router.match(path)
+                if route is not None:
+                    raise ConfigError(f"'rest_tornado: {key}' {prefix} would hide the API's {path} ({route.name})")
+        return self
 
 
 # Settings that come from the master config's top level, not from ``rest_tornado:``
@@ -233,6 +280,34 @@ def _overflow(block: Mapping[str, Any]) -> Overflow:
     if len(reason.encode("utf-8")) > 123:  # RFC 6455 §5.5: a control frame's payload <= 125 bytes
         raise ConfigError("'rest_tornado: slow_client_close_reason' must be at most 123 bytes of UTF-8")
     return Overflow(code, reason, policy)
+
+
+def _file_path(block: Mapping[str, Any], key: str) -> str | None:
+    """A filesystem path (``app``, ``static``, ``favicon``): a non-empty string, or
+    None when absent; whether it exists is seen when serving (and by check-config)."""
+    value: Any = block.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise ConfigError(f"'rest_tornado: {key}' must be a filesystem path, got {value!r}")
+    return value
+
+
+# A URL prefix: segments of unreserved characters (RFC 3986 §2.3), none a dot-segment
+_URL_PREFIX = re.compile(r"(?:/(?!\.)[A-Za-z0-9._~-]+)+")
+
+
+def _url_prefix(block: Mapping[str, Any], key: str, default: str) -> str:
+    """A mount's URL prefix (``app_path`` …): ``/app`` (``app`` and ``/app/`` read the
+    same, as rest_cherrypy reads them); never ``/``, which would hide the whole API."""
+    value: Any = block.get(key, default)
+    prefix = "/" + value.strip("/") if isinstance(value, str) else ""
+    if not _URL_PREFIX.fullmatch(prefix):
+        raise ConfigError(
+            f"'rest_tornado: {key}' must be a URL path such as {default} (letters, digits, '.', '_', '~', '-' "
+            f"between slashes; not /), got {value!r}"
+        )
+    return prefix
 
 
 def _webhook_headers(block: Mapping[str, Any]) -> tuple[str, ...] | None:

@@ -3,8 +3,8 @@ bridge and the logs.
 
 A binding owns sockets, tasks and timers and calls in here; nothing here opens
 a socket or starts a task. The coroutines are framework-neutral: they await only
-what the binding passes in — ``salt``, which runs one Salt call in a bounded
-worker thread, and ``spawn``, which starts a task in a task group the binding
+what the binding passes in — ``salt``, which runs one effect (a Salt call, or a
+file to serve: :meth:`Service.execute`) in a bounded worker thread, and ``spawn``, which starts a task in a task group the binding
 owns — so the trio and asyncio bindings run the very same request path.
 """
 
@@ -21,14 +21,19 @@ from typing import Any
 from saltnado_core import App, EventStreams, SaltCall, ServerConnection, Settings
 from saltnado_core.buslink import EventBusLink
 from saltnado_core.driving import Served, serve_requests
+from saltnado_core.files import ReadFile
 from saltnado_core.formatted import FormattedView
+from saltnado_core.outcomes import Effect
 from saltnado_core.pacing import Pacing
 from saltnado_core.revocation import RecheckCall, TokenRecheck
 from saltnado_core.salt_calls import MasterUnavailable
+from saltnado_core.static import Site
+from saltnado_dashboard import DIRECTORY as DASHBOARD_DIRECTORY
 from saltnado_core.subscriptions import Subscriptions
 from saltnado_core.tokens import redact_path
 from saltnado_salt import SaltBridge
 
+from .files import StaticFiles
 from .hub import EventHub
 from .logs import redact_salt_logs, redact_saltnado_logs
 from .tls import load_ssl_context
@@ -37,7 +42,7 @@ log = logging.getLogger("saltnado.server")
 access_log = logging.getLogger("saltnado.access")
 feed_log = logging.getLogger("saltnado.feed")
 
-SaltRunner = Callable[[SaltCall], Awaitable[Any]]  # runs a call in a worker thread
+SaltRunner = Callable[[Effect], Awaitable[Any]]  # runs a call (Service.execute) in a worker thread
 Spawn = Callable[[Callable[[], Awaitable[None]]], Any]  # starts a task the binding owns
 
 
@@ -55,9 +60,10 @@ class Service:
         self.link = EventBusLink(
             settings.sock_dir, self.streams, self.subscriptions, settings.limits.max_event_bytes, pacing
         )
-        self.app = App(settings, health=self.link.health)
+        self.app = App(settings, health=self.link.health, site=Site.from_settings(settings, str(DASHBOARD_DIRECTORY)))
         redact_saltnado_logs()  # tokens never reach a log (idempotent)
         self.bridge = SaltBridge(master_opts, on_salt_loaded=redact_salt_logs)
+        self.files = StaticFiles(settings.static_cache_bytes)
         self.connections: dict[ServerConnection, Callable[[], None]] = {}  # → its writer's wake
         self.recheck = TokenRecheck()
         # Salt calls in progress that need the master, each with how to give up on it
@@ -152,6 +158,14 @@ class Service:
             self.connections.get(conn, _nothing)()
 
     # -- Salt calls --------------------------------------------------------------
+    def execute(self, call: Effect) -> Any:
+        """Run one effect a handler yielded; blocks, so only in a worker thread (the
+        binding's ``salt`` runner). A file to serve is read here, never through the
+        Salt bridge: it needs no master (``needs_master`` is False for it)."""
+        if isinstance(call, ReadFile):
+            return self.files.read(call)
+        return self.bridge.execute(call)
+
     async def respond(self, conn: ServerConnection, salt: SaltRunner) -> None:
         """Answer every complete request ``conn`` holds, in order: the core's loop
         (:func:`~saltnado_core.driving.serve_requests`), each Salt call awaited

@@ -159,6 +159,18 @@ def test_check_config_with_tls_and_limits(tmp_path: Path, capsys: pytest.Capture
     ]
 
 
+def test_check_config_warns_of_web_app_files_it_cannot_serve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "ui").mkdir()
+    master_config(tmp_path, (
+        f"  port: 8000\n  disable_ssl: True\n  static: {tmp_path / 'ui'}\n  app: {tmp_path / 'ui' / 'index.html'}\n"
+    ))
+    status, out, err = check_config(capsys, "-c", str(tmp_path))
+    assert status == 0 and f"    static: '{tmp_path / 'ui'}' (default None)" in out.splitlines()
+    assert err == f"saltnado: warning: 'rest_tornado: app' {tmp_path / 'ui' / 'index.html'} is not a readable file: /app answers 404\n"
+
+
 @pytest.mark.parametrize(
     ("block", "error"),
     [
