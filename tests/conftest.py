@@ -195,6 +195,32 @@ async def token(server: RunningServer) -> str:
     return (await trio.to_thread.run_sync(login, server.port))["token"]
 
 
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """The system Chromium under Playwright, for the whole session (tests/browser.py:
+    skipped when missing, a failure when ``CI`` is set)."""
+    from browser import launch_chromium
+
+    with launch_chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def browser_page(chromium: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh context (no cookies, no storage) and page; its screenshot is saved to
+    tests/artifacts/<test>.png when the test ends, passed or failed."""
+    from browser import BrowserPage
+
+    context = chromium.new_context()
+    page = BrowserPage(context)
+    try:
+        yield page
+    finally:
+        with contextlib.suppress(Exception):  # a page that crashed has nothing to show
+            page.screenshot(request.node.nodeid.rpartition("/")[2])
+        context.close()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("SALTNADO_SKIP_SALT"):
         skip = pytest.mark.skip(reason="SALTNADO_SKIP_SALT is set")
