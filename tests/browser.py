@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import http.server
 import mimetypes
 import os
 import re
@@ -189,6 +190,43 @@ class ServerThread:
             with contextlib.suppress(trio.RunFinishedError):
                 trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
         self._thread.join(30)
+
+
+class PageServer:
+    """Pages of another origin, from a real HTTP server on loopback (``pages``: path → HTML).
+
+    Not :meth:`BrowserPage.serve`: Chromium checks Local Network Access, and a page
+    Playwright answers itself has no address, so the browser takes it for a public
+    site and refuses its requests to loopback. A page a loopback server sent may
+    make them, as an operator's UI on the same host would."""
+
+    def __init__(self, pages: dict[str, str]) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                body = pages.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                data = (body or "not found").encode()
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.pages = pages
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="page-server", daemon=True)
+
+    def __enter__(self) -> PageServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
 
 
 def same_origin_settings(master_opts: dict[str, Any], **changes: Any) -> Settings:

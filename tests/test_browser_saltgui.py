@@ -24,7 +24,7 @@ pytestmark = pytest.mark.salt
 
 # The test page: SaltGUI's request shape as a small helper, and an EventSource
 # collector. Everything it fetches goes to saltnado (same origin).
-PAGE = """<!doctype html><meta charset="utf-8"><title>SaltGUI's requests</title>
+PAGE = """<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><title>SaltGUI's requests</title>
 <script>
 let token = "";
 async function api(method, path, params) {
