@@ -91,6 +91,14 @@ def launch_chromium() -> Iterator[Any]:
             browser.close()
 
 
+def expect(target: Any) -> Any:
+    """Playwright's retrying assertions (imported here, so that a missing playwright
+    skips or fails through the ``chromium`` fixture, not at collection)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ConsoleLine:
     """One console message of type error, or an uncaught exception, and where it came from."""
@@ -193,12 +201,10 @@ class ServerThread:
 
 
 class PageServer:
-    """Pages of another origin, from a real HTTP server on loopback (``pages``: path → HTML).
-
-    Not :meth:`BrowserPage.serve`: Chromium checks Local Network Access, and a page
-    Playwright answers itself has no address, so the browser takes it for a public
-    site and refuses its requests to loopback. A page a loopback server sent may
-    make them, as an operator's UI on the same host would."""
+    """Pages of another origin, from a real HTTP server on loopback (``pages``: path → HTML):
+    a UI served next to the API on the same host, as a browser really meets one
+    (Chromium's Local Network Access checks see a loopback page, not one Playwright
+    answered itself, which has no address: see the ``browser_page`` fixture)."""
 
     def __init__(self, pages: dict[str, str]) -> None:
         class Handler(http.server.BaseHTTPRequestHandler):

@@ -211,7 +211,11 @@ def browser_page(chromium: Any, request: pytest.FixtureRequest) -> Iterator[Any]
     tests/artifacts/<test>.png when the test ends, passed or failed."""
     from browser import BrowserPage
 
-    context = chromium.new_context()
+    # A page the browser fixture answers itself (BrowserPage.serve) has no address, so
+    # Chromium's Local Network Access checks take it for a public site and block its
+    # websockets to loopback (ERR_BLOCKED_BY_LOCAL_NETWORK_ACCESS_CHECKS); a page that
+    # saltnado sent from loopback would not be. The grant gives it that standing.
+    context = chromium.new_context(permissions=["local-network-access"])
     page = BrowserPage(context)
     try:
         yield page
