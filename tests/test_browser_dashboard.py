@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from browser import ARTIFACTS, BrowserPage, ServerThread, expect, same_origin_settings
+from browser import BrowserPage, ServerThread, expect, same_origin_settings
 from conftest import login
 from saltnado_core import Settings
 from saltnado_dashboard import DIRECTORY
@@ -117,7 +117,7 @@ def test_dashboard_end_to_end(browser_page: BrowserPage, dash_server: ServerThre
         page.get_by_role("button", name="Refresh").click()
         accept = page.get_by_role("button", name=f"Accept key {PENDING}")
         expect(accept).to_be_visible(timeout=WAIT_MS)
-        page.screenshot(path=str(ARTIFACTS / "dashboard-with-pending-key.png"), full_page=True)
+        browser_page.screenshot("dashboard-with-pending-key")
         accept.click()
         expect(accept).to_have_count(0, timeout=WAIT_MS)
         expect(page.locator(f"#minions tr[data-minion='{PENDING}']")).to_be_visible(timeout=WAIT_MS)
@@ -166,6 +166,7 @@ def test_dashboard_on_a_phone_with_the_keyboard(browser_page: BrowserPage, dash_
     boxes = [page.locator(f"#{name}").bounding_box() for name in ("minions", "run", "keys", "jobs", "events")]
     lefts = {round(box["x"]) for box in boxes if box}
     assert len(lefts) == 1, boxes
+    browser_page.screenshot("dashboard-phone")
     page.get_by_role("button", name="Log out").focus()
     page.keyboard.press("Enter")
     expect(page.get_by_label("User")).to_be_focused()
