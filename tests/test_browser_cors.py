@@ -66,9 +66,11 @@ function websocketMessage(url, ms) {
 
 @pytest.fixture(scope="module")
 def allowing(salt_lab: Any, master_opts: dict[str, Any]) -> Iterator[tuple[PageServer, ServerThread]]:
-    """The page's server, and a saltnado whose cors_origin names the page's origin."""
+    """The page's server, and a saltnado whose cors_origin names the page's origin
+    (as http://127.0.0.1:<port>, same-site, and http://localhost:<port>, another site)."""
     with PageServer({}) as pages:
-        settings = same_origin_settings(master_opts, cors_origin=[pages.origin])
+        other_site = pages.origin.replace("127.0.0.1", "localhost")
+        settings = same_origin_settings(master_opts, cors_origin=[pages.origin, other_site])
         with ServerThread("trio", salt_lab, master_opts, settings) as server:
             yield pages, server
 
@@ -82,10 +84,10 @@ def closed(salt_lab: Any, master_opts: dict[str, Any]) -> Iterator[tuple[PageSer
             yield pages, server
 
 
-def open_page(browser_page: BrowserPage, servers: tuple[PageServer, ServerThread]) -> Any:
+def open_page(browser_page: BrowserPage, servers: tuple[PageServer, ServerThread], host: str = "127.0.0.1") -> Any:
     pages, server = servers
     pages.pages["/ui.html"] = PAGE.replace("<script>", f"<script>\nconst API = {server.base!r};", 1)
-    browser_page.page.goto(f"{pages.origin}/ui.html")
+    browser_page.page.goto(f"{pages.origin.replace('127.0.0.1', host)}/ui.html")
     return browser_page.page
 
 
@@ -109,6 +111,34 @@ def test_an_allowed_origin_logs_in_runs_and_streams(browser_page: BrowserPage, a
     assert got["events"]["event"]["tag"] == "salt/netapi/hook/cors", got
     assert "message" in got["ws"] and "tag" in got["ws"]["message"], got
     assert browser_page.unexpected_errors() == []
+
+
+def test_another_site_gets_no_cookie_so_no_event_source_but_websockets(
+    browser_page: BrowserPage, allowing: tuple[PageServer, ServerThread]
+) -> None:
+    """localhost is another site than 127.0.0.1: SameSite=Lax keeps the session cookie
+    off its requests, and an EventSource cannot send X-Auth-Token; the token in a
+    websocket's path needs no cookie."""
+    page = open_page(browser_page, allowing, host="localhost")
+    got = page.evaluate(
+        """async () => {
+            const login = await api("POST", "/login", {eauth: "auto", password: "x", username: "saltdev"}, "include");
+            if (!login.body) return {login};
+            token = login.body["return"][0].token;
+            const ping = await api("POST", "/", {client: "local", fun: "test.ping", tgt: "minion1"});
+            const events = await firstEvent(API + "/events", "salt/netapi/hook/cors", 5000);
+            const ws = await websocketMessage(API.replace("http", "ws") + "/all_events/" + token, %d);
+            return {login: login.status, ping, events, ws};
+        }"""
+        % WAIT_MS
+    )
+    assert got["login"] == 200, (got, browser_page.errors)
+    assert got["ping"] == {"status": 200, "body": {"return": [{"minion1": True}]}}, got
+    assert got["events"] == {"error": 2}, got  # 401 without the cookie: CLOSED
+    assert "message" in got["ws"], got
+    assert [line.text for line in browser_page.errors if "/events" in line.url] == [
+        "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
+    ], browser_page.errors
 
 
 def test_without_cors_origin_the_browser_refuses_all_of_it(
