@@ -79,7 +79,12 @@ def launch_chromium() -> Iterator[Any]:
         missing("playwright is not installed (pip install -e '.[test]')")
     path = chromium_path()
     if path is None:
-        missing("no Chromium on PATH (apt-get install chromium, or set SALTNADO_CHROMIUM)")
+        explicit = os.environ.get("SALTNADO_CHROMIUM")
+        missing(
+            f"SALTNADO_CHROMIUM={explicit} is not an executable"
+            if explicit
+            else "no Chromium on PATH (apt-get install chromium, or set SALTNADO_CHROMIUM)"
+        )
     with sync_playwright() as playwright:
         try:
             browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
