@@ -45,9 +45,12 @@ ALLOWED_METHODS = "OPTIONS, GET, POST"
 # The request headers the API reads that a page must ask leave to send (Fetch standard,
 # "CORS-preflight fetch": a header that is not CORS-safelisted passes only if named in
 # Access-Control-Allow-Headers);
-# X-Requested-With is in the reference's list (jQuery sends it). A fixed list, never the
-# preflight's Access-Control-Request-Headers echoed back: that is client bytes in our head.
-ALLOWED_HEADERS = "Accept, Content-Type, X-Auth-Token, X-Requested-With"
+# X-Requested-With is in the reference's list (jQuery sends it); SaltGUI sends
+# Cache-Control: no-cache on every request, so without it a SaltGUI of another origin
+# could not make a single call (the reference allows it by echoing what was asked).
+# A fixed list, never the preflight's Access-Control-Request-Headers echoed back: that
+# is client bytes in our head.
+ALLOWED_HEADERS = "Accept, Cache-Control, Content-Type, X-Auth-Token, X-Requested-With"
 
 # The CORS preflight: 204 naming ALLOWED_HEADERS whatever the request's
 # Access-Control-Request-Headers says (the reference echoes it, and answers 500

@@ -228,3 +228,24 @@ def test_serve_logs_unknown_keys_at_start_up(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_demo_turns_the_dashboard_on_and_prints_its_url_first() -> None:
+    import shutil
+    import tempfile
+
+    import yaml
+
+    from saltnado_cli.demo import DEMO_API_OPTS, instructions
+    from saltnado_salt.private_salt import PrivateSalt
+
+    first = instructions(8123, "saltdev").strip().splitlines()[0]
+    assert first.startswith("Dashboard: http://127.0.0.1:8123/dashboard/ "), first
+    root = tempfile.mkdtemp(prefix="sd-")  # short: Unix socket paths under it are limited
+    try:
+        lab = PrivateSalt(root=Path(root), api_opts=DEMO_API_OPTS)
+        lab._write_configs()  # what start() writes, without starting anything
+        block = yaml.safe_load(lab.master_config_path.read_text())["rest_tornado"]
+        assert block["dashboard"] is True and block["websockets"] is True and block["disable_ssl"] is True
+    finally:
+        shutil.rmtree(root)
