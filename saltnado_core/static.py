@@ -143,6 +143,12 @@ class Mount:
         """Is ``path`` (as sent) the prefix or under it? Then only this mount answers it."""
         return path == self.prefix or path.startswith(self.prefix + "/")
 
+    def wants_slash(self, path: str) -> bool:
+        """A directory with an index asked for without its ``/`` (``/dashboard``): the
+        index's relative links (``style.css``) would resolve against the parent, so
+        the client is sent to ``/dashboard/``, as a file server does for a directory."""
+        return path == self.prefix and self.below is Below.FILES and self.index is not None
+
     def read_for(self, path: str, max_bytes: int) -> ReadFile | None:
         """The read a covered ``path`` asks for; None when it names no file (404)."""
         if path == self.prefix or (path == self.prefix + "/" and self.below is not Below.NOTHING):
@@ -202,6 +208,8 @@ class Site:
         or a browser navigation to the app — else None (the API answers it).
         ``route`` is the API route the path matches (None: none)."""
         mount = self.mount_for(request.path)
+        if mount is not None and mount.wants_slash(request.path):
+            return _redirect(request, mount.prefix + "/")
         if mount is not None:
             return serve_file(request, mount.read_for(request.path, self.max_file_bytes))
         if (
@@ -214,6 +222,15 @@ class Site:
             read = self.app.read_for(self.app.prefix, self.max_file_bytes)
             return serve_file(request, read, (("vary", "Accept"),))
         return None
+
+
+def _redirect(request: Request, location: str) -> Generator[ReadFile, Any, Response]:
+    """301 to ``location`` (the operator's own path: nothing of the request, not
+    even its query, is sent back)."""
+    if request.method not in FILE_METHODS:
+        raise HTTPError(405, f"method {request.method} not allowed here", [("allow", ", ".join(FILE_METHODS))])
+    return Response(301, b"", (("location", location),), None)
+    yield  # pragma: no cover - makes this a generator
 
 
 def serve_file(
