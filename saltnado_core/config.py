@@ -9,6 +9,7 @@ numbers.
 from __future__ import annotations
 
 import difflib
+import enum
 import hashlib
 import math
 import re
@@ -35,6 +36,15 @@ _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # The headers that carry saltnado's own session token: webhook_headers may not list them
 # (every subscriber of the event bus would see the token).
 SESSION_HEADERS = ("x-auth-token", "cookie")
+
+
+class Dialect(str, enum.Enum):
+    """Which of Salt's API servers a master's config was written for: the name of
+    the block read (``rest_tornado:`` or ``rest_cherrypy:``). Where the two servers
+    answer differently, a handler answers as the one its clients expect."""
+
+    TORNADO = "rest_tornado"
+    CHERRYPY = "rest_cherrypy"
 
 
 class ConfigError(ValueError):
@@ -85,6 +95,7 @@ class Limits:
 class Settings:
     """Everything the core and the bindings need to serve one master."""
 
+    dialect: Dialect = Dialect.TORNADO  # the block the settings were read from
     port: int = 8000
     address: str | None = None
     disable_ssl: bool = False
@@ -227,7 +238,7 @@ class Settings:
 
 
 # Settings that come from the master config's top level, not from ``rest_tornado:``
-_MASTER_LEVEL = ("sock_dir", "hash_type", "external_auth", "netapi_enable_clients", "limits")
+_MASTER_LEVEL = ("sock_dir", "hash_type", "external_auth", "netapi_enable_clients", "limits", "dialect")
 
 
 def block_values(settings: Settings) -> dict[str, Any]:
