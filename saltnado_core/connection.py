@@ -87,6 +87,7 @@ from .outcomes import AcceptEventStream, AcceptWebSocket, Outcome
 from .pacing import Pacing
 from .salt_calls import SaltCall, classify_salt_error
 from .streams import EventStreams
+from .tagfilter import TagFilter
 from .websocket import Closed, TextReceived, WebSocketSession
 
 READY_MESSAGE = "websocket client ready"
@@ -174,6 +175,7 @@ class Stream:
     kind: StreamKind
     token: str = field(repr=False)
     delta: bool = False  # /formatted_events?delta=1
+    tags: TagFilter | None = None  # ?tag=<glob>: checked by the fan-out before queueing
 
 
 class ServerConnection:
@@ -281,7 +283,7 @@ class ServerConnection:
         left, self.phase = self.phase, next_phase(self.phase, event)
         phase, stream = self.phase, self.stream
         if stream is not None and phase is Phase.STREAMING:
-            self._salt_calls += self._streams.attach(stream.kind, self.outbox, stream.token, stream.delta)
+            self._salt_calls += self._streams.attach(stream.kind, self.outbox, stream.token, stream.delta, stream.tags)
         elif stream is not None and left is Phase.STREAMING:
             self._streams.detach(stream.kind, self.outbox, stream.token)
         if phase is Phase.DONE:
@@ -401,12 +403,12 @@ class ServerConnection:
         if isinstance(outcome, AcceptEventStream):
             http.start_stream(outcome.headers, SSE_PREAMBLE)
             self._prefix = http.data_to_send()
-            self.stream = Stream(StreamKind.EVENTS, outcome.token)
+            self.stream = Stream(StreamKind.EVENTS, outcome.token, tags=outcome.tags)
             self._go(Event.EVENT_STREAM)
             return
         assert isinstance(outcome, AcceptWebSocket) and self._request is not None
-        self.stream = Stream(stream_kind(outcome.stream), outcome.token, outcome.delta)
-        trailing = http.accept_websocket(self._request)
+        self.stream = Stream(stream_kind(outcome.stream), outcome.token, outcome.delta, outcome.tags)
+        trailing = http.accept_websocket(self._request, outcome.subprotocol)
         self._request = None
         self._prefix = http.data_to_send()
         self._http = None  # not used again: free h11's state

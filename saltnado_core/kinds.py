@@ -3,7 +3,8 @@
 :class:`StreamKind` is the one table of the event streams a server offers —
 each kind's route (its name is the route's name and the first path segment),
 how it reaches the client (a websocket, or Server-Sent Events over an HTTP
-response), whether the token is a path segment, and how one JSON message is
+response), whether the token may be a path segment (``/all_events/<token>``, the
+reference's only way; the route also exists without it), and how one JSON message is
 framed for it. The router, the event streams, the connection and the log
 redaction all read it, so a new stream kind is one row here.
 
@@ -58,8 +59,8 @@ class StreamKind(str, enum.Enum):
         member.token_in_path = token_in_path
         return member
 
-    ALL_EVENTS = ("all_events", Transport.WEBSOCKET, True)  # /all_events/<token>
-    FORMATTED_EVENTS = ("formatted_events", Transport.WEBSOCKET, True)  # /formatted_events/<token>
+    ALL_EVENTS = ("all_events", Transport.WEBSOCKET, True)  # /all_events[/<token>]
+    FORMATTED_EVENTS = ("formatted_events", Transport.WEBSOCKET, True)  # /formatted_events[/<token>]
     EVENTS = ("events", Transport.SSE, False)  # /events (token in a header or cookie)
 
     @property

@@ -18,6 +18,7 @@ from .kinds import StreamKind
 from .negotiation import serialize
 from .router import Route
 from .salt_calls import SaltCall
+from .tagfilter import TagFilter
 
 AUTH_TOKEN_HEADER = "x-auth-token"
 AUTH_COOKIE_NAME = "session_id"
@@ -31,6 +32,8 @@ class AcceptWebSocket:
     token_expire: float
     token: str = field(default="", repr=False)
     delta: bool = False  # /formatted_events?delta=1: only changes after the first view
+    tags: TagFilter | None = None  # ?tag=<glob>: the events the client wants (None: all)
+    subprotocol: str | None = None  # Sec-WebSocket-Protocol of the 101 (never one holding a token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,7 @@ class AcceptEventStream:
     token_expire: float
     headers: tuple[tuple[str, str], ...] = ()
     token: str = field(default="", repr=False)  # re-checked with Salt while the stream is open
+    tags: TagFilter | None = None  # ?tag=<glob>: the events the client wants (None: all)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from .formatted import FormattedStream, FormattedView
 from .kinds import StreamKind
 from .messages import SSE_KEEPALIVE, SSE_KEEPALIVE_INTERVAL, event_json
 from .salt_calls import SaltCall
+from .tagfilter import TagFilter
 
 # each stream's route name → its kind (``name in STREAM_NAMES``; a name no stream has is a KeyError)
 STREAM_NAMES = {kind.value: kind for kind in StreamKind}
@@ -48,19 +49,22 @@ class EventStreams:
         self._bus_down: dict[StreamKind, bytes] | None = None  # the down notice per kind, while down
         self._next_keepalive: float | None = None  # see tick
 
-    def attach(self, name: str, outbox: Outbox, token: str, delta: bool = False) -> list[SaltCall]:
+    def attach(
+        self, name: str, outbox: Outbox, token: str, delta: bool = False, tags: TagFilter | None = None
+    ) -> list[SaltCall]:
         """Subscribe ``outbox`` to stream ``name`` (a :class:`StreamKind` or its
-        route name; KeyError for any other) for a client holding ``token``;
-        returns Salt calls to run for it. While the event bus is down, the client
-        is told so first thing."""
+        route name; KeyError for any other) for a client holding ``token``, sent
+        only what ``tags`` lets through (None: everything; on ``/formatted_events``,
+        the view's changes that events it lets through made); returns Salt calls
+        to run for it. While the event bus is down, the client is told so first thing."""
         kind = STREAM_NAMES[name]
         if token:
             self.tokens[token] = self.tokens.get(token, 0) + 1
         calls: list[SaltCall] = []
         if kind is StreamKind.FORMATTED_EVENTS:
-            calls = self.formatted.attach(outbox, token, delta)
+            calls = self.formatted.attach(outbox, token, delta, tags)
         else:
-            self._live[kind].subscribe(outbox)
+            self._live[kind].subscribe(outbox, tags)
         if self._bus_down is not None:
             outbox.offer(self._bus_down[kind])
         return calls
