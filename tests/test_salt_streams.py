@@ -1,0 +1,155 @@
+"""Tag filters and tokens off the URL on real sockets, both bindings, in front of
+the session's real salt-master: websocket-client sends the token in a header, a
+cookie or a subprotocol, and asks for ``?tag=`` filters; events are fired on the
+master's bus."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from typing import Any
+
+import pytest
+import trio
+import websocket
+
+from conftest import RunningServer
+
+WANTED = "saltnado/test/filter/wanted/*"
+
+
+def _ws(server: RunningServer, path: str, **options: Any) -> websocket.WebSocket:
+    ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}{path}", timeout=30, **options)
+    ws.send("websocket client ready")
+    time.sleep(0.2)  # attached before the first event is fired
+    return ws
+
+
+def _tags_until(ws: websocket.WebSocket, last: str, limit: float = 30) -> list[str]:
+    tags: list[str] = []
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        tags.append(json.loads(ws.recv())["tag"])
+        if tags[-1] == last:
+            return tags
+    raise AssertionError(f"no {last!r} in {limit}s; saw {tags}")
+
+
+def _fire_mixed(server: RunningServer, run: str) -> list[str]:
+    """Fire wanted and unwanted events alternately; the wanted tags, in order."""
+    wanted = []
+    for n in range(3):
+        assert server.lab.fire_event({"n": n}, f"saltnado/test/filter/other/{run}/{n}")
+        tag = f"saltnado/test/filter/wanted/{run}/{n}"
+        assert server.lab.fire_event({"n": n}, tag)
+        wanted.append(tag)
+    return wanted
+
+
+async def test_filtered_websocket_gets_only_what_it_asked_for(server: RunningServer, token: str) -> None:
+    def scenario() -> tuple[list[str], list[str], list[str]]:
+        filtered = _ws(server, f"/all_events?tag={WANTED}", header=[f"X-Auth-Token: {token}"])
+        every = _ws(server, f"/all_events/{token}")  # the reference's URL, beside it
+        try:
+            wanted = _fire_mixed(server, "ws")
+            return wanted, _tags_until(filtered, wanted[-1]), _tags_until(every, wanted[-1])
+        finally:
+            filtered.close()
+            every.close()
+
+    wanted, filtered, every = await trio.to_thread.run_sync(scenario)
+    assert filtered == wanted  # only those, in order
+    assert [t for t in every if t.startswith("saltnado/test/filter/other/ws/")]  # the others were on the bus
+
+
+async def test_token_in_a_subprotocol_is_never_echoed(server: RunningServer, token: str) -> None:
+    def scenario() -> tuple[str | None, dict[str, str], list[str]]:
+        ws = _ws(server, "/all_events", subprotocols=["saltnado", f"saltnado.token.{token}"])
+        try:
+            assert server.lab.fire_event({}, "saltnado/test/subprotocol")
+            return ws.getsubprotocol(), ws.getheaders(), _tags_until(ws, "saltnado/test/subprotocol")
+        finally:
+            ws.close()
+
+    chosen, headers, tags = await trio.to_thread.run_sync(scenario)
+    assert chosen == "saltnado" and tags[-1] == "saltnado/test/subprotocol"
+    assert token not in json.dumps(headers)
+
+
+async def test_token_in_the_cookie_on_formatted_events(server: RunningServer, token: str) -> None:
+    def scenario() -> list[str]:
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{server.port}/formatted_events?delta=1", timeout=30, cookie=f"session_id={token}"
+        )
+        try:
+            ws.send("websocket client ready")
+            return [next(iter(json.loads(ws.recv()))) for _ in range(2)]  # the first view's two maps
+        finally:
+            ws.close()
+
+    first = await trio.to_thread.run_sync(scenario)
+    assert first == ["minions", "jobs"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"header": ["X-Auth-Token: " + "ab" * 32]}, {"subprotocols": ["saltnado", "saltnado.token." + "ab" * 32]}],
+    ids=["none", "unknown-header", "unknown-subprotocol"],
+)
+async def test_missing_or_unknown_token_is_401_before_the_upgrade(server: RunningServer, options: Any) -> None:
+    with pytest.raises(websocket.WebSocketBadStatusException) as info:
+        await trio.to_thread.run_sync(lambda: websocket.create_connection(f"ws://127.0.0.1:{server.port}/all_events",
+                                                                          timeout=15, **options))
+    assert info.value.status_code == 401
+
+
+async def test_filtered_event_stream(server: RunningServer, token: str) -> None:
+    def scenario() -> tuple[list[str], bytes]:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(
+                f"GET /events?tag={WANTED} HTTP/1.1\r\nHost: t\r\nX-Auth-Token: {token}\r\n\r\n".encode()
+            )
+            received = b""
+            while b"retry: 400" not in received:
+                received += sock.recv(65536)
+            time.sleep(0.2)
+            wanted = _fire_mixed(server, "sse")
+            while f"tag: {wanted[-1]}\n".encode() not in received:
+                received += sock.recv(65536)
+            return wanted, received
+
+    wanted, received = await trio.to_thread.run_sync(scenario)
+    tags = [line[5:] for line in received.decode().split("\n") if line.startswith("tag: ")]
+    assert tags == wanted
+
+
+async def test_tokens_off_the_url_never_reach_the_log(
+    server: RunningServer, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    def scenario() -> None:
+        for options in ({"header": [f"X-Auth-Token: {token}"]}, {"subprotocols": ["saltnado", f"saltnado.token.{token}"]},
+                        {"cookie": f"session_id={token}"}):
+            _ws(server, "/all_events?tag=salt/job/*", **options).close()
+        time.sleep(0.1)
+
+    await trio.to_thread.run_sync(scenario)
+    assert "GET /all_events?tag=salt/job/* 101" in caplog.text
+    assert token not in caplog.text
+
+
+async def test_in_process_subscriber_with_globs(server: RunningServer) -> None:
+    if server.binding != "trio":
+        pytest.skip("the hub is used from its own loop: the trio server's is this test's")
+    events = server.server.hub.subscribe(tags=(WANTED,))
+    wanted = await trio.to_thread.run_sync(_fire_mixed, server, "hub")
+    got = []
+    with trio.fail_after(20):
+        async for event in events:
+            got.append(event.tag)
+            if event.tag == wanted[-1]:
+                break
+    assert got == wanted
