@@ -287,9 +287,9 @@ def events(ctx: Context) -> Handler:
     params = stream_query(ctx.request)
     if params.keys() - {TAG_PARAM}:
         raise HTTPError(400, f"/events takes only {TAG_PARAM}=<glob> in the query string")
-    tags = stream_tags(params)
     token, record = yield from authenticate(ctx)
     yield from require_event_access(record)
+    tags = stream_tags(params)  # compiled only for a client allowed to stream
     return AcceptEventStream(float(record["expire"]), token=token, tags=tags)
 
 
@@ -385,13 +385,13 @@ def websocket(ctx: Context) -> Handler:
     # The reference ignores the query string: its URLs keep working whatever
     # follows the token; the token-less routes are new and refuse a token there.
     params = parse_qs(ctx.request.query, keep_blank_values=True) if in_path else stream_query(ctx.request)
-    tags = stream_tags(params)
     offered = offered_subprotocols(ctx.request)
     token = websocket_token(ctx, offered)
     if not token or not is_token_shaped(token, ctx.settings.token_length):
         raise UNAUTHORIZED
     record = yield from token_record(ctx, token)
     yield from require_event_access(record)
+    tags = stream_tags(params)  # compiled only for a client allowed to stream
     if not ctx.request.wants_websocket:
         raise HTTPError(400, 'Can "Upgrade" only to "WebSocket".')
     websocket_key(ctx.request)  # validates the handshake (400/426)

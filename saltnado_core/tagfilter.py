@@ -28,8 +28,9 @@ share one group in the fan-out, so ten thousand clients asking for
 ``salt/job/*/ret/*`` cost one match per event, not ten thousand.
 
 Patterns come from clients, so each is bounded and checked
-(:func:`check_pattern`): a bad one is :class:`BadTagPattern`, whose message
-says what is wrong without quoting the pattern.
+(:func:`check_pattern`), and so is what a whole filter may cost to compile
+(:data:`MAX_FILTER_CHARS`, :data:`MAX_WILDCARDS`): a bad one is
+:class:`BadTagPattern`, whose message says what is wrong without quoting the pattern.
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ from dataclasses import dataclass
 
 MAX_PATTERNS = 32  # globs in one filter (``?tag=`` given this many times at most)
 MAX_PATTERN_CHARS = 256  # characters in one glob (Salt's own tags are far shorter)
+# What compiling a filter may cost: Python's ``re`` compiles in time that grows with
+# the pattern's length and its wildcards (each ``*`` is a lookahead group), on the
+# event loop, once per distinct pattern set. Within these, about 2 ms at worst
+# (32 patterns of 32 characters with a ``*`` each); unbounded, 32 patterns of 256
+# characters full of ``*`` took 170 ms.
+MAX_FILTER_CHARS = 1024  # characters in all of a filter's globs together
+MAX_WILDCARDS = 32  # ``*``, ``?`` and ``[`` in all of a filter's globs together
 _WILDCARDS = frozenset("*?[")
 
 
@@ -113,7 +121,8 @@ def glob_filter(patterns: Iterable[str], prefixes: tuple[str, ...] = ()) -> TagF
     or a ``""`` prefix).
 
     Raises :class:`BadTagPattern` for a bad pattern (:func:`check_pattern`; the
-    message says which, counting from 1) or more than :data:`MAX_PATTERNS`.
+    message says which, counting from 1), more than :data:`MAX_PATTERNS`, or
+    patterns over :data:`MAX_FILTER_CHARS` or :data:`MAX_WILDCARDS` together.
     Equal sets of patterns give the same object: the compiled filter is cached.
     """
     globs = tuple(patterns)
@@ -124,6 +133,10 @@ def glob_filter(patterns: Iterable[str], prefixes: tuple[str, ...] = ()) -> TagF
             check_pattern(pattern)
         except BadTagPattern as exc:
             raise BadTagPattern(f"tag pattern {number} of {len(globs)} {exc}") from None
+    if sum(map(len, globs)) > MAX_FILTER_CHARS:
+        raise BadTagPattern(f"tag patterns longer than {MAX_FILTER_CHARS} characters together")
+    if sum(glob.count("*") + glob.count("?") + glob.count("[") for glob in globs) > MAX_WILDCARDS:
+        raise BadTagPattern(f"more than {MAX_WILDCARDS} wildcards ('*', '?', '[') in the tag patterns together")
     if "" in prefixes:
         return None
     return _compiled(tuple(sorted(set(globs))), tuple(sorted(set(prefixes))))

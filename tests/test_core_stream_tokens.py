@@ -143,3 +143,15 @@ def test_a_foreign_origin_is_403_whatever_carries_the_token() -> None:
     # A page of another origin gets the operator's cookie sent along: the origin check comes first.
     driver, out = connect(upgrade("/all_events", "Origin: https://evil.example", f"Cookie: session_id={TOKEN}"))
     assert out.startswith(b"HTTP/1.1 403 Forbidden\r\n") and driver.calls == []
+
+
+@pytest.mark.parametrize("route", ["all_events", "events", "formatted_events"])
+def test_a_filter_is_compiled_only_for_a_client_allowed_to_stream(route: str) -> None:
+    # 401 first: an anonymous client cannot make the server compile patterns.
+    from saltnado_core.tagfilter import _compiled
+
+    compiled = _compiled.cache_info().misses
+    _, out = connect(upgrade(f"/{route}?tag=salt/{route}/*/never-seen-before/*", f"X-Auth-Token: {OTHER}"))
+    assert out == UNAUTHORIZED and _compiled.cache_info().misses == compiled
+    _, out = connect(upgrade(f"/{route}?tag=salt/{route}/*/never-seen-before/*", f"X-Auth-Token: {TOKEN}"))
+    assert _compiled.cache_info().misses == compiled + 1  # the test can fail: a valid token compiles it

@@ -22,7 +22,9 @@ from saltnado_core.broadcast import Fanout
 from saltnado_core.messages import event_json, sse_chunk
 from saltnado_core.salt_calls import GetAuthList, GetToken, PublishGrains
 from saltnado_core.subscriptions import Subscriptions
-from saltnado_core.tagfilter import MAX_PATTERN_CHARS, MAX_PATTERNS, BadTagPattern, check_pattern
+from saltnado_core.tagfilter import (
+    MAX_FILTER_CHARS, MAX_PATTERN_CHARS, MAX_PATTERNS, MAX_WILDCARDS, BadTagPattern, check_pattern,
+)
 from saltnado_core.testing import Driver
 
 from core_literals import NOW, RECORD, TOKEN
@@ -86,6 +88,10 @@ def test_prefixes_and_globs_together() -> None:
         (["salt/[]"], "has a '[' without its ']'"),  # "]" right after "[" is in the set, as in fnmatch
         (["salt/[!]"], "has a '[' without its ']'"),
         ([f"t{n}" for n in range(MAX_PATTERNS + 1)], f"at most {MAX_PATTERNS} tag patterns, got {MAX_PATTERNS + 1}"),
+        (["y" * 200 + str(n) for n in range(6)], f"tag patterns longer than {MAX_FILTER_CHARS} characters together"),
+        (["salt/" + "*x" * (MAX_WILDCARDS + 1)],
+         f"more than {MAX_WILDCARDS} wildcards ('*', '?', '[') in the tag patterns together"),
+        (["*a?"] * (MAX_WILDCARDS // 2 + 1), f"more than {MAX_WILDCARDS} wildcards"),
     ],
 )
 def test_bad_patterns_are_refused_without_quoting_them(patterns: list[str], reason: str) -> None:
@@ -98,6 +104,8 @@ def test_bad_patterns_are_refused_without_quoting_them(patterns: list[str], reas
 def test_the_limits_themselves_are_allowed() -> None:
     assert glob_filter(["x" * MAX_PATTERN_CHARS]) is not None
     assert glob_filter([f"t{n}" for n in range(MAX_PATTERNS)]) is not None
+    assert glob_filter(["y" * 255 + str(n) for n in range(4)]) is not None  # MAX_FILTER_CHARS together
+    assert glob_filter(["salt/" + "*x" * MAX_WILDCARDS, "salt/key"]) is not None  # MAX_WILDCARDS
     check_pattern("salt/[]]")  # a set holding "]"
     check_pattern("salt/[!]x]")
 

@@ -153,3 +153,52 @@ async def test_in_process_subscriber_with_globs(server: RunningServer) -> None:
             if event.tag == wanted[-1]:
                 break
     assert got == wanted
+
+
+BROWSER_SCRIPT = """async ([url, token, tag]) => {
+    const ws = new WebSocket(url, ["saltnado", "saltnado.token." + token]);
+    const tags = [];
+    const opened = await new Promise((resolve) => {
+        ws.onopen = () => { ws.send("websocket client ready"); window.opened = true; resolve(ws.protocol); };
+        ws.onclose = (e) => resolve("closed " + e.code);
+    });
+    if (opened !== "saltnado") return {opened, tags};
+    await new Promise((resolve) => {
+        ws.onmessage = (m) => { tags.push(JSON.parse(m.data).tag); if (tags.at(-1) === tag) resolve(); };
+        setTimeout(resolve, 20000);
+    });
+    ws.close();
+    return {opened, tags};
+}"""
+
+
+async def test_a_browser_sends_its_token_in_a_subprotocol(server: RunningServer, token: str) -> None:
+    """Chromium, as the README's example: ``new WebSocket(url, ["saltnado", "saltnado.token." + token])``
+    from a page of the server's own origin, with a ?tag= filter."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no system Chromium")
+    tag = "saltnado/test/filter/wanted/browser"
+
+    def scenario() -> dict[str, Any]:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{server.port}/health")  # the server's own origin
+                url = f"ws://127.0.0.1:{server.port}/all_events?tag={WANTED}"
+                # started, not awaited: window.done is the promise of its result
+                page.evaluate(f"(args) => {{ window.done = ({BROWSER_SCRIPT})(args); }}", [url, token, tag])
+                page.wait_for_function("window.opened === true", timeout=20000)
+                time.sleep(0.2)  # "websocket client ready" has reached the server
+                assert server.lab.fire_event({}, "saltnado/test/filter/other/browser")
+                assert server.lab.fire_event({}, tag)
+                return dict(page.evaluate("window.done"))
+            finally:
+                browser.close()
+
+    result = await trio.to_thread.run_sync(scenario)
+    assert result == {"opened": "saltnado", "tags": [tag]}
