@@ -105,6 +105,9 @@ class Settings:
     formatted_max_return_bytes: int = MAX_RETURN_BYTES  # a larger return (or grains): a marker
     formatted_max_job_minions: int = MAX_JOB_MINIONS  # minions shown per job, the rest counted
     num_processes: int = 1  # server processes sharing the port; <= 0: one per CPU
+    # events kept for clients resuming a stream (?ids=1, Last-Event-ID); 0: none
+    event_history_max_events: int = 1000
+    event_history_max_bytes: int = 4 * 1024 * 1024  # of their JSON; at most outbox_max_bytes
 
     @property
     def token_length(self) -> int:
@@ -176,6 +179,8 @@ class Settings:
             formatted_max_return_bytes=_positive_int(block, "formatted_max_return_bytes", MAX_RETURN_BYTES),
             formatted_max_job_minions=_positive_int(block, "formatted_max_job_minions", MAX_JOB_MINIONS),
             num_processes=_int(block, "num_processes", 1),
+            event_history_max_events=_history_int(block, "event_history_max_events", 1000),
+            event_history_max_bytes=_history_bytes(block, limits),
         )
 
 
@@ -272,6 +277,25 @@ def _view_bytes(block: Mapping[str, Any], limits: Limits) -> int:
         raise ConfigError(
             f"'rest_tornado: formatted_max_view_bytes' ({value}) must be at most 'outbox_max_bytes' "
             f"less {SNAPSHOT_SLACK} ({room}): a /formatted_events client's first view must fit its outbox"
+        )
+    return value
+
+
+def _history_int(block: Mapping[str, Any], key: str, default: int) -> int:
+    value = _int(block, key, default)
+    if value < 0:
+        raise ConfigError(f"'rest_tornado: {key}' must be 0 (keep none) or more, got {value}")
+    return value
+
+
+def _history_bytes(block: Mapping[str, Any], limits: Limits) -> int:
+    """``event_history_max_bytes``: at most ``outbox_max_bytes``, so a client
+    resuming from the oldest kept event can take the whole replay."""
+    value = _history_int(block, "event_history_max_bytes", min(4 * 1024 * 1024, limits.outbox_max_bytes // 2))
+    if value > limits.outbox_max_bytes:
+        raise ConfigError(
+            f"'rest_tornado: event_history_max_bytes' ({value}) must be at most 'outbox_max_bytes' "
+            f"({limits.outbox_max_bytes}): a resuming client is sent what is kept"
         )
     return value
 

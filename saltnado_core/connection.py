@@ -80,6 +80,7 @@ from dataclasses import dataclass, field
 from .bounded import Overflow
 from .broadcast import Outbox
 from .config import Limits
+from .history import EventId
 from .http import CLOSE_HEADER, HTTPConnection, Rejection, Request, Response, error_response, status_line
 from .kinds import CloseCode, StreamKind, Transport, stream_kind
 from .messages import SSE_PREAMBLE, dumps, text_frame
@@ -176,6 +177,8 @@ class Stream:
     token: str = field(repr=False)
     delta: bool = False  # /formatted_events?delta=1
     tags: TagFilter | None = None  # ?tag=<glob>: checked by the fan-out before queueing
+    ids: bool = False  # ?ids=1: each event carries its id
+    last_event_id: EventId | None = None  # resume after it when the stream starts
 
 
 class ServerConnection:
@@ -283,7 +286,9 @@ class ServerConnection:
         left, self.phase = self.phase, next_phase(self.phase, event)
         phase, stream = self.phase, self.stream
         if stream is not None and phase is Phase.STREAMING:
-            self._salt_calls += self._streams.attach(stream.kind, self.outbox, stream.token, stream.delta, stream.tags)
+            self._salt_calls += self._streams.attach(
+                stream.kind, self.outbox, stream.token, stream.delta, stream.tags, stream.ids, stream.last_event_id
+            )
         elif stream is not None and left is Phase.STREAMING:
             self._streams.detach(stream.kind, self.outbox, stream.token)
         if phase is Phase.DONE:
@@ -403,11 +408,15 @@ class ServerConnection:
         if isinstance(outcome, AcceptEventStream):
             http.start_stream(outcome.headers, SSE_PREAMBLE)
             self._prefix = http.data_to_send()
-            self.stream = Stream(StreamKind.EVENTS, outcome.token, tags=outcome.tags)
+            self.stream = Stream(
+                StreamKind.EVENTS, outcome.token, tags=outcome.tags, ids=outcome.ids, last_event_id=outcome.last_event_id
+            )
             self._go(Event.EVENT_STREAM)
             return
         assert isinstance(outcome, AcceptWebSocket) and self._request is not None
-        self.stream = Stream(stream_kind(outcome.stream), outcome.token, outcome.delta, outcome.tags)
+        self.stream = Stream(
+            stream_kind(outcome.stream), outcome.token, outcome.delta, outcome.tags, outcome.ids, outcome.last_event_id
+        )
         trailing = http.accept_websocket(self._request, outcome.subprotocol)
         self._request = None
         self._prefix = http.data_to_send()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
-from .messages import sse_chunk, text_frame
+from .messages import sse_chunk, sse_chunk_with_id, text_frame, with_id
 
 
 class CloseCode(enum.IntEnum):
@@ -39,6 +39,10 @@ class Transport(enum.Enum):
 
 def _websocket_message(tag: str, payload: bytes) -> bytes:
     return text_frame(payload)
+
+
+def _websocket_message_with_id(event_id: str, tag: str, payload: bytes) -> bytes:
+    return text_frame(with_id(event_id, payload))
 
 
 class StreamKind(str, enum.Enum):
@@ -66,6 +70,12 @@ class StreamKind(str, enum.Enum):
     @property
     def frame(self) -> Callable[[str, bytes], bytes]:
         return sse_chunk if self.transport is Transport.SSE else _websocket_message
+
+    @property
+    def frame_with_id(self) -> Callable[[str, str, bytes], bytes]:
+        """``frame`` for a client that asked for event ids (``?ids=1``): an SSE
+        ``id:`` line, or the websocket envelope ``{"id": …, "data": …, "tag": …}``."""
+        return sse_chunk_with_id if self.transport is Transport.SSE else _websocket_message_with_id
 
     def __str__(self) -> str:
         return self.value

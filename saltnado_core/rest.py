@@ -25,6 +25,7 @@ from .outcomes import (
 )
 from .bodies import parse_body
 from .csrf import check_cookie_use
+from .history import EventId, parse_event_id
 from .http import HTTPError, Request, Response, status_line, websocket_key
 from .kinds import StreamKind, Transport, stream_kind
 from .negotiation import websocket_origin_allowed
@@ -268,6 +269,28 @@ def stream_query(request: Request) -> dict[str, list[str]]:
     return params
 
 
+IDS_PARAM = "ids"  # ?ids=1: each event carries its id
+LAST_EVENT_ID_PARAM = "last_event_id"  # ?last_event_id=<id>: resume after it
+YES = ("1", "true", "yes")
+
+
+def stream_ids(params: Mapping[str, list[str]], last_event_id_header: str | None = None) -> tuple[bool, EventId | None]:
+    """Whether a stream's client asked for event ids, and the id to resume after:
+    ``?last_event_id=`` (which implies ids), else — with ``?ids=1`` only, so a
+    client of the reference is never resumed — the ``Last-Event-ID`` header an
+    ``EventSource`` sends when it reconnects. 400 for an id this server never gives."""
+    ids = params.get(IDS_PARAM, [""])[-1].lower() in YES
+    text = params.get(LAST_EVENT_ID_PARAM, [None])[-1]
+    if text is None and ids:
+        text = last_event_id_header or None
+    if text is None:
+        return ids, None
+    last = parse_event_id(text)
+    if last is None:
+        raise HTTPError(400, "bad last event id: not an id this server gives (<epoch>-<position>)")
+    return True, last
+
+
 def stream_tags(params: Mapping[str, list[str]]) -> TagFilter | None:
     """The filter the ``tag`` parameters ask for (None: every event); 400 with
     the reason for a bad pattern, which is not quoted back
@@ -285,12 +308,15 @@ def stream_tags(params: Mapping[str, list[str]]) -> TagFilter | None:
 def events(ctx: Context) -> Handler:
     allow(ctx, "GET")
     params = stream_query(ctx.request)
-    if params.keys() - {TAG_PARAM}:
-        raise HTTPError(400, f"/events takes only {TAG_PARAM}=<glob> in the query string")
+    if params.keys() - {TAG_PARAM, IDS_PARAM, LAST_EVENT_ID_PARAM}:
+        raise HTTPError(
+            400, f"/events takes only {TAG_PARAM}=<glob>, {IDS_PARAM}=1 and {LAST_EVENT_ID_PARAM}=<id> in the query string"
+        )
+    ids, last = stream_ids(params, ctx.request.header("last-event-id"))
     token, record = yield from authenticate(ctx)
     yield from require_event_access(record)
     tags = stream_tags(params)  # compiled only for a client allowed to stream
-    return AcceptEventStream(float(record["expire"]), token=token, tags=tags)
+    return AcceptEventStream(float(record["expire"]), token=token, tags=tags, ids=ids, last_event_id=last)
 
 
 def hook(ctx: Context) -> Handler:
@@ -385,6 +411,9 @@ def websocket(ctx: Context) -> Handler:
     # The reference ignores the query string: its URLs keep working whatever
     # follows the token; the token-less routes are new and refuse a token there.
     params = parse_qs(ctx.request.query, keep_blank_values=True) if in_path else stream_query(ctx.request)
+    ids, last = stream_ids(params)
+    if (ids or last is not None) and ctx.route.name != StreamKind.ALL_EVENTS:
+        raise HTTPError(400, "event ids are for /all_events and /events; /formatted_events is a view, not a log")
     offered = offered_subprotocols(ctx.request)
     token = websocket_token(ctx, offered)
     if not token or not is_token_shaped(token, ctx.settings.token_length):
@@ -395,9 +424,11 @@ def websocket(ctx: Context) -> Handler:
     if not ctx.request.wants_websocket:
         raise HTTPError(400, 'Can "Upgrade" only to "WebSocket".')
     websocket_key(ctx.request)  # validates the handshake (400/426)
-    delta = params.get("delta", [""])[-1].lower() in ("1", "true", "yes")
+    delta = params.get("delta", [""])[-1].lower() in YES
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
-    return AcceptWebSocket(stream_kind(ctx.route.name), float(record["expire"]), token, delta, tags, subprotocol)
+    return AcceptWebSocket(
+        stream_kind(ctx.route.name), float(record["expire"]), token, delta, tags, subprotocol, ids, last
+    )
 
 
 HANDLERS: Mapping[str, Callable[[Context], Handler]] = {
