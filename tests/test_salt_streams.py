@@ -202,3 +202,83 @@ async def test_a_browser_sends_its_token_in_a_subprotocol(server: RunningServer,
 
     result = await trio.to_thread.run_sync(scenario)
     assert result == {"opened": "saltnado", "tags": [tag]}
+
+
+# -- event ids and resume -----------------------------------------------------------------
+
+RESUME = "saltnado/test/resume/*"
+
+
+def _messages_until(ws: websocket.WebSocket, last_tag: str, limit: float = 30) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        seen.append(json.loads(ws.recv()))
+        if seen[-1]["tag"] == last_tag:
+            return seen
+    raise AssertionError(f"no {last_tag!r} in {limit}s; saw {[m['tag'] for m in seen]}")
+
+
+async def test_websocket_resumes_after_the_last_id_it_saw(server: RunningServer, token: str) -> None:
+    def scenario() -> tuple[str, list[dict[str, Any]]]:
+        header = [f"X-Auth-Token: {token}"]
+        first = _ws(server, f"/all_events?ids=1&tag={RESUME}", header=header)
+        assert server.lab.fire_event({"n": 1}, "saltnado/test/resume/1")
+        [seen] = _messages_until(first, "saltnado/test/resume/1")
+        first.close()
+        for n in (2, 3):  # missed while away
+            assert server.lab.fire_event({"n": n}, f"saltnado/test/resume/{n}")
+        assert server.lab.fire_event({}, "saltnado/test/other")
+        time.sleep(0.3)  # relayed (and kept) before the client comes back
+        again = _ws(server, f"/all_events?tag={RESUME}&last_event_id={seen['id']}", header=header)
+        try:
+            assert server.lab.fire_event({"n": 4}, "saltnado/test/resume/4")
+            return seen["id"], _messages_until(again, "saltnado/test/resume/4")
+        finally:
+            again.close()
+
+    first_id, resumed = await trio.to_thread.run_sync(scenario)
+    assert [m["data"]["n"] for m in resumed] == [2, 3, 4]  # the missed ones in order, then live
+    epoch, _, position = first_id.rpartition("-")
+    ids = [m["id"] for m in resumed]
+    assert all(i.startswith(epoch + "-") and int(i.rpartition("-")[2]) > int(position) for i in ids)
+    assert len(set(ids)) == 3 and list(resumed[0]) == ["id", "data", "tag"]
+
+
+async def test_event_stream_resumes_from_last_event_id_and_an_unknown_one_gets_the_notice(
+    server: RunningServer, token: str
+) -> None:
+    def read_until(sock: socket.socket, marker: bytes, received: bytes = b"") -> bytes:
+        while marker not in received:
+            got = sock.recv(65536)
+            assert got, received
+            received += got
+        return received
+
+    def stream(*headers: str) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        lines = [f"GET /events?ids=1&tag={RESUME} HTTP/1.1", "Host: t", f"X-Auth-Token: {token}", *headers]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return sock
+
+    def scenario() -> tuple[bytes, bytes]:
+        with stream() as sock:
+            read_until(sock, b"retry: 400")
+            time.sleep(0.2)
+            assert server.lab.fire_event({"n": 1}, "saltnado/test/resume/sse1")
+            first = read_until(sock, b"tag: saltnado/test/resume/sse1\n")
+        last_id = first.split(b"id: ")[-1].split(b"\n")[0].decode()
+        assert server.lab.fire_event({"n": 2}, "saltnado/test/resume/sse2")
+        time.sleep(0.3)
+        with stream(f"Last-Event-ID: {last_id}") as sock:
+            resumed = read_until(sock, b"tag: saltnado/test/resume/sse2\n")
+        with stream("Last-Event-ID: 0ther-1") as sock:
+            notice = read_until(sock, b"tag: saltnado/resume\n")
+            notice = read_until(sock, b"\n\n", notice.split(b"tag: saltnado/resume\n", 1)[1])
+        return resumed, notice
+
+    resumed, notice = await trio.to_thread.run_sync(scenario)
+    assert b"tag: saltnado/test/resume/sse1\n" not in resumed  # nothing twice
+    assert b'"n": 2' in resumed and b"\nid: " in resumed
+    data = json.loads(notice.split(b"data: ", 1)[1].split(b"\n", 1)[0])
+    assert data["data"]["resumed"] is False and data["data"]["outcome"] == "unknown"
