@@ -51,6 +51,11 @@ class EventId:
         return f"{self.epoch}-{self.position}"
 
 
+# Stands for an id no epoch of this server could have given (its epoch is empty):
+# resuming from it is UNKNOWN, so the client gets the notice, then live events.
+FOREIGN_ID = EventId("", 0)
+
+
 def parse_event_id(text: str) -> EventId | None:
     """The id ``text`` writes (``<epoch>-<position>``: 1–32 letters and digits,
     a dash, a decimal without leading zeros below 10**19), or None for anything else."""

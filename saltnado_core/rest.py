@@ -25,7 +25,7 @@ from .outcomes import (
 )
 from .bodies import parse_body
 from .csrf import check_cookie_use
-from .history import EventId, parse_event_id
+from .history import FOREIGN_ID, EventId, parse_event_id
 from .http import HTTPError, Request, Response, status_line, websocket_key
 from .kinds import StreamKind, Transport, stream_kind
 from .negotiation import websocket_origin_allowed
@@ -281,9 +281,12 @@ def stream_ids(params: Mapping[str, list[str]], last_event_id_header: str | None
     ``EventSource`` sends when it reconnects. 400 for an id this server never gives."""
     ids = params.get(IDS_PARAM, [""])[-1].lower() in YES
     text = params.get(LAST_EVENT_ID_PARAM, [None])[-1]
-    if text is None and ids:
-        text = last_event_id_header or None
     if text is None:
+        if ids and last_event_id_header:
+            # An EventSource gives up for good on an error response, so an id this
+            # server cannot read (another server's, an older format) resumes as an
+            # unknown one: the notice, then live events.
+            return True, parse_event_id(last_event_id_header) or FOREIGN_ID
         return ids, None
     last = parse_event_id(text)
     if last is None:

@@ -161,6 +161,12 @@ class EventStreams:
         return self.formatted.dispatch(event, now)
 
     @property
+    def subscribers(self) -> int:
+        """Streaming clients attached, on every stream (with and without ids)."""
+        live = len(self.all_events) + len(self.events) + len(self.all_events_ids) + len(self.events_ids)
+        return live + len(self.formatted)
+
+    @property
     def dropped(self) -> int:
         """Messages dropped for being too big for an outbox, summed over the
         streams (an event too big on ``/all_events`` and ``/events`` counts twice)."""

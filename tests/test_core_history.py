@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, strategies as st
 
 from saltnado_core import App, EventStreams, Limits, Outbox, SaltEvent, ServerConnection, Settings
 from saltnado_core.history import (
@@ -183,6 +184,16 @@ def test_a_malformed_id_is_400(target: str) -> None:
     assert b"nope" not in out.partition(b"\r\n\r\n")[2]
 
 
+def test_a_malformed_last_event_id_header_resumes_as_unknown() -> None:
+    """An EventSource gives up for good on an error response: a header it sends
+    back that this server cannot read gets the notice, not a 400."""
+    streams = EventStreams(history=EventHistory(EPOCH, max_events=100))
+    streams.dispatch(event(1))
+    conn, out = sse(streams, "/events?ids=1", "Last-Event-ID: from-another/server")
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b'"outcome": "unknown"' in sent(conn)
+
+
 # -- /all_events ----------------------------------------------------------------------------
 
 
@@ -212,6 +223,7 @@ def test_all_events_with_ids_beside_a_plain_client() -> None:
     streams = EventStreams(history=EventHistory(EPOCH, max_events=0))  # ids, nothing kept
     plain, _ = websocket(streams, "/all_events")
     with_ids, _ = websocket(streams, "/all_events?ids=1")
+    assert streams.subscribers == 2 and len(streams.all_events) == len(streams.all_events_ids) == 1
     streams.dispatch(event(1))
     assert plain.data_to_send() == text_frame(event_json(event(1)))  # unchanged
     assert with_ids.data_to_send() == text_frame(with_id("e1-1", event_json(event(1))))
@@ -237,3 +249,14 @@ def test_entry_is_frozen() -> None:
     entry = Entry(EventId(EPOCH, 1), "t", b"{}")
     with pytest.raises(AttributeError):
         entry.tag = "u"  # type: ignore[misc]
+
+
+@given(st.text(max_size=40))
+def test_an_id_is_read_back_exactly_as_written(text: str) -> None:
+    parsed = parse_event_id(text)
+    assert parsed is None or str(parsed) == text
+
+
+@given(st.from_regex(r"[0-9A-Za-z]{1,32}", fullmatch=True), st.integers(0, 10**19 - 1))
+def test_every_id_the_server_gives_is_read_back(epoch: str, position: int) -> None:
+    assert parse_event_id(str(EventId(epoch, position))) == EventId(epoch, position)
