@@ -278,7 +278,8 @@ def stream_ids(params: Mapping[str, list[str]], last_event_id_header: str | None
     """Whether a stream's client asked for event ids, and the id to resume after:
     ``?last_event_id=`` (which implies ids), else — with ``?ids=1`` only, so a
     client of the reference is never resumed — the ``Last-Event-ID`` header an
-    ``EventSource`` sends when it reconnects. 400 for an id this server never gives."""
+    ``EventSource`` sends when it reconnects. 400 for a ``?last_event_id=`` that is
+    not an id of the shape this server gives."""
     ids = params.get(IDS_PARAM, [""])[-1].lower() in YES
     text = params.get(LAST_EVENT_ID_PARAM, [None])[-1]
     if text is None:
