@@ -59,7 +59,7 @@ def server_stats(server: Any, tasks: int) -> dict[str, Any]:
         "rss_mb": rss / 2**20,
         "connections": len(server.service.connections),
         "tasks": tasks,
-        "subscribers": len(streams.all_events) + len(streams.events) + len(streams.formatted),
+        "subscribers": streams.subscribers,
         "threads": threading.active_count(),
         "fds": len(os.listdir("/proc/self/fd")),
     }

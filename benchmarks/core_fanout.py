@@ -4,6 +4,12 @@ Prints ns per event (decode + encode once) and ns per event per subscriber
 (offer + drain), for a realistic job-return event. No sockets, no event loop.
 
     .venv/bin/python benchmarks/core_fanout.py [--subscribers 1,100,1000] [--events 20000]
+        [--history 1000] [--ids]
+
+``--history N`` keeps the last N events for resuming, as ``saltnado serve`` does
+by default (``event_history_max_events: 1000``; 0, this script's default, keeps
+none, as the core does alone); ``--ids`` subscribes the outboxes as
+``/all_events?ids=1`` clients (each event in the ``{"id", "data", "tag"}`` envelope).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import argparse
 import time
 
 from saltnado_core import EventBusDecoder, EventStreams, Outbox, encode_pub_message
+from saltnado_core.history import EventHistory
 
 SAMPLE = {
     "cmd": "_return",
@@ -27,14 +34,14 @@ SAMPLE = {
 }
 
 
-def run(subscribers: int, events: int) -> dict[str, float]:
+def run(subscribers: int, events: int, history: int = 0, ids: bool = False) -> dict[str, float]:
     wire = b"".join(
         encode_pub_message(f"salt/job/{i:020d}/ret/minion1", SAMPLE) for i in range(events)
     )
-    streams = EventStreams()
+    streams = EventStreams(history=EventHistory("bench", max_events=history, max_bytes=1 << 30))
     outboxes = [Outbox(events + 1, 1 << 40) for _ in range(subscribers)]
     for outbox in outboxes:
-        streams.all_events.subscribe(outbox)
+        (streams.all_events_ids if ids else streams.all_events).subscribe(outbox)
     decoder = EventBusDecoder()
 
     t0 = time.perf_counter()
@@ -50,7 +57,7 @@ def run(subscribers: int, events: int) -> dict[str, float]:
         "events": events,
         "total_s": t2 - t0,
         "ns_per_event": (t1 - t0) / events * 1e9,
-        "ns_per_event_per_subscriber": (t2 - t0) / (events * subscribers) * 1e9,
+        "ns_per_event_per_subscriber": (t2 - t0) / (events * max(subscribers, 1)) * 1e9,
         "delivered_bytes": drained,
     }
 
@@ -59,10 +66,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", default="1,100,1000")
     parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--history", type=int, default=0)
+    parser.add_argument("--ids", action="store_true")
     args = parser.parse_args()
     print(f"{'subscribers':>11} {'events':>7} {'ns/event':>10} {'ns/event/sub':>13} {'msgs/s':>12}")
     for n in (int(x) for x in args.subscribers.split(",")):
-        r = run(n, args.events)
+        r = run(n, args.events, args.history, args.ids)
         rate = n * args.events / r["total_s"]
         print(
             f"{n:>11} {args.events:>7} {r['ns_per_event']:>10.0f} "

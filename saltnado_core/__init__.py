@@ -16,15 +16,15 @@ from .messages import all_events_frame, event_json, text_frame
 from .router import Route, Router
 from .salt_calls import GetToken, MakeToken, SaltCall, classify_salt_error
 from .streams import EventStreams
-from .tagfilter import TagFilter, tag_filter
+from .tagfilter import BadTagPattern, TagFilter, glob_filter, tag_filter
 from .tokens import TokenStatus, check_token
 from .websocket import WebSocketSession
 
 __all__ = [
-    "AcceptWebSocket", "App", "Broadcast", "ConfigError", "EventBusDecoder", "EventBusError",
+    "AcceptWebSocket", "App", "BadTagPattern", "Broadcast", "ConfigError", "EventBusDecoder", "EventBusError",
     "Exchange", "GetToken", "HTTPConnection", "HTTPError", "Limits", "MakeToken", "Outbox",
     "Overflow", "Phase", "Request", "Response", "Route", "Router", "SaltCall", "SaltEvent",
     "EventStreams", "ServerConnection", "Settings", "SlowClientPolicy", "TagFilter", "Timeouts", "TokenStatus",
     "WebSocketSession", "all_events_frame", "check_token", "classify_salt_error", "encode_pub_message",
-    "encode_pull_message", "error_response", "event_json", "tag_filter", "text_frame",
+    "encode_pull_message", "error_response", "event_json", "glob_filter", "tag_filter", "text_frame",
 ]

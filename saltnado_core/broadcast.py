@@ -120,9 +120,16 @@ class Fanout(Generic[T]):
         dropped_notice: Callable[[str | None, int], T],
         gap_notice: Callable[[int], T] | None = None,
     ) -> None:
-        # subscriber → its filter, in subscription order; the filter is kept here,
-        # not on the queue, so an idle subscriber is no bigger for having one
-        self._subscribers: dict[BoundedQueue[T], TagFilter | None] = {}
+        # Subscribers grouped by filter (None: every message), each group in
+        # subscription order: publish checks each distinct filter once and never
+        # visits the subscribers of a group that does not want the message.
+        # Equal filters share a group (glob filters are even the same object).
+        self._groups: dict[TagFilter | None, dict[BoundedQueue[T], None]] = {}
+        # a filtered subscriber → its filter, to find its group; kept here, not on
+        # the queue, so an idle subscriber is no bigger for having one (and an
+        # unfiltered one costs no entry here at all)
+        self._filters: dict[BoundedQueue[T], TagFilter] = {}
+        self._count = 0
         self.size_of = size_of
         self.dropped_notice = dropped_notice
         self.gap_notice = gap_notice
@@ -132,45 +139,58 @@ class Fanout(Generic[T]):
         self._smallest: float = math.inf
 
     def __len__(self) -> int:
-        return len(self._subscribers)
+        return self._count
 
     def __iter__(self) -> Iterator[BoundedQueue[T]]:
-        return iter(self._subscribers)
+        for group in list(self._groups.values()):
+            yield from list(group)
 
     def subscribe(self, subscriber: BoundedQueue[T], filter: TagFilter | None = None) -> None:
         """Add ``subscriber``, offered the messages whose tag ``filter`` lets
         through (None: every message); subscribing again replaces its filter."""
+        self.unsubscribe(subscriber)
         if self.gap_notice is not None:
             subscriber.gap_notice = self.gap_notice
         self._smallest = min(self._smallest, subscriber.max_bytes)
-        self._subscribers[subscriber] = filter
+        self._groups.setdefault(filter, {})[subscriber] = None
+        if filter is not None:
+            self._filters[subscriber] = filter
+        self._count += 1
 
     def unsubscribe(self, subscriber: BoundedQueue[T]) -> None:
-        self._subscribers.pop(subscriber, None)
+        wanted = self._filters.pop(subscriber, None)
+        group = self._groups.get(wanted)
+        if group is not None and subscriber in group:
+            del group[subscriber]
+            self._count -= 1
+            if not group:  # publish never visits an empty group
+                del self._groups[wanted]
 
     def clear(self) -> None:
-        self._subscribers.clear()
+        self._groups.clear()
+        self._filters.clear()
+        self._count = 0
 
     def publish(self, message: T, tag: str | None = None) -> int:
         """Offer ``message`` to every subscriber whose filter passes ``tag``;
         returns how many were cut off now.
 
-        ``tag`` is the event's; None (a server notice, a keep-alive, a
-        ``/formatted_events`` view change) passes every filter. Cut-off
-        subscribers (close policy) are removed: a connection closes with the
-        :class:`Overflow` code when it next writes. A subscriber whose
-        ``max_bytes`` is below the message's size is offered the dropped notice
-        instead: it could never take the message, so the policy is not for it.
+        ``tag`` is the event's; None (a server notice, a keep-alive) passes every
+        filter. Cut-off subscribers (close policy) are removed: a connection
+        closes with the :class:`Overflow` code when it next writes. A subscriber
+        whose ``max_bytes`` is below the message's size is offered the dropped
+        notice instead: it could never take the message, so the policy is not for it.
         """
         size = self.size_of(message)
         if size > self._smallest:
             return self._publish_too_big(message, size, tag)
         cut_off = []
-        for queue, wanted in self._subscribers.items():
+        for wanted, group in self._groups.items():
             if wanted is not None and tag is not None and not wanted.matches(tag):
-                continue  # not wanted: its queue is not touched
-            if not queue.put(message, size):
-                cut_off.append(queue)
+                continue  # not wanted: no queue of the group is touched
+            for queue in group:
+                if not queue.put(message, size):
+                    cut_off.append(queue)
         return self._cut_off(cut_off)
 
     def _publish_too_big(self, message: T, size: int, tag: str | None) -> int:
@@ -179,25 +199,26 @@ class Fanout(Generic[T]):
         notice: T | None = None  # made once, for all the subscribers it is for
         notice_size = 0
         cut_off = []
-        for queue, wanted in self._subscribers.items():
+        for wanted, group in self._groups.items():
             if wanted is not None and tag is not None and not wanted.matches(tag):
                 continue
-            if size <= queue.max_bytes:
-                taken = queue.put(message, size)
-            else:
-                if notice is None:
-                    notice = self.dropped_notice(tag, size)
-                    notice_size = self.size_of(notice)
-                taken = queue.put(notice, notice_size)
-            if not taken:
-                cut_off.append(queue)
+            for queue in group:
+                if size <= queue.max_bytes:
+                    taken = queue.put(message, size)
+                else:
+                    if notice is None:
+                        notice = self.dropped_notice(tag, size)
+                        notice_size = self.size_of(notice)
+                    taken = queue.put(notice, notice_size)
+                if not taken:
+                    cut_off.append(queue)
         if notice is not None:
             self.dropped += 1
         return self._cut_off(cut_off)
 
     def _cut_off(self, queues: list[BoundedQueue[T]]) -> int:
         for queue in queues:
-            del self._subscribers[queue]
+            self.unsubscribe(queue)
         return len(queues)
 
 

@@ -131,6 +131,9 @@ class Settings:
     static_max_file_bytes: int = 16 * 1024 * 1024  # a larger file is not served (404 saying so)
     # file contents kept in memory, shared by every client downloading them
     static_cache_bytes: int = 64 * 1024 * 1024
+    # events kept for clients resuming a stream (?ids=1, Last-Event-ID); 0: none
+    event_history_max_events: int = 1000
+    event_history_max_bytes: int = 4 * 1024 * 1024  # of their JSON; at most outbox_max_bytes
 
     @property
     def token_length(self) -> int:
@@ -211,6 +214,8 @@ class Settings:
             dashboard_path=_url_prefix(block, "dashboard_path", "/dashboard"),
             static_max_file_bytes=_positive_int(block, "static_max_file_bytes", 16 * 1024 * 1024),
             static_cache_bytes=_positive_int(block, "static_cache_bytes", 64 * 1024 * 1024),
+            event_history_max_events=_history_int(block, "event_history_max_events", 1000),
+            event_history_max_bytes=_history_bytes(block, limits),
         ).checked_mounts()
 
     def checked_mounts(self) -> Settings:
@@ -358,6 +363,25 @@ def _view_bytes(block: Mapping[str, Any], limits: Limits) -> int:
         raise ConfigError(
             f"'rest_tornado: formatted_max_view_bytes' ({value}) must be at most 'outbox_max_bytes' "
             f"less {SNAPSHOT_SLACK} ({room}): a /formatted_events client's first view must fit its outbox"
+        )
+    return value
+
+
+def _history_int(block: Mapping[str, Any], key: str, default: int) -> int:
+    value = _int(block, key, default)
+    if value < 0:
+        raise ConfigError(f"'rest_tornado: {key}' must be 0 (keep none) or more, got {value}")
+    return value
+
+
+def _history_bytes(block: Mapping[str, Any], limits: Limits) -> int:
+    """``event_history_max_bytes``: at most ``outbox_max_bytes``, so a client
+    resuming from the oldest kept event can take the whole replay."""
+    value = _history_int(block, "event_history_max_bytes", min(4 * 1024 * 1024, limits.outbox_max_bytes // 2))
+    if value > limits.outbox_max_bytes:
+        raise ConfigError(
+            f"'rest_tornado: event_history_max_bytes' ({value}) must be at most 'outbox_max_bytes' "
+            f"({limits.outbox_max_bytes}): a resuming client is sent what is kept"
         )
     return value
 

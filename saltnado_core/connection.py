@@ -83,6 +83,7 @@ from dataclasses import dataclass, field
 from .bounded import Overflow
 from .broadcast import Outbox
 from .config import Limits
+from .history import EventId
 from .http import CLOSE_HEADER, HTTPConnection, Rejection, Request, Response, error_response, status_line
 from .kinds import CloseCode, StreamKind, Transport, stream_kind
 from .messages import SSE_PREAMBLE, dumps, text_frame
@@ -90,6 +91,7 @@ from .outcomes import AcceptEventStream, AcceptWebSocket, Outcome
 from .pacing import Pacing
 from .salt_calls import SaltCall, classify_salt_error
 from .streams import EventStreams
+from .tagfilter import TagFilter
 from .websocket import Closed, TextReceived, WebSocketSession
 
 READY_MESSAGE = "websocket client ready"
@@ -181,6 +183,9 @@ class Stream:
     kind: StreamKind
     token: str = field(repr=False)
     delta: bool = False  # /formatted_events?delta=1
+    tags: TagFilter | None = None  # ?tag=<glob>: checked by the fan-out before queueing
+    ids: bool = False  # ?ids=1: each event carries its id
+    last_event_id: EventId | None = None  # resume after it when the stream starts
 
 
 class ServerConnection:
@@ -291,7 +296,9 @@ class ServerConnection:
         left, self.phase = self.phase, next_phase(self.phase, event)
         phase, stream = self.phase, self.stream
         if stream is not None and phase is Phase.STREAMING:
-            self._salt_calls += self._streams.attach(stream.kind, self.outbox, stream.token, stream.delta)
+            self._salt_calls += self._streams.attach(
+                stream.kind, self.outbox, stream.token, stream.delta, stream.tags, stream.ids, stream.last_event_id
+            )
         elif stream is not None and left is Phase.STREAMING:
             self._streams.detach(stream.kind, self.outbox, stream.token)
         if phase is Phase.DONE:
@@ -413,12 +420,16 @@ class ServerConnection:
         if isinstance(outcome, AcceptEventStream):
             http.start_stream(outcome.headers, SSE_PREAMBLE)
             self._prefix = http.data_to_send()
-            self.stream = Stream(StreamKind.EVENTS, outcome.token)
+            self.stream = Stream(
+                StreamKind.EVENTS, outcome.token, tags=outcome.tags, ids=outcome.ids, last_event_id=outcome.last_event_id
+            )
             self._go(Event.EVENT_STREAM)
             return
         assert isinstance(outcome, AcceptWebSocket) and self._request is not None
-        self.stream = Stream(stream_kind(outcome.stream), outcome.token, outcome.delta)
-        trailing = http.accept_websocket(self._request)
+        self.stream = Stream(
+            stream_kind(outcome.stream), outcome.token, outcome.delta, outcome.tags, outcome.ids, outcome.last_event_id
+        )
+        trailing = http.accept_websocket(self._request, outcome.subprotocol)
         self._request = None
         self._prefix = http.data_to_send()
         self._http = None  # not used again: free h11's state

@@ -41,6 +41,7 @@ from .eventbus import SaltEvent
 from .kinds import StreamKind
 from .messages import dumps, text_frame
 from .salt_calls import PublishGrains, SaltCall
+from .tagfilter import TagFilter
 from .viewsize import (
     EMPTY_JOBS_BYTES, NOT_PLAIN, OMITTED, JobSize, MapSize, json_bytes, omitted, pair_bytes, pending_bytes, plain,
     truncated,
@@ -353,12 +354,16 @@ class FormattedStream:
         """The whole view, as sent to a client that has just become ready."""
         return [_frame(self.view.minions_message()), _frame(self.view.jobs_message())]
 
-    def attach(self, outbox: Outbox, token: str, delta: bool) -> list[SaltCall]:
+    def attach(self, outbox: Outbox, token: str, delta: bool, tags: TagFilter | None = None) -> list[SaltCall]:
         """Send ``outbox`` the view, subscribe it, and ask Salt for every minion's
-        grains with the client's own token (so Salt's ACLs decide)."""
+        grains with the client's own token (so Salt's ACLs decide).
+
+        With ``tags``, the client is sent only the changes that events it lets
+        through made (each change is published with its event's tag); the first
+        view is always whole. The view itself is shared and fed every event."""
         for frame in self.snapshot():
             outbox.offer(frame)
-        (self.delta if delta else self.full).subscribe(outbox)
+        (self.delta if delta else self.full).subscribe(outbox, tags)
         self._tokens[outbox] = token
         return [PublishGrains(None, token)]
 
@@ -371,16 +376,17 @@ class FormattedStream:
         change = self.view.feed(event, now)
         if not change:
             return []
+        tag = event.tag  # a client's tag filter picks the changes it is sent
         if change.minions:
             if self.full:
-                self.full.publish(_frame(self.view.minions_message()))
+                self.full.publish(_frame(self.view.minions_message()), tag)
             if self.delta:
-                self.delta.publish(_frame({"minions": change.minions}))
+                self.delta.publish(_frame({"minions": change.minions}), tag)
         if change.jobs:
             if self.full:
-                self.full.publish(_frame(self.view.jobs_message()))
+                self.full.publish(_frame(self.view.jobs_message()), tag)
             if self.delta:
-                self.delta.publish(_frame({"jobs": change.jobs}))
+                self.delta.publish(_frame({"jobs": change.jobs}), tag)
         if change.needs_grains and self._tokens:
             # Presence found new minions: refresh their grains with the token of
             # the most recent client (the reference uses its own client's).

@@ -351,21 +351,25 @@ class HTTPConnection:
         self.closed = True
         return b"" if self._close_delimited else b"0\r\n\r\n"
 
-    def accept_websocket(self, request: Request) -> bytes:
-        """Send the 101 for a validated upgrade request (see :func:`websocket_key`).
+    def accept_websocket(self, request: Request, subprotocol: str | None = None) -> bytes:
+        """Send the 101 for a validated upgrade request (see :func:`websocket_key`),
+        naming ``subprotocol`` (one the client offered) if given.
 
         Returns the bytes the client sent after its request (they belong to
         the websocket). The connection is then closed for HTTP.
         """
         key = websocket_key(request)
+        headers = [
+            (b"upgrade", b"websocket"),
+            (b"connection", b"Upgrade"),
+            (b"sec-websocket-accept", generate_accept_token(key.encode("ascii"))),
+        ]
+        if subprotocol is not None:
+            headers.append((b"sec-websocket-protocol", subprotocol.encode("ascii")))
         self._send(
             h11.InformationalResponse(
                 status_code=101,
-                headers=[
-                    (b"upgrade", b"websocket"),
-                    (b"connection", b"Upgrade"),
-                    (b"sec-websocket-accept", generate_accept_token(key.encode("ascii"))),
-                ],
+                headers=headers,
                 reason=_phrase(101),  # "Switching Protocols", as Tornado sends
             )
         )

@@ -3,7 +3,8 @@
 :class:`StreamKind` is the one table of the event streams a server offers —
 each kind's route (its name is the route's name and the first path segment),
 how it reaches the client (a websocket, or Server-Sent Events over an HTTP
-response), whether the token is a path segment, and how one JSON message is
+response), whether the token may be a path segment (``/all_events/<token>``, the
+reference's only way; the route also exists without it), and how one JSON message is
 framed for it. The router, the event streams, the connection and the log
 redaction all read it, so a new stream kind is one row here.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
-from .messages import sse_chunk, text_frame
+from .messages import sse_chunk, sse_chunk_with_id, text_frame, with_id
 
 
 class CloseCode(enum.IntEnum):
@@ -40,6 +41,10 @@ def _websocket_message(tag: str, payload: bytes) -> bytes:
     return text_frame(payload)
 
 
+def _websocket_message_with_id(event_id: str, tag: str, payload: bytes) -> bytes:
+    return text_frame(with_id(event_id, payload))
+
+
 class StreamKind(str, enum.Enum):
     """One row per event stream: ``(route, transport, token in the path)``.
 
@@ -58,13 +63,19 @@ class StreamKind(str, enum.Enum):
         member.token_in_path = token_in_path
         return member
 
-    ALL_EVENTS = ("all_events", Transport.WEBSOCKET, True)  # /all_events/<token>
-    FORMATTED_EVENTS = ("formatted_events", Transport.WEBSOCKET, True)  # /formatted_events/<token>
+    ALL_EVENTS = ("all_events", Transport.WEBSOCKET, True)  # /all_events[/<token>]
+    FORMATTED_EVENTS = ("formatted_events", Transport.WEBSOCKET, True)  # /formatted_events[/<token>]
     EVENTS = ("events", Transport.SSE, False)  # /events (token in a header or cookie)
 
     @property
     def frame(self) -> Callable[[str, bytes], bytes]:
         return sse_chunk if self.transport is Transport.SSE else _websocket_message
+
+    @property
+    def frame_with_id(self) -> Callable[[str, str, bytes], bytes]:
+        """``frame`` for a client that asked for event ids (``?ids=1``): an SSE
+        ``id:`` line, or the websocket envelope ``{"id": …, "data": …, "tag": …}``."""
+        return sse_chunk_with_id if self.transport is Transport.SSE else _websocket_message_with_id
 
     def __str__(self) -> str:
         return self.value

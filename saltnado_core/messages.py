@@ -130,6 +130,22 @@ def sse_chunk(tag: str, payload: bytes) -> bytes:
     return http_chunk(b"tag: " + tag_line + b"\ndata: " + payload + b"\n\n")
 
 
+def sse_chunk_with_id(event_id: str, tag: str, payload: bytes) -> bytes:
+    """:func:`sse_chunk` with an ``id:`` line first (``/events?ids=1``): the
+    browser's ``EventSource`` sends the last one back as ``Last-Event-ID`` when it
+    reconnects. ``event_id`` is the server's own (letters, digits and a dash)."""
+    tag_line = tag.replace("\n", " ").replace("\r", " ").encode("utf-8")
+    return http_chunk(b"id: " + event_id.encode("ascii") + b"\ntag: " + tag_line + b"\ndata: " + payload + b"\n\n")
+
+
+def with_id(event_id: str, payload: bytes) -> bytes:
+    """The ``/all_events?ids=1`` envelope, ``{"id": "<id>", "data": …, "tag": …}``,
+    made from :func:`event_json`'s bytes without decoding them: the id is put
+    before the object's first key."""
+    assert payload[:1] == b"{"
+    return b'{"id": "' + event_id.encode("ascii") + b'", ' + payload[1:]
+
+
 SSE_PREAMBLE = b"retry: 400\n"  # first bytes of every /events stream, as the reference
 SSE_KEEPALIVE = http_chunk(b": keep-alive\n\n")  # a comment; EventSource ignores it
 SSE_KEEPALIVE_INTERVAL = 15.0  # seconds between keep-alive comments on /events

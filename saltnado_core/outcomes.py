@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from .config import Settings
+from .history import EventId
 from .http import Request, Response
 from .kinds import StreamKind
 from .negotiation import serialize
 from .router import Route
 from .files import ReadFile
 from .salt_calls import SaltCall
+from .tagfilter import TagFilter
 
 AUTH_TOKEN_HEADER = "x-auth-token"
 AUTH_COOKIE_NAME = "session_id"
@@ -32,6 +34,10 @@ class AcceptWebSocket:
     token_expire: float
     token: str = field(default="", repr=False)
     delta: bool = False  # /formatted_events?delta=1: only changes after the first view
+    tags: TagFilter | None = None  # ?tag=<glob>: the events the client wants (None: all)
+    subprotocol: str | None = None  # Sec-WebSocket-Protocol of the 101 (never one holding a token)
+    ids: bool = False  # ?ids=1: each event in the envelope {"id", "data", "tag"}
+    last_event_id: EventId | None = None  # ?last_event_id=: resume after it
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,9 @@ class AcceptEventStream:
     token_expire: float
     headers: tuple[tuple[str, str], ...] = ()
     token: str = field(default="", repr=False)  # re-checked with Salt while the stream is open
+    tags: TagFilter | None = None  # ?tag=<glob>: the events the client wants (None: all)
+    ids: bool = False  # ?ids=1: an "id:" line per event
+    last_event_id: EventId | None = None  # Last-Event-ID (with ?ids=1) or ?last_event_id=: resume after it
 
 
 @dataclass(frozen=True, slots=True)

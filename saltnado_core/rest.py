@@ -25,12 +25,14 @@ from .outcomes import (
 )
 from .bodies import parse_body
 from .csrf import check_cookie_use
+from .history import FOREIGN_ID, EventId, parse_event_id
 from .http import HTTPError, Request, Response, status_line, websocket_key
 from .kinds import StreamKind, Transport, stream_kind
 from .negotiation import websocket_origin_allowed
 from .permissions import EVENTS_FORBIDDEN, may_read_events
 from .salt_calls import FireEvent, GetAuthList, GetToken, MakeToken, RemoveToken, RunLowstate, SaltCall
-from .tokens import TokenStatus, check_token, is_token_shaped
+from .tagfilter import BadTagPattern, TagFilter, glob_filter
+from .tokens import SECRET_QUERY_KEYS, TokenStatus, check_token, is_token_shaped
 
 
 class Unauthorized(HTTPError):
@@ -249,15 +251,76 @@ def run(ctx: Context) -> Handler:
     return (yield from run_lowstate(ctx, body(ctx), request_token(ctx)))
 
 
+# -- stream options ------------------------------------------------------------------
+TAG_PARAM = "tag"  # ?tag=<glob>, repeatable: the events a stream's client wants
+NO_QUERY_TOKENS = (
+    "no token in the query string (it would reach logs and proxies); "
+    "send X-Auth-Token or the session_id cookie"
+)
+
+
+def stream_query(request: Request) -> dict[str, list[str]]:
+    """A stream request's query parameters, every value kept (``tag`` repeats);
+    400 if one of them holds a token (``token``, ``salt_token``, ``session_id`` …):
+    rest_cherrypy's ``/events`` takes one there, saltnado never does."""
+    params = parse_qs(request.query, keep_blank_values=True)
+    if any(key.lower() in SECRET_QUERY_KEYS for key in params):
+        raise HTTPError(400, NO_QUERY_TOKENS)
+    return params
+
+
+IDS_PARAM = "ids"  # ?ids=1: each event carries its id
+LAST_EVENT_ID_PARAM = "last_event_id"  # ?last_event_id=<id>: resume after it
+YES = ("1", "true", "yes")
+
+
+def stream_ids(params: Mapping[str, list[str]], last_event_id_header: str | None = None) -> tuple[bool, EventId | None]:
+    """Whether a stream's client asked for event ids, and the id to resume after:
+    ``?last_event_id=`` (which implies ids), else — with ``?ids=1`` only, so a
+    client of the reference is never resumed — the ``Last-Event-ID`` header an
+    ``EventSource`` sends when it reconnects. 400 for a ``?last_event_id=`` that is
+    not an id of the shape this server gives."""
+    ids = params.get(IDS_PARAM, [""])[-1].lower() in YES
+    text = params.get(LAST_EVENT_ID_PARAM, [None])[-1]
+    if text is None:
+        if ids and last_event_id_header:
+            # An EventSource gives up for good on an error response, so an id this
+            # server cannot read (another server's, an older format) resumes as an
+            # unknown one: the notice, then live events.
+            return True, parse_event_id(last_event_id_header) or FOREIGN_ID
+        return ids, None
+    last = parse_event_id(text)
+    if last is None:
+        raise HTTPError(400, "bad last event id: not an id this server gives (<epoch>-<position>)")
+    return True, last
+
+
+def stream_tags(params: Mapping[str, list[str]]) -> TagFilter | None:
+    """The filter the ``tag`` parameters ask for (None: every event); 400 with
+    the reason for a bad pattern, which is not quoted back
+    (:mod:`saltnado_core.tagfilter`)."""
+    patterns = params.get(TAG_PARAM)
+    if patterns is None:
+        return None
+    try:
+        return glob_filter(patterns)
+    except BadTagPattern as exc:
+        raise HTTPError(400, f"bad tag filter: {exc}") from None
+
+
 # -- /events, /hook ----------------------------------------------------------------
 def events(ctx: Context) -> Handler:
     allow(ctx, "GET")
-    if ctx.request.query:
-        # Salt removed query-string tokens from rest_cherrypy: they leak into logs.
-        raise HTTPError(400, "/events takes no query string; send X-Auth-Token or the session_id cookie")
+    params = stream_query(ctx.request)
+    if params.keys() - {TAG_PARAM, IDS_PARAM, LAST_EVENT_ID_PARAM}:
+        raise HTTPError(
+            400, f"/events takes only {TAG_PARAM}=<glob>, {IDS_PARAM}=1 and {LAST_EVENT_ID_PARAM}=<id> in the query string"
+        )
+    ids, last = stream_ids(params, ctx.request.header("last-event-id"))
     token, record = yield from authenticate(ctx)
     yield from require_event_access(record)
-    return AcceptEventStream(float(record["expire"]), token=token)
+    tags = stream_tags(params)  # compiled only for a client allowed to stream
+    return AcceptEventStream(float(record["expire"]), token=token, tags=tags, ids=ids, last_event_id=last)
 
 
 def hook(ctx: Context) -> Handler:
@@ -297,6 +360,48 @@ def health(ctx: Context) -> Handler:
 
 
 # -- websockets ----------------------------------------------------------------------
+# A browser cannot set headers on a WebSocket, so it may carry its token in the
+# subprotocols it offers: ``new WebSocket(url, ["saltnado", "saltnado.token." + token])``.
+# The server answers with SUBPROTOCOL, never the one holding the token (a browser
+# fails a handshake whose answer names a protocol it did not offer, hence both).
+SUBPROTOCOL = "saltnado"
+TOKEN_SUBPROTOCOL = "saltnado.token."
+
+
+def offered_subprotocols(request: Request) -> list[str]:
+    """The ``Sec-WebSocket-Protocol`` values offered, in order, across every such
+    header (RFC 6455 §4.1: a comma-separated list; names are case-sensitive)."""
+    return [
+        name.strip()
+        for key, value in request.headers
+        if key == "sec-websocket-protocol"
+        for name in value.split(",")
+        if name.strip()
+    ]
+
+
+def websocket_token(ctx: Context, offered: list[str]) -> str | None:
+    """The token a websocket request carries, the first of: the path
+    (``/all_events/<token>``, the reference's way), ``X-Auth-Token``, a
+    ``saltnado.token.<token>`` subprotocol, the ``session_id`` cookie (the origin
+    check has run: a page of a foreign origin gets 403 before this). 400 for
+    more than one token subprotocol, or one offered without ``saltnado``."""
+    in_protocols = [name[len(TOKEN_SUBPROTOCOL):] for name in offered if name.startswith(TOKEN_SUBPROTOCOL)]
+    if len(in_protocols) > 1:
+        raise HTTPError(400, "offer at most one saltnado.token.<token> subprotocol")
+    if in_protocols and SUBPROTOCOL not in offered:
+        raise HTTPError(
+            400, f"offer the {SUBPROTOCOL!r} subprotocol with the token one: it is the one the server answers with"
+        )
+    path_token = ctx.route.params[0] if ctx.route.params else ""
+    return (
+        path_token
+        or ctx.request.header(AUTH_TOKEN_HEADER)
+        or (in_protocols[0] if in_protocols else None)
+        or cookie(ctx.request, AUTH_COOKIE_NAME)
+    )
+
+
 def websocket(ctx: Context) -> Handler:
     allow(ctx, "GET")
     # The reference's check_origin: a browser page may open a websocket only from
@@ -306,14 +411,28 @@ def websocket(ctx: Context) -> Handler:
     host = ctx.request.header("host")
     if origin is not None and not websocket_origin_allowed(origin, host, ctx.settings.cors_origin):
         raise HTTPError(403, "Cross origin websockets not allowed")
-    token = ctx.route.params[0]
+    in_path = bool(ctx.route.params and ctx.route.params[0])
+    # The reference ignores the query string: its URLs keep working whatever
+    # follows the token; the token-less routes are new and refuse a token there.
+    params = parse_qs(ctx.request.query, keep_blank_values=True) if in_path else stream_query(ctx.request)
+    ids, last = stream_ids(params)
+    if (ids or last is not None) and ctx.route.name != StreamKind.ALL_EVENTS:
+        raise HTTPError(400, "event ids are for /all_events and /events; /formatted_events is a view, not a log")
+    offered = offered_subprotocols(ctx.request)
+    token = websocket_token(ctx, offered)
+    if not token or not is_token_shaped(token, ctx.settings.token_length):
+        raise UNAUTHORIZED
     record = yield from token_record(ctx, token)
     yield from require_event_access(record)
+    tags = stream_tags(params)  # compiled only for a client allowed to stream
     if not ctx.request.wants_websocket:
         raise HTTPError(400, 'Can "Upgrade" only to "WebSocket".')
     websocket_key(ctx.request)  # validates the handshake (400/426)
-    delta = parse_qs(ctx.request.query).get("delta", [""])[-1].lower() in ("1", "true", "yes")
-    return AcceptWebSocket(stream_kind(ctx.route.name), float(record["expire"]), token, delta)
+    delta = params.get("delta", [""])[-1].lower() in YES
+    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    return AcceptWebSocket(
+        stream_kind(ctx.route.name), float(record["expire"]), token, delta, tags, subprotocol, ids, last
+    )
 
 
 HANDLERS: Mapping[str, Callable[[Context], Handler]] = {

@@ -3,6 +3,8 @@
 Routes are anchored full matches, like Tornado's. The websocket routes exist
 only with ``websockets: True`` and take a token of exactly the master's
 ``hash_type`` hex-digest length; any other shape is a 404, as in the reference.
+They also exist without the token segment (``/all_events``), for clients that
+send it another way (:func:`saltnado_core.rest.websocket_token`).
 
 Routes match the path as sent, still percent-encoded: a proxy in front that
 allows or denies by path sees the same path the router does (``/%6cogin`` is
@@ -42,7 +44,9 @@ class Router:
         ]
         for kind in StreamKind:  # websocket routes exist only with ``websockets: True``
             if kind.transport is Transport.SSE or websockets:
-                table.append((kind.value, f"/{kind.value}/{token}" if kind.token_in_path else f"/{kind.value}"))
+                # /all_events/<token> as the reference, and /all_events (the token in a
+                # header, a cookie or a subprotocol): the parameter is "" then
+                table.append((kind.value, f"/{kind.value}(?:/{token})?" if kind.token_in_path else f"/{kind.value}"))
         self._table = [(name, re.compile(pattern)) for name, pattern in table]
         self.names = tuple(name for name, _ in table)  # every route, in matching order
 

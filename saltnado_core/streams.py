@@ -13,7 +13,9 @@ server's own notices (the event bus going down and coming back) to every
 stream, ``/formatted_events`` included. An event too big for a client's whole
 outbox once encoded is dropped for that client with a ``saltnado/dropped``
 notice in its place (:mod:`saltnado_core.broadcast`), counted in
-:attr:`EventStreams.dropped`.
+:attr:`EventStreams.dropped`. Each event gets an id and is kept for resuming
+(:mod:`saltnado_core.history`); clients that ask for ids (``?ids=1``) are
+subscribed to a second broadcast per kind, whose bytes carry them.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from __future__ import annotations
 from .broadcast import Broadcast, Outbox
 from .eventbus import SaltEvent
 from .formatted import FormattedStream, FormattedView
+from .history import EventHistory, EventId
 from .kinds import StreamKind
 from .messages import SSE_KEEPALIVE, SSE_KEEPALIVE_INTERVAL, event_json
 from .salt_calls import SaltCall
+from .tagfilter import TagFilter
 
 # each stream's route name → its kind (``name in STREAM_NAMES``; a name no stream has is a KeyError)
 STREAM_NAMES = {kind.value: kind for kind in StreamKind}
@@ -33,34 +37,65 @@ BUS_UP_TAG = "saltnado/bus/up"
 
 
 class EventStreams:
-    def __init__(self, view: FormattedView | None = None) -> None:
-        """``view``: the ``/formatted_events`` view with its bounds (None: the defaults)."""
+    def __init__(self, view: FormattedView | None = None, history: EventHistory | None = None) -> None:
+        """``view``: the ``/formatted_events`` view with its bounds (None: the
+        defaults); ``history``: the event ids' epoch and the events kept for
+        resuming (None: epoch ``"0"`` and nothing kept, so nothing is encoded
+        without a subscriber; the runtime draws a random epoch per process and
+        keeps ``event_history_max_*``)."""
         self.all_events = Broadcast(StreamKind.ALL_EVENTS)
         self.events = Broadcast(StreamKind.EVENTS)  # SSE, as HTTP chunks
+        # the same streams for clients that asked for event ids (?ids=1): other bytes
+        self.all_events_ids = Broadcast(StreamKind.ALL_EVENTS)
+        self.events_ids = Broadcast(StreamKind.EVENTS)
         self.formatted = FormattedStream(view)
+        self.history = history if history is not None else EventHistory("0", max_events=0)
         # the kinds sent every event as it comes, by kind, with each kind's framing
         # looked up once (/formatted_events is sent its view's changes instead)
         self._live = {broadcast.kind: broadcast for broadcast in (self.all_events, self.events)}
         self._framed = tuple((broadcast.kind.frame, broadcast) for broadcast in self._live.values())
-        self._every = (self.all_events, self.events, self.formatted.full, self.formatted.delta)
+        self._with_ids = {broadcast.kind: broadcast for broadcast in (self.all_events_ids, self.events_ids)}
+        self._framed_ids = tuple((broadcast.kind.frame_with_id, broadcast) for broadcast in self._with_ids.values())
+        self._every = (
+            self.all_events, self.events, self.all_events_ids, self.events_ids, self.formatted.full,
+            self.formatted.delta,
+        )
         self.dispatched = 0  # events seen, for logs and metrics
         self.tokens: dict[str, int] = {}  # token → attached connections holding it
         self._bus_down: dict[StreamKind, bytes] | None = None  # the down notice per kind, while down
         self._next_keepalive: float | None = None  # see tick
 
-    def attach(self, name: str, outbox: Outbox, token: str, delta: bool = False) -> list[SaltCall]:
+    def attach(
+        self,
+        name: str,
+        outbox: Outbox,
+        token: str,
+        delta: bool = False,
+        tags: TagFilter | None = None,
+        ids: bool = False,
+        last_event_id: EventId | None = None,
+    ) -> list[SaltCall]:
         """Subscribe ``outbox`` to stream ``name`` (a :class:`StreamKind` or its
-        route name; KeyError for any other) for a client holding ``token``;
-        returns Salt calls to run for it. While the event bus is down, the client
-        is told so first thing."""
+        route name; KeyError for any other) for a client holding ``token``, sent
+        only what ``tags`` lets through (None: everything; on ``/formatted_events``,
+        the view's changes that events it lets through made); returns Salt calls
+        to run for it. While the event bus is down, the client is told so first thing.
+
+        ``ids`` (``/all_events``, ``/events``): each event carries its id. With
+        ``last_event_id`` the client first gets what it missed after that id, in
+        order, from the history — or a ``saltnado/resume`` notice saying why it
+        cannot — then the live events: the replay and the subscription happen in
+        this one call, so nothing is sent twice and nothing falls between."""
         kind = STREAM_NAMES[name]
         if token:
             self.tokens[token] = self.tokens.get(token, 0) + 1
         calls: list[SaltCall] = []
         if kind is StreamKind.FORMATTED_EVENTS:
-            calls = self.formatted.attach(outbox, token, delta)
+            calls = self.formatted.attach(outbox, token, delta, tags)
         else:
-            self._live[kind].subscribe(outbox)
+            if last_event_id is not None:
+                self._replay(kind, outbox, tags, last_event_id)
+            (self._with_ids if ids or last_event_id is not None else self._live)[kind].subscribe(outbox, tags)
         if self._bus_down is not None:
             outbox.offer(self._bus_down[kind])
         return calls
@@ -76,6 +111,29 @@ class EventStreams:
             self.formatted.detach(outbox)
         else:
             self._live[kind].unsubscribe(outbox)
+            self._with_ids[kind].unsubscribe(outbox)
+
+    def _replay(self, kind: StreamKind, outbox: Outbox, tags: TagFilter | None, last: EventId) -> None:
+        """Queue for ``outbox`` what a ``kind`` client whose newest event was
+        ``last`` missed (those ``tags`` lets through), or the notice why it cannot.
+        A replay bigger than the outbox meets its overflow policy, as live events do."""
+        resume = self.history.since(last)
+        current = self.history.current
+        notice = resume.notice(current)
+        if notice is not None:
+            # under the newest id, so a client that keeps the last id it saw (an
+            # EventSource's Last-Event-ID) resumes from here next time
+            if current is None:
+                outbox.offer(kind.frame(notice.tag, event_json(notice)))
+            else:
+                outbox.offer(kind.frame_with_id(str(current), notice.tag, event_json(notice)))
+            return
+        frame = kind.frame_with_id
+        for entry in resume.entries:
+            if (tags is None or tags.matches(entry.tag)) and not outbox.offer(
+                frame(str(entry.id), entry.tag, entry.payload)
+            ):
+                return  # cut off: it closes when it next writes
 
     def dispatch(self, event: SaltEvent, now: float = 0.0) -> list[SaltCall]:
         """Publish ``event`` to every stream; ``now`` dates jobs in the formatted view.
@@ -83,13 +141,30 @@ class EventStreams:
         Returns Salt calls the formatted view needs (grains of new minions).
         """
         self.dispatched += 1
-        payload = None  # one JSON encode for every kind, and none without subscribers
+        history = self.history
+        # one JSON encode for every kind and the history, and none if nobody wants it
+        payload = event_json(event) if history.keeps else None
+        event_id = history.append(event.tag, payload)
         for frame, broadcast in self._framed:
             if broadcast:
                 if payload is None:
                     payload = event_json(event)
                 broadcast.publish(frame(event.tag, payload), event.tag)
+        text_id = None
+        for frame_with_id, broadcast in self._framed_ids:
+            if broadcast:
+                if payload is None:
+                    payload = event_json(event)
+                if text_id is None:
+                    text_id = str(event_id)
+                broadcast.publish(frame_with_id(text_id, event.tag, payload), event.tag)
         return self.formatted.dispatch(event, now)
+
+    @property
+    def subscribers(self) -> int:
+        """Streaming clients attached, on every stream (with and without ids)."""
+        live = len(self.all_events) + len(self.events) + len(self.all_events_ids) + len(self.events_ids)
+        return live + len(self.formatted)
 
     @property
     def dropped(self) -> int:
@@ -120,5 +195,6 @@ class EventStreams:
 
     def keepalive(self) -> None:
         """Send ``/events`` clients a comment, so idle streams survive proxies."""
-        if self.events:
-            self.events.publish(SSE_KEEPALIVE)
+        for events in (self.events, self.events_ids):
+            if events:
+                events.publish(SSE_KEEPALIVE)

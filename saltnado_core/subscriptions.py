@@ -1,7 +1,8 @@
 """In-process subscribers: host code that wants :class:`SaltEvent` objects, not a socket.
 
 An embedding host (a dashboard backend, a chat-ops bot) subscribes with a tag
-prefix and receives the decoded events themselves. Each :class:`Subscription`
+prefix or tag globs (the same filters as a streaming client's ``?tag=``,
+:mod:`saltnado_core.tagfilter`) and receives the decoded events themselves. Each :class:`Subscription`
 is a :class:`~saltnado_core.bounded.BoundedQueue` under the same rule as a
 streaming client's outbox (``outbox_max_messages`` / ``outbox_max_bytes`` from
 :class:`Limits`, counted on each event's raw body, and the ``limits.overflow``
@@ -25,7 +26,7 @@ from .bounded import BoundedQueue, Overflow, dropped_event, gap_event, no_waiter
 from .broadcast import Fanout
 from .config import Limits
 from .eventbus import SaltEvent
-from .tagfilter import tag_filter
+from .tagfilter import glob_filter, tag_filter
 
 
 class SlowSubscriber(Exception):
@@ -98,10 +99,19 @@ class Subscriptions:
         wake: Callable[[], None] = no_waiter,
         max_events: int | None = None,
         max_bytes: int | None = None,
+        tags: tuple[str, ...] = (),
     ) -> Subscription:
         """A new subscription to the events whose tag starts with ``tag_prefix``
-        (or any of a tuple), bounded like a streaming client's outbox unless told
-        otherwise."""
+        (or any of a tuple) — or, with ``tags``, is matched by one of these globs
+        (a streaming client's ``?tag=``; both given: either will do) — bounded
+        like a streaming client's outbox unless told otherwise.
+
+        Raises :class:`~saltnado_core.tagfilter.BadTagPattern` for a bad glob."""
+        if tags:
+            prefixes = (tag_prefix,) if isinstance(tag_prefix, str) else tuple(tag_prefix)
+            wanted = glob_filter(tags, () if prefixes == ("",) else prefixes)
+        else:
+            wanted = tag_filter(tag_prefix)
         subscription = Subscription(
             self.limits.outbox_max_messages if max_events is None else max_events,
             self.limits.outbox_max_bytes if max_bytes is None else max_bytes,
@@ -111,7 +121,7 @@ class Subscriptions:
         if self._ended:
             subscription.end()
         else:
-            self._fanout.subscribe(subscription, tag_filter(tag_prefix))
+            self._fanout.subscribe(subscription, wanted)
         return subscription
 
     @property

@@ -47,7 +47,8 @@ def same_token(a: str, b: str) -> bool:
 
 
 # Query-string keys whose values are credentials, whatever their shape.
-SECRET_QUERY_KEYS = frozenset({"token", "session_id", "x-auth-token", "password"})
+# (``salt_token``: rest_cherrypy's /events takes a token under that name too.)
+SECRET_QUERY_KEYS = frozenset({"token", "salt_token", "session_id", "x-auth-token", "password"})
 MASK = "<token>"
 # Any run of 32 or more hex digits: a token of every hash_type Salt offers
 # (md5's 32 up to sha512's 128), never a jid (20 digits).

@@ -78,15 +78,19 @@ class EventHub:
         self._new_event = new_event
 
     def subscribe(
-        self, tag_prefix: str | tuple[str, ...] = "", *, max_events: int | None = None
+        self, tag_prefix: str | tuple[str, ...] = "", *, tags: tuple[str, ...] = (), max_events: int | None = None
     ) -> LiveEvents:
-        """Events whose tag starts with ``tag_prefix`` (or any of a tuple), from now on.
+        """Events whose tag starts with ``tag_prefix`` (or any of a tuple) — or,
+        with ``tags``, is matched by one of these shell-style globs, as a streaming
+        client's ``?tag=`` (``tags=("salt/job/*/ret/*", "salt/key")``) — from now on.
 
         Bounded like a streaming client: ``max_events`` (default
         ``outbox_max_messages``) and ``outbox_max_bytes`` of raw event bodies.
+        Raises :class:`~saltnado_core.tagfilter.BadTagPattern` (a ``ValueError``)
+        for a bad glob.
         """
         wake = Wakeup(self._new_event)
-        subscription = self._subscriptions.subscribe(tag_prefix, wake, max_events)
+        subscription = self._subscriptions.subscribe(tag_prefix, wake, max_events, tags=tags)
         return LiveEvents(self._subscriptions, subscription, wake)
 
     def __len__(self) -> int:

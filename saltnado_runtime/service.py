@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -23,14 +24,15 @@ from saltnado_core.buslink import EventBusLink
 from saltnado_core.driving import Served, serve_requests
 from saltnado_core.files import ReadFile
 from saltnado_core.formatted import FormattedView
+from saltnado_core.history import EventHistory
 from saltnado_core.outcomes import Effect
 from saltnado_core.pacing import Pacing
 from saltnado_core.revocation import RecheckCall, TokenRecheck
 from saltnado_core.salt_calls import MasterUnavailable
 from saltnado_core.static import Site
-from saltnado_dashboard import DIRECTORY as DASHBOARD_DIRECTORY
 from saltnado_core.subscriptions import Subscriptions
 from saltnado_core.tokens import redact_path
+from saltnado_dashboard import DIRECTORY as DASHBOARD_DIRECTORY
 from saltnado_salt import SaltBridge
 
 from .files import StaticFiles
@@ -54,7 +56,10 @@ class Service:
             FormattedView(
                 settings.formatted_max_jobs, settings.formatted_max_job_age, settings.formatted_max_view_bytes,
                 settings.formatted_max_return_bytes, settings.formatted_max_job_minions,
-            )
+            ),
+            # a new epoch per process run: a restarted server, or another process behind
+            # the same port, never takes an old event id for one of its own
+            EventHistory(secrets.token_hex(6), settings.event_history_max_events, settings.event_history_max_bytes),
         )
         self.subscriptions = Subscriptions(settings.limits)
         self.link = EventBusLink(

@@ -103,6 +103,8 @@ def response_json(response: Any) -> Any:
         (f"/all_events/{TOKEN}", Route("all_events", (TOKEN,))),
         (f"/all_events/{TOKEN.upper()}", Route("all_events", (TOKEN.upper(),))),
         (f"/formatted_events/{TOKEN}", Route("formatted_events", (TOKEN,))),
+        ("/all_events", Route("all_events", ("",))),  # the token sent another way
+        ("/formatted_events", Route("formatted_events", ("",))),
     ],
 )
 def test_router_matches(path: str, route: Route) -> None:
@@ -118,7 +120,6 @@ def test_router_matches(path: str, route: Route) -> None:
         "/loginx",
         "/hookx",
         "/runs",
-        "/all_events",
         "/all_events/",
         f"/all_events/{TOKEN[:-1]}",  # one short
         f"/all_events/{TOKEN}0",  # one long
@@ -141,6 +142,7 @@ def test_router_without_websockets_has_no_stream_routes() -> None:
     router = Router(64, websockets=False)
     assert router.match(f"/all_events/{TOKEN}") is None
     assert router.match(f"/formatted_events/{TOKEN}") is None
+    assert router.match("/all_events") is None and router.match("/formatted_events") is None
     assert router.match("/login") == Route("login")
 
 

@@ -293,6 +293,20 @@ def test_formatted_view_bounds_must_be_positive(key: str) -> None:
         Settings.from_opts({"rest_tornado": {"port": 8000, "disable_ssl": True, key: 0}})
 
 
+def test_event_history_bounds() -> None:
+    base = {"port": 8000, "disable_ssl": True}
+    settings = Settings.from_opts({"rest_tornado": base})
+    assert (settings.event_history_max_events, settings.event_history_max_bytes) == (1000, 4 * 1024 * 1024)
+    small = Settings.from_opts({"rest_tornado": {**base, "outbox_max_bytes": 10_000}})
+    assert small.event_history_max_bytes == 5000  # half the outbox when that is less
+    off = Settings.from_opts({"rest_tornado": {**base, "event_history_max_events": 0}})
+    assert off.event_history_max_events == 0
+    with pytest.raises(ConfigError, match="'rest_tornado: event_history_max_events' must be 0 .keep none. or more"):
+        Settings.from_opts({"rest_tornado": {**base, "event_history_max_events": -1}})
+    with pytest.raises(ConfigError, match="'rest_tornado: event_history_max_bytes. .20000. must be at most"):
+        Settings.from_opts({"rest_tornado": {**base, "outbox_max_bytes": 10_000, "event_history_max_bytes": 20_000}})
+
+
 # -- the keys of the rest_tornado: block ---------------------------------------------
 
 
@@ -304,7 +318,7 @@ def test_block_values_name_every_key_from_opts_reads() -> None:
         "websockets": True, "debug": True, "cors_origin": ["https://a.example"], "webhook_disable_auth": True,
         "webhook_headers": ("x-github-event",), "disable_ssl": False, "formatted_max_jobs": 7, "formatted_max_job_age": 3600,
         "formatted_max_view_bytes": 70_000, "formatted_max_return_bytes": 99, "formatted_max_job_minions": 9,
-        "num_processes": 2, "slow_client_policy": "gap", "slow_client_close_code": 1008,
+        "num_processes": 2, "event_history_max_events": 5, "event_history_max_bytes": 20_000, "slow_client_policy": "gap", "slow_client_close_code": 1008,
         "slow_client_close_reason": "slow", "app": "/srv/saltgui/index.html", "app_path": "/ui",
         "static": "/srv/saltgui/static", "static_path": "/ui-static", "favicon": "/srv/saltgui/favicon.ico",
         "dashboard": True, "dashboard_path": "/live", "static_max_file_bytes": 1000, "static_cache_bytes": 5000,

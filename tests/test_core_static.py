@@ -532,7 +532,7 @@ def test_reading_files_goes_through_the_service_not_salt(site: Path) -> None:
         ({"static_path": "/minions"}, "'rest_tornado: static_path' /minions would hide the API's /minions"),
         ({"static_path": "/hook/ui"}, "would hide the API's /hook/ui"),
         ({"app_path": "/events"}, "'rest_tornado: app_path' /events would hide the API's /events"),
-        ({"dashboard_path": "/all_events"}, "would hide the API's /all_events/"),
+        ({"dashboard_path": "/all_events"}, "would hide the API's /all_events (all_events)"),
         ({"dashboard_path": "/static"}, "'rest_tornado: dashboard_path' and 'static_path' both serve /static"),
         ({"static_path": "/"}, "'rest_tornado: static_path' must be a URL path"),
         ({"app_path": "/a/../b"}, "'rest_tornado: app_path' must be a URL path"),

@@ -81,12 +81,14 @@ ENDPOINTS = [
     Endpoint("health", "/health", ("GET", "HEAD")),
     Endpoint("all_events", f"/all_events/{TOKEN}", ("GET",)),
     Endpoint("formatted_events", f"/formatted_events/{TOKEN}", ("GET",)),
+    Endpoint("all_events", "/all_events", ("GET",)),  # the token in a header, cookie or subprotocol
+    Endpoint("formatted_events", "/formatted_events", ("GET",)),
 ]
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "TRACE", "BREW")
 UNKNOWN_PATHS = [
     "/nope", "/keys", "/token", "/stats", "/ws", "/minion", "/login/", "/logout/now", "/run/x", "/events/6d1b722e",
     "/hookx", "/LOGIN", "/all_events/", f"/all_events/{TOKEN[:20]}", f"/all_events/{TOKEN}/x",
-    f"/all_events/{'g' * 64}", "/formatted_events", "/%00",
+    f"/all_events/{'g' * 64}", "/formatted_events/", "/%00",
 ]
 BAD_BODIES = [  # (content type, body, start of the reason)
     ("application/json", b"{nope", "invalid JSON body: Expecting property name enclosed in double quotes"),
