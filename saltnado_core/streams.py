@@ -3,7 +3,8 @@
 :meth:`EventStreams.dispatch` encodes an event once per stream that has
 subscribers (never per subscriber) and publishes the shared bytes. A
 connection joins a stream with :meth:`attach` once its client is ready and
-leaves with :meth:`detach`; both are by stream name, as routed: a
+leaves with :meth:`detach` (which adds what its outbox did to the stream's
+:attr:`EventStreams.departed` counts, :mod:`saltnado_core.counts`); both are by stream name, as routed: a
 :class:`~saltnado_core.kinds.StreamKind`, which frames what its clients are
 sent (events, gap notices, the server's notices). The tokens of
 attached connections are counted (:attr:`EventStreams.tokens`), so the periodic
@@ -19,6 +20,7 @@ notice in its place (:mod:`saltnado_core.broadcast`), counted in
 from __future__ import annotations
 
 from .broadcast import Broadcast, Outbox
+from .counts import StreamCounts
 from .eventbus import SaltEvent
 from .formatted import FormattedStream, FormattedView
 from .kinds import StreamKind
@@ -44,6 +46,8 @@ class EventStreams:
         self._framed = tuple((broadcast.kind.frame, broadcast) for broadcast in self._live.values())
         self._every = (self.all_events, self.events, self.formatted.full, self.formatted.delta)
         self.dispatched = 0  # events seen, for logs and metrics
+        # what subscribers that left each stream had done (saltnado_core.counts)
+        self.departed = {kind: StreamCounts() for kind in StreamKind}
         self.tokens: dict[str, int] = {}  # token → attached connections holding it
         self._bus_down: dict[StreamKind, bytes] | None = None  # the down notice per kind, while down
         self._next_keepalive: float | None = None  # see tick
@@ -68,6 +72,7 @@ class EventStreams:
     def detach(self, name: str, outbox: Outbox, token: str = "") -> None:
         """Unsubscribe ``outbox`` (attached with ``token``) from stream ``name``."""
         kind = STREAM_NAMES[name]
+        self.departed[kind].add(outbox, attached=False)
         if token and token in self.tokens:
             held = self.tokens.pop(token) - 1
             if held:
@@ -90,6 +95,11 @@ class EventStreams:
                     payload = event_json(event)
                 broadcast.publish(frame(event.tag, payload), event.tag)
         return self.formatted.dispatch(event, now)
+
+    @property
+    def broadcasts(self) -> tuple[Broadcast, ...]:
+        """Every subscriber set, each with its ``kind`` (``/formatted_events`` has two)."""
+        return self._every
 
     @property
     def dropped(self) -> int:

@@ -24,6 +24,7 @@ from typing import cast
 from .bounded import BoundedQueue, Overflow, dropped_event, gap_event, no_waiter
 from .broadcast import Fanout
 from .config import Limits
+from .counts import StreamCounts
 from .eventbus import SaltEvent
 from .tagfilter import tag_filter
 
@@ -71,6 +72,7 @@ class Subscription(BoundedQueue[SaltEvent]):
         if not self._queue:
             return None
         event = self._queue.popleft()
+        self.delivered += 1
         self._taken(self.size_of(event))
         return event
 
@@ -88,6 +90,10 @@ class Subscriptions:
         self.limits = limits
         self._fanout: Fanout[SaltEvent] = Fanout(Subscription.size_of, dropped_event)
         self._ended = False
+        # subscriptions not yet unsubscribed (a cut-off one too, until its consumer
+        # leaves), and what those that left had done: for /metrics (saltnado_core.counts)
+        self.live: set[Subscription] = set()
+        self.departed = StreamCounts()
 
     def __len__(self) -> int:
         return len(self._fanout)
@@ -108,6 +114,7 @@ class Subscriptions:
             wake,
             self.limits.overflow,
         )
+        self.live.add(subscription)
         if self._ended:
             subscription.end()
         else:
@@ -120,7 +127,11 @@ class Subscriptions:
         return self._fanout.dropped
 
     def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop offering events to ``subscription`` (idempotent)."""
         self._fanout.unsubscribe(subscription)
+        if subscription in self.live:
+            self.live.discard(subscription)
+            self.departed.add(subscription, attached=False)
 
     def publish(self, event: SaltEvent) -> int:
         """Offer ``event`` to every subscriber whose filter passes its tag;

@@ -304,7 +304,8 @@ def test_block_values_name_every_key_from_opts_reads() -> None:
         "websockets": True, "debug": True, "cors_origin": ["https://a.example"], "webhook_disable_auth": True,
         "webhook_headers": ("x-github-event",), "disable_ssl": False, "formatted_max_jobs": 7, "formatted_max_job_age": 3600,
         "formatted_max_view_bytes": 70_000, "formatted_max_return_bytes": 99, "formatted_max_job_minions": 9,
-        "num_processes": 2, "slow_client_policy": "gap", "slow_client_close_code": 1008,
+        "num_processes": 2, "metrics_disable_auth": True, "stats_disable_auth": True, "collect_stats": True,
+        "slow_client_policy": "gap", "slow_client_close_code": 1008,
         "slow_client_close_reason": "slow", **{name: 90_000 + i for i, name in enumerate(Limits.__dataclass_fields__)
                                                if name not in ("overflow", "timeouts")},
         **{name: 1.5 + i for i, name in enumerate(Timeouts.__dataclass_fields__)},
