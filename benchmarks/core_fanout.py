@@ -7,9 +7,11 @@ by whatever else the machine is doing, as ``timeit`` reports.
 
     .venv/bin/python benchmarks/core_fanout.py [--subscribers 1,100,1000] [--events 20000] [--repeat 5]
 
-The counters /metrics and /stats read cannot be switched off: they are plain
-integer additions the core does anyway (one per event read, one per publish,
-one per outbox drain — none per subscriber per event), so this measures the
+There is no switch for the counters /metrics and /stats read: on this path they
+are one integer addition per outbox drain (``BoundedQueue.delivered``) and the
+event count ``EventStreams.dispatched`` that was there before — nothing per
+subscriber per event (what a subscriber dropped or missed its queue counts only
+when it is full) — so a switch would cost as much as it saves. This measures the
 hot path with them, as the server runs it.
 """
 
