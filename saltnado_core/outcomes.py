@@ -75,8 +75,8 @@ def no_metrics(media: str) -> Exposition:
 
 
 def no_stats(now: float) -> Mapping[str, Any]:
-    """An App built without a stats provider: no sections, as rest_cherrypy's
-    ``/stats`` answers ``{}`` when CherryPy collected nothing."""
+    """An App built without a stats provider: no sections (rest_cherrypy's
+    ``/stats`` answers ``{}`` when CherryPy keeps no statistics)."""
     return {}
 
 
