@@ -25,7 +25,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
-from saltnado_core import SaltCall, ServerConnection, Settings
+from saltnado_core import ServerConnection, Settings
+from saltnado_core.outcomes import Effect
 from saltnado_core.pacing import Pacing
 from saltnado_core.salt_calls import MasterUnavailable, needs_master
 from saltnado_runtime import ServedMaster, Wakeup
@@ -162,6 +163,7 @@ class Server(ServedMaster):
             if data:
                 try:
                     writer.write(data)
+                    data = b""  # the transport has it: let it go before the next slice is taken
                     await writer.drain()
                 except OSError:
                     return
@@ -175,17 +177,17 @@ class Server(ServedMaster):
         assert self._tasks is not None, "start() first"
         self._tasks.create_task(start())  # type: ignore[arg-type]
 
-    async def _salt(self, call: SaltCall) -> Any:
+    async def _salt(self, call: Effect) -> Any:
         """Run ``call`` in a worker thread; cancelled, the thread is abandoned."""
         if not needs_master(call):
-            return await self._threads.run(self.service.bridge.execute, call)
+            return await self._threads.run(self.service.execute, call)
 
         def abandon() -> None:  # called from the event feed, while this awaits ``future``
             if not future.done():
                 future.set_exception(MasterUnavailable())
 
         with self.service.master_call(abandon):
-            future = self._threads.start(self.service.bridge.execute, call)
+            future = self._threads.start(self.service.execute, call)
             return await future
 
 

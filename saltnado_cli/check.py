@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from saltnado_core import ConfigError, Settings
 from saltnado_core.config import block_values, unknown_key_warnings
+from saltnado_runtime.files import static_warnings
 from saltnado_runtime.tls import load_ssl_context
 from saltnado_salt import load_master_opts
 
@@ -52,7 +53,7 @@ def check_config(path: str, out: TextIO, err: TextIO) -> int:
     except ConfigError as exc:
         print(f"saltnado: error: {exc}", file=err)
         return 2
-    for warning in unknown_key_warnings(opts):
+    for warning in unknown_key_warnings(opts) + static_warnings(settings):
         print(f"saltnado: warning: {warning}", file=err)
     print(f"{path}: valid", file=out)
     for line in describe(settings):

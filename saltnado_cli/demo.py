@@ -28,9 +28,16 @@ def _say(message: str) -> None:
     print(f"saltnado demo: {message}", file=sys.stderr, flush=True)
 
 
+# The demo's rest_tornado: block turns on the built-in live page (served at /dashboard/).
+DEMO_API_OPTS = {"dashboard": True}
+DASHBOARD_PATH = "/dashboard/"
+
+
 def instructions(port: int, username: str) -> str:
     base = f"http://127.0.0.1:{port}"
     return f"""
+Dashboard: {base}{DASHBOARD_PATH}   (user '{username}', any password, eauth 'auto')
+
 saltnado is serving a private Salt master with minion 'minion1' at {base}
 
 1. Log in (eauth 'auto' accepts any password for user '{username}'):
@@ -71,7 +78,7 @@ def _ping_forever(lab: PrivateSalt, interval: float, stop: threading.Event) -> N
 
 
 def run_demo(port: int = 8000, ping_interval: float | None = 5.0) -> int:
-    lab = PrivateSalt(api_port=port)
+    lab = PrivateSalt(api_port=port, api_opts=DEMO_API_OPTS)
     stop = threading.Event()
     try:
         _say("starting a private Salt master and minion (this takes tens of seconds)…")

@@ -10,6 +10,7 @@ import sys
 
 from saltnado_core import ConfigError
 from saltnado_core.config import unknown_key_warnings
+from saltnado_runtime.files import static_warnings
 from saltnado_runtime.logs import redact_handlers
 
 from .check import check_config, load_settings
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"saltnado: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.debug)
-    for warning in unknown_key_warnings(opts):
+    for warning in unknown_key_warnings(opts) + static_warnings(settings):
         log.warning("%s", warning)
     raise_open_files_limit(settings.limits.max_connections)
     workers = settings.num_processes if settings.num_processes > 0 else os.cpu_count() or 1

@@ -11,7 +11,9 @@ call), or as one generator (:meth:`Exchange.steps`), which is how
 Cross-cutting rules live here: output media by ``Accept``, per route (a
 missing resource is 404 whatever the ``Accept``; 406 only when the route exists
 and nothing it offers is acceptable; ``/events`` offers ``text/event-stream``), CORS headers on every response (and event stream), ``OPTIONS`` preflight,
-and JSON/YAML error bodies for every error a handler raises.
+and JSON/YAML error bodies for every error a handler raises. Static files and a
+browser's navigation to the web app (:mod:`saltnado_core.static`) are answered
+before the API's routes.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from .http import HTTPError, Request, Response, error_response, status_line
 from .kinds import StreamKind, Transport
 from .negotiation import EXPOSITION_OFFERED, JSON, OFFERED, STREAM_OFFERED, allowed_origin, choose_media, serialize
 from .outcomes import (
-    AUTH_COOKIE_NAME, AUTH_TOKEN_HEADER, AcceptEventStream, AcceptWebSocket, Context, Exposition, Handler, Health,
-    Outcome, Step, no_metrics, no_stats, not_following,
+    AUTH_COOKIE_NAME, AUTH_TOKEN_HEADER, AcceptEventStream, AcceptWebSocket, Context, Effect, Exposition, Handler,
+    Health, Outcome, Step, no_metrics, no_stats, not_following,
 )
 from .router import Route, Router
-from .salt_calls import GetAuthList, GetToken, SaltCall, classify_salt_error
+from .salt_calls import GetAuthList, GetToken, classify_salt_error
+from .static import Site
 from .tokens import redact_path, redact_tokens
 
 __all__ = [
@@ -42,9 +45,12 @@ ALLOWED_METHODS = "OPTIONS, GET, POST"
 # The request headers the API reads that a page must ask leave to send (Fetch standard,
 # "CORS-preflight fetch": a header that is not CORS-safelisted passes only if named in
 # Access-Control-Allow-Headers);
-# X-Requested-With is in the reference's list (jQuery sends it). A fixed list, never the
-# preflight's Access-Control-Request-Headers echoed back: that is client bytes in our head.
-ALLOWED_HEADERS = "Accept, Content-Type, X-Auth-Token, X-Requested-With"
+# X-Requested-With is in the reference's list (jQuery sends it); SaltGUI sends
+# Cache-Control: no-cache on every request, so without it a SaltGUI of another origin
+# could not make a single call (the reference allows it by echoing what was asked).
+# A fixed list, never the preflight's Access-Control-Request-Headers echoed back: that
+# is client bytes in our head.
+ALLOWED_HEADERS = "Accept, Cache-Control, Content-Type, X-Auth-Token, X-Requested-With"
 
 # The CORS preflight: 204 naming ALLOWED_HEADERS whatever the request's
 # Access-Control-Request-Headers says (the reference echoes it, and answers 500
@@ -81,21 +87,21 @@ class Exchange:
         # what a metric may be labelled with (a path can hold a token)
         self.route = route
 
-    def steps(self) -> Generator[SaltCall, Any, Outcome]:
+    def steps(self) -> Generator[Effect, Any, Outcome]:
         """The whole exchange as one generator: yields each Salt call; send its
         result in, or throw its exception in (an ``Exception``; anything else,
         e.g. a cancellation, is not Salt's answer and propagates); returns the
         outcome for :meth:`ServerConnection.respond`. After a Salt call is
         answered the exchange never ends in an exception: errors become responses."""
         step = yield from self.steps_while(lambda call: True)
-        assert not isinstance(step, SaltCall)
+        assert not isinstance(step, Effect)
         return step
 
-    def steps_while(self, allowed: Callable[[SaltCall], bool]) -> Generator[SaltCall, Any, Step]:
+    def steps_while(self, allowed: Callable[[Effect], bool]) -> Generator[Effect, Any, Step]:
         """:meth:`steps` as long as each Salt call is ``allowed``; returns the
         outcome, or the first call not allowed (not yielded: the exchange stops there)."""
         step = self.start()
-        while isinstance(step, SaltCall) and allowed(step):
+        while isinstance(step, Effect) and allowed(step):
             try:
                 result = yield step
             except Exception as exc:
@@ -158,6 +164,7 @@ class App:
         health: Callable[[], Health] = not_following,
         metrics: Callable[[str], Exposition] = no_metrics,
         stats: Callable[[float], Mapping[str, Any]] = no_stats,
+        site: Site | None = None,
     ) -> None:
         """``handlers``: route name → handler (default: the REST endpoints);
         ``health``: the event-bus link's state, for ``GET /health``
@@ -165,8 +172,11 @@ class App:
         ``metrics``: the exposition for ``GET /metrics`` in a media type of
         :data:`~saltnado_core.negotiation.EXPOSITION_OFFERED`, and ``stats``: the
         sections for ``GET /stats`` at a wall-clock time (both made by the
-        runtime, ``saltnado_runtime.metrics``; default: nothing)."""
+        runtime, ``saltnado_runtime.metrics``; default: nothing);
+        ``site``: the web apps served beside the API (default: those ``settings``
+        configure, without saltnado's own page, whose directory the runtime knows)."""
         self.settings = settings
+        self.site = site if site is not None else Site.from_settings(settings)
         self.router = Router(settings.token_length, settings.websockets)
         self._handlers = handlers
         self._health = health
@@ -186,6 +196,9 @@ class App:
         if request.method == "OPTIONS":
             return Exchange(_answer(PREFLIGHT), JSON, cors, name)
         accept = request.header("accept")
+        files = self.site.handler(request, name)
+        if files is not None:  # a path under a mount, or a browser navigation to the app
+            return Exchange(files, choose_media(accept) or JSON, cors, FILES_ROUTE)
         if route is None:
             # RFC 9110 §15.5.5: no such resource is 404 whatever the Accept (SaltGUI
             # asks for optional /static/salt-motd.txt with Accept: text/plain and
@@ -208,7 +221,7 @@ class App:
         return self.router.match(request.path)
 
 
-    def refusal(self, head: Request, now: float) -> Generator[SaltCall, Any, Response | None]:
+    def refusal(self, head: Request, now: float) -> Generator[Effect, Any, Response | None]:
         """The answer to a request known from its head alone, before its body is
         sent (for ``Expect: 100-continue``), or None to ask for the body.
 
@@ -229,6 +242,10 @@ _ROUTE_OFFERED: dict[str, tuple[str, ...]] = {
     **{kind.value: STREAM_OFFERED for kind in StreamKind if kind.transport is Transport.SSE},
     "metrics": EXPOSITION_OFFERED,
 }
+
+# The route name of a request answered by a web-app mount (saltnado_core.static):
+# one label for every file, whatever its path
+FILES_ROUTE = "files"
 
 # What a handler may do and decide before the request's body is read.
 HEAD_CALLS = (GetToken, GetAuthList)

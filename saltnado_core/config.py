@@ -9,6 +9,7 @@ numbers.
 from __future__ import annotations
 
 import difflib
+import enum
 import hashlib
 import math
 import re
@@ -19,6 +20,7 @@ from typing import Any
 from .bounded import Overflow, SlowClientPolicy
 from .formatted import MAX_JOB_MINIONS, MAX_JOBS, MAX_RETURN_BYTES, MAX_VIEW_BYTES, SNAPSHOT_SLACK
 from .kinds import CloseCode
+from .router import Router
 
 DEFAULT_HASH_TYPE = "sha256"
 DEFAULT_SOCK_DIR = "/var/run/salt/master"
@@ -27,11 +29,22 @@ DEFAULT_SOCK_DIR = "/var/run/salt/master"
 # not listed in the master's ``netapi_enable_clients``.
 SUPPORTED_CLIENTS = ("local", "local_async", "runner", "runner_async", "wheel", "wheel_async")
 
+FAVICON_PATH = "/favicon.ico"  # where rest_cherrypy serves its favicon key
+
 # RFC 9110 §5.1: field-name = token; §5.6.2: token = 1*tchar
 _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # The headers that carry saltnado's own session token: webhook_headers may not list them
 # (every subscriber of the event bus would see the token).
 SESSION_HEADERS = ("x-auth-token", "cookie")
+
+
+class Dialect(str, enum.Enum):
+    """Which of Salt's API servers a master's config was written for: the name of
+    the block read (``rest_tornado:`` or ``rest_cherrypy:``). Where the two servers
+    answer differently, a handler answers as the one its clients expect."""
+
+    TORNADO = "rest_tornado"
+    CHERRYPY = "rest_cherrypy"
 
 
 class ConfigError(ValueError):
@@ -82,6 +95,7 @@ class Limits:
 class Settings:
     """Everything the core and the bindings need to serve one master."""
 
+    dialect: Dialect = Dialect.TORNADO  # the block the settings were read from
     port: int = 8000
     address: str | None = None
     disable_ssl: bool = False
@@ -111,6 +125,18 @@ class Settings:
     # rest_cherrypy's key (CherryPy's own statistics there); saltnado always counts,
     # so it changes nothing: accepted so a rest_cherrypy block's value is not a warning
     collect_stats: bool = False
+    # Web apps, as rest_cherrypy serves them (saltnado_core.static): an HTML file at
+    # app_path and every path under it, a directory at static_path, a favicon …
+    app: str | None = None
+    app_path: str = "/app"
+    static: str | None = None
+    static_path: str = "/static"
+    favicon: str | None = None  # … at /favicon.ico
+    dashboard: bool = False  # saltnado's own page, at dashboard_path
+    dashboard_path: str = "/dashboard"
+    static_max_file_bytes: int = 16 * 1024 * 1024  # a larger file is not served (404 saying so)
+    # file contents kept in memory, shared by every client downloading them
+    static_cache_bytes: int = 64 * 1024 * 1024
 
     @property
     def token_length(self) -> int:
@@ -185,11 +211,43 @@ class Settings:
             metrics_disable_auth=_bool(block, "metrics_disable_auth"),
             stats_disable_auth=_bool(block, "stats_disable_auth"),
             collect_stats=_bool(block, "collect_stats"),
-        )
+            app=_file_path(block, "app"),
+            app_path=_url_prefix(block, "app_path", "/app"),
+            static=_file_path(block, "static"),
+            static_path=_url_prefix(block, "static_path", "/static"),
+            favicon=_file_path(block, "favicon"),
+            dashboard=_bool(block, "dashboard"),
+            dashboard_path=_url_prefix(block, "dashboard_path", "/dashboard"),
+            static_max_file_bytes=_positive_int(block, "static_max_file_bytes", 16 * 1024 * 1024),
+            static_cache_bytes=_positive_int(block, "static_cache_bytes", 64 * 1024 * 1024),
+        ).checked_mounts()
+
+    def checked_mounts(self) -> Settings:
+        """These settings, if no two web-app mounts share a URL prefix and none hides
+        an API route (``static_path: /minions`` would); else :class:`ConfigError`."""
+        mounts = {
+            "app_path": self.app_path if self.app else None,
+            "static_path": self.static_path if self.static else None,
+            "favicon": FAVICON_PATH if self.favicon else None,
+            "dashboard_path": self.dashboard_path if self.dashboard else None,
+        }
+        router = Router(self.token_length, websockets=True)
+        seen: dict[str, str] = {}
+        for key, prefix in mounts.items():
+            if prefix is None:
+                continue
+            if prefix in seen:
+                raise ConfigError(f"'rest_tornado: {key}' and '{seen[prefix]}' both serve {prefix}")
+            seen[prefix] = key
+            for path in (prefix, f"{prefix}/x", f"{prefix}/{'0' * self.token_length}"):
+                route = router.match(path)
+                if route is not None:
+                    raise ConfigError(f"'rest_tornado: {key}' {prefix} would hide the API's {path} ({route.name})")
+        return self
 
 
 # Settings that come from the master config's top level, not from ``rest_tornado:``
-_MASTER_LEVEL = ("sock_dir", "hash_type", "external_auth", "netapi_enable_clients", "limits")
+_MASTER_LEVEL = ("sock_dir", "hash_type", "external_auth", "netapi_enable_clients", "limits", "dialect")
 
 
 def block_values(settings: Settings) -> dict[str, Any]:
@@ -242,6 +300,34 @@ def _overflow(block: Mapping[str, Any]) -> Overflow:
     if len(reason.encode("utf-8")) > 123:  # RFC 6455 §5.5: a control frame's payload <= 125 bytes
         raise ConfigError("'rest_tornado: slow_client_close_reason' must be at most 123 bytes of UTF-8")
     return Overflow(code, reason, policy)
+
+
+def _file_path(block: Mapping[str, Any], key: str) -> str | None:
+    """A filesystem path (``app``, ``static``, ``favicon``): a non-empty string, or
+    None when absent; whether it exists is seen when serving (and by check-config)."""
+    value: Any = block.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise ConfigError(f"'rest_tornado: {key}' must be a filesystem path, got {value!r}")
+    return value
+
+
+# A URL prefix: segments of unreserved characters (RFC 3986 §2.3), none a dot-segment
+_URL_PREFIX = re.compile(r"(?:/(?!\.)[A-Za-z0-9._~-]+)+")
+
+
+def _url_prefix(block: Mapping[str, Any], key: str, default: str) -> str:
+    """A mount's URL prefix (``app_path`` …): ``/app`` (``app`` and ``/app/`` read the
+    same, as rest_cherrypy reads them); never ``/``, which would hide the whole API."""
+    value: Any = block.get(key, default)
+    prefix = "/" + value.strip("/") if isinstance(value, str) else ""
+    if not _URL_PREFIX.fullmatch(prefix):
+        raise ConfigError(
+            f"'rest_tornado: {key}' must be a URL path such as {default} (letters, digits, '.', '_', '~', '-' "
+            f"between slashes; not /), got {value!r}"
+        )
+    return prefix
 
 
 def _webhook_headers(block: Mapping[str, Any]) -> tuple[str, ...] | None:

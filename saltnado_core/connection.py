@@ -32,7 +32,9 @@ Verbs (what the binding tells the connection):
 * ``close(code, reason)`` — e.g. 1001 at shutdown (a request being answered gets
   its response first, with ``Connection: close``); ``abandon_request(reason)`` —
   answer the request being answered with 503 now;
-* ``data_to_send()`` — everything to write now, as one ``bytes``;
+* ``data_to_send()`` — everything to write now, as one ``bytes``; a response body
+  larger than ``limits.write_chunk_bytes`` comes one slice per call, so write what
+  it returned before asking again (as the writer loop does);
 * ``take_rejections()`` — the requests the connection answered on its own (a
   malformed request's 400, 408, 413, 431, 505, the 503 at the connection limit),
   for the access log: :func:`~saltnado_core.driving.serve_requests` yields them
@@ -65,8 +67,9 @@ the outbox) is done in one place, :meth:`ServerConnection._go`.
 
 Timeouts (``limits.timeouts``) are kept without a clock: :meth:`tick` gets the
 binding's monotonic ``now``, and each wait (for the first request, the rest of a
-request, the next request, "websocket client ready", any frame but a ping
-after a ping) is timed from the first tick that sees it; ``_WAITS`` says what
+request, the next request, the client taking a large body's next slice,
+"websocket client ready", any frame but a ping after a ping) is timed from the
+first tick that sees it; ``_WAITS`` says what
 each wait's expiry does. The same ticks refill a websocket's ping budget.
 """
 
@@ -144,6 +147,7 @@ class Wait(enum.Enum):
     FIRST_REQUEST = "first_request"  # accept → the first request in full
     REQUEST = "request"  # a request's first byte → all of it
     NEXT_REQUEST = "next_request"  # a response sent → the next request's first byte
+    BODY = "body"  # a large body's slice handed out → the client has read it (the next is taken)
     READY = "ready"  # 101 sent → "websocket client ready"
     PONG = "pong"  # a ping sent → any frame but a ping
 
@@ -162,6 +166,9 @@ _WAITS: dict[Wait, tuple[str, Expiry, int]] = {
     Wait.FIRST_REQUEST: ("handshake_timeout", Expiry.REQUEST_TIMEOUT, 0),
     Wait.REQUEST: ("header_timeout", Expiry.REQUEST_TIMEOUT, 0),
     Wait.NEXT_REQUEST: ("keepalive_timeout", Expiry.DROP, 0),
+    # a client that reads nothing of a large response (a slice, write_chunk_bytes) for
+    # this long is dropped: it holds a connection and a slice, not the whole body
+    Wait.BODY: ("keepalive_timeout", Expiry.DROP, 0),
     Wait.READY: ("handshake_timeout", Expiry.CLOSE, CloseCode.POLICY_VIOLATION),
     Wait.PONG: ("ws_pong_timeout", Expiry.CLOSE, CloseCode.INTERNAL_ERROR),
 }
@@ -194,7 +201,7 @@ class ServerConnection:
         self._close_handshake = pacing.close_handshake
         # HTTP until an upgrade, then None: h11's state is freed (~1 KB per idle websocket)
         self._http: HTTPConnection | None = HTTPConnection(
-            limits.max_header_bytes, limits.max_body_bytes, limits.max_header_count
+            limits.max_header_bytes, limits.max_body_bytes, limits.max_header_count, limits.write_chunk_bytes
         )
         self._refused = open_connections >= limits.max_connections
         self._rejections: list[Rejection] = []  # the 503 above, once answered
@@ -258,7 +265,10 @@ class ServerConnection:
         or closing) pongs and a close echo. A client that pipelines requests or
         floods pings without reading the answers is not read from (TCP slows it
         down), so it holds a bounded amount of memory: this much, what one read
-        adds, and what the writer is writing."""
+        adds, and what the writer is writing. Nor while a large response body is
+        being handed out slice by slice: it is output the client caused, too."""
+        if self._ws is None and self._http is not None and self._http.sending_body:
+            return True
         return self.reply_backlog > self.limits.write_chunk_bytes
 
     @property
@@ -292,6 +302,8 @@ class ServerConnection:
             self._streams.detach(stream.kind, self.outbox, stream.token)
         if phase is Phase.DONE:
             self.outbox.clear()
+            if self._http is not None:  # ended before a large body was out: it is cut short
+                self._http.drop_body()
 
     @property
     def _sse(self) -> bool:
@@ -433,7 +445,7 @@ class ServerConnection:
         chunk for an event stream). Idempotent."""
         if self.phase is Phase.HTTP:
             assert self._http is not None
-            if self._http.busy:
+            if self._http.busy or self._http.sending_body:  # the answer goes out whole first
                 self._close_after_response = True
             else:
                 self._go(Event.END)
@@ -516,6 +528,8 @@ class ServerConnection:
         assert http is not None  # HTTP phase
         if http.busy:  # the server is answering: nothing is expected of the client
             return None
+        if http.sending_body:  # the client must read: each slice it takes restarts the wait
+            return Wait.BODY, http.body_sent
         if http.receiving:
             return Wait.REQUEST, http.requests
         return (Wait.NEXT_REQUEST, http.requests) if http.requests else None  # the first: see tick
@@ -594,7 +608,15 @@ class ServerConnection:
                 return head + self._http.stream_data(self.outbox.drain(self.limits.write_chunk_bytes))
             return head
         if self._ws is None:
-            return head + (self._http.data_to_send() if self._http is not None else b"")
+            http = self._http
+            if http is None:
+                return head
+            out = head + http.data_to_send()
+            if self.phase is Phase.HTTP and (
+                http.closed or (self._close_after_response and not http.busy and not http.sending_body)
+            ):  # the last slice of a large body is out, and the connection closes after it
+                self._go(Event.END)
+            return out
         if self.outbox.overflowed and self._ws.open:
             self._ws.close(self._overflow.code, self._overflow.reason)
             self._websocket_events()

@@ -30,8 +30,7 @@ from typing import Any
 from .app import App
 from .connection import ServerConnection
 from .http import Request, Response
-from .outcomes import AcceptEventStream, Outcome
-from .salt_calls import SaltCall
+from .outcomes import AcceptEventStream, Effect, Outcome
 
 __all__ = ["DriveStep", "Served", "serve_requests"]
 
@@ -57,7 +56,7 @@ class Served:
         return 200 if isinstance(self.outcome, AcceptEventStream) else 101
 
 
-DriveStep = SaltCall | Served
+DriveStep = Effect | Served
 
 
 def serve_requests(
@@ -65,7 +64,7 @@ def serve_requests(
 ) -> Generator[DriveStep, Any, None]:
     """Answer every complete request ``conn`` holds now, in order.
 
-    Yields a :data:`SaltCall` for the binding to run: send its result in with
+    Yields an :data:`~saltnado_core.outcomes.Effect` (a Salt call, a file to read) for the binding to run: send its result in with
     ``send(result)``, or its exception with ``throw(exc)`` (the handler decides
     what the client is told; an ``Exception`` it does not catch becomes an error
     response, recorded in :attr:`Served.error` when unexpected). After a Salt

@@ -9,6 +9,14 @@ follow a websocket upgrade request so none are lost.
 Every error it produces itself is a short JSON body with a reason that never
 quotes the peer's bytes (they may hold a token), and is kept as a
 :class:`Rejection` for the access log.
+
+A response body larger than ``write_chunk_bytes`` is not handed to h11 whole:
+its head goes out first and :meth:`HTTPConnection.data_to_send` hands out one
+slice of at most ``write_chunk_bytes`` per call — each time the binding's writer
+has written the last one — as a ``memoryview`` of the response's own ``bytes``
+(h11's ``send_with_data_passthrough``: no copy but the slice handed out). A static
+file's bytes are shared by every client (``saltnado_runtime.files``), so a slow
+reader of a large file costs the server a slice, not a copy of the file.
 """
 
 from __future__ import annotations
@@ -146,7 +154,11 @@ class HTTPConnection:
     """
 
     def __init__(
-        self, max_header_bytes: int = 16 * 1024, max_body_bytes: int = 1024 * 1024, max_header_count: int = 100
+        self,
+        max_header_bytes: int = 16 * 1024,
+        max_body_bytes: int = 1024 * 1024,
+        max_header_count: int = 100,
+        write_chunk_bytes: int = 256 * 1024,
     ) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
         self._max_header = max_header_bytes
@@ -164,6 +176,9 @@ class HTTPConnection:
         self._rejections: list[Rejection] = []  # at most one: each closes the connection
         self._continue_decided = False  # the pending request's 100 Continue was sent or refused
         self._close_delimited = False  # a stream to an HTTP/1.0 client: no chunks, its end is the close
+        self._chunk = write_chunk_bytes
+        self._out_body: memoryview | None = None  # the part of a large response body not yet handed out
+        self.body_sent = 0  # bytes of it handed out so far (the timeouts watch it move)
 
     @property
     def busy(self) -> bool:
@@ -172,8 +187,14 @@ class HTTPConnection:
 
     @property
     def backlog(self) -> int:
-        """Bytes of responses not yet taken by :meth:`data_to_send`."""
+        """Bytes of responses not yet taken by :meth:`data_to_send` (but the rest of
+        a large body, which is the response's own: see :attr:`sending_body`)."""
         return self._out_bytes
+
+    @property
+    def sending_body(self) -> bool:
+        """A large response body is being handed out, a slice per :meth:`data_to_send`."""
+        return self._out_body is not None
 
     @property
     def receiving(self) -> bool:
@@ -196,7 +217,7 @@ class HTTPConnection:
         Errors in the peer's bytes are answered here (400/413/431) and close
         the connection.
         """
-        if self.closed or self._busy:
+        if self.closed or self._busy or self._out_body is not None:
             return None
         while True:
             try:
@@ -264,6 +285,10 @@ class HTTPConnection:
                 h11.Response(status_code=response.status, headers=headers, reason=_phrase(response.status))
             )
             if response.body and not self._head:  # RFC 9110 §9.3.2: HEAD gets the head alone
+                if len(response.body) > self._chunk:  # handed out slice by slice: data_to_send
+                    self._out_body, self.body_sent = memoryview(response.body), 0
+                    self._busy = False
+                    return
                 self._send(h11.Data(data=response.body))
             self._send(h11.EndOfMessage())
         except h11.LocalProtocolError:
@@ -271,6 +296,26 @@ class HTTPConnection:
             return
         self._busy = False
         self._next_cycle()
+
+    def _next_slice(self) -> list[bytes | memoryview]:
+        """The next slice of a large body (and its end, after the last one)."""
+        body = self._out_body
+        assert body is not None
+        piece = body[self.body_sent : self.body_sent + self._chunk]
+        self.body_sent += len(piece)
+        # h11 passes the data through untouched (typed as bytes; a memoryview is not copied)
+        out: list[bytes | memoryview] = list(
+            self._h11.send_with_data_passthrough(h11.Data(data=piece)) or []  # type: ignore[arg-type]
+        )
+        if self.body_sent >= len(body):
+            self._out_body = None
+            out.append(self._h11.send(h11.EndOfMessage()) or b"")
+            self._next_cycle()
+        return out
+
+    def drop_body(self) -> None:
+        """Hand out no more of a large body: the connection is being dropped."""
+        self._out_body = None
 
     def start_stream(self, headers: Iterable[tuple[str, str]], first: bytes) -> None:
         """Start a 200 ``text/event-stream`` response whose body begins with ``first``;
@@ -363,10 +408,14 @@ class HTTPConnection:
         return rejections
 
     def data_to_send(self) -> bytes:
-        out = b"".join(self._out)
+        """What is queued (heads, small responses) and, while a large body is being
+        sent, its next slice of at most ``write_chunk_bytes``."""
+        pieces: list[bytes | memoryview] = list(self._out)
         self._out.clear()
         self._out_bytes = 0
-        return out
+        if self._out_body is not None and not self.closed:
+            pieces += self._next_slice()
+        return b"".join(pieces)
 
     def time_out(self, reason: str) -> None:
         """A request did not arrive in full in time: answer 408 with ``reason``

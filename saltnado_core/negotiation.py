@@ -61,6 +61,52 @@ def choose_media(accept: str | None, offered: tuple[str, ...] = OFFERED) -> str 
     return best[2] if best else None
 
 
+HTML = "text/html"
+
+
+def prefers_html(accept: str | None) -> bool:
+    """Does ``accept`` prefer ``text/html`` to ``application/json``, as a browser's
+    navigation does (``text/html,…,*/*;q=0.8``) and an API client does not
+    (``application/json``, ``*/*``, none, YAML)? For rest_cherrypy's ``html_override``.
+
+    Each type takes the q-value of the most specific range matching it (RFC 9110
+    §12.5.1: ``text/html`` before ``text/*`` before ``*/*``); ``text/html`` must have
+    a higher one, or the same one from a range listed earlier. One range matching
+    both (``*/*``) prefers neither."""
+    if not accept:
+        return False
+    html, json = _preference(accept, HTML), _preference(accept, JSON)
+    if html is None or html[0] <= 0:
+        return False
+    if json is None:
+        return True
+    return html[0] > json[0] or (html[0] == json[0] and html[1] < json[1])
+
+
+def _preference(accept: str, media: str) -> tuple[float, int] | None:
+    """(q-value, position in ``accept``) of the most specific range matching ``media``."""
+    kind = media.split("/", 1)[0]
+    best: tuple[int, float, int] | None = None  # (specificity, q, position)
+    for position, item in enumerate(accept.split(",")):
+        name, _, params = item.strip().partition(";")
+        name = name.strip().lower()
+        specificity = {media: 3, f"{kind}/*": 2, "*/*": 1}.get(name, 0)
+        if not specificity or (best is not None and best[0] >= specificity):
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if not 0.0 <= q <= 1.0:  # also NaN: RFC 9110 §12.4.2 allows 0 to 1
+            q = 0.0
+        best = (specificity, q, position)
+    return None if best is None else (best[1], best[2])
+
+
 def serialize(obj: Any, media: str) -> bytes:
     if media == YAML:
         return yaml.safe_dump(obj, default_flow_style=None, allow_unicode=True, sort_keys=False).encode("utf-8")

@@ -17,6 +17,7 @@ from .http import Request, Response
 from .kinds import StreamKind
 from .negotiation import serialize
 from .router import Route
+from .files import ReadFile
 from .salt_calls import SaltCall
 
 AUTH_TOKEN_HEADER = "x-auth-token"
@@ -81,8 +82,11 @@ def no_stats(now: float) -> Mapping[str, Any]:
 
 
 Outcome = Union[Response, AcceptWebSocket, AcceptEventStream]
-Step = Union[SaltCall, Outcome]
-Handler = Generator[SaltCall, Any, Outcome]
+# What a handler yields for the binding to run in a worker thread: a Salt call, or
+# reading a file to serve (saltnado_core.files)
+Effect = SaltCall | ReadFile
+Step = Union[Effect, Outcome]
+Handler = Generator[Effect, Any, Outcome]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .files import ReadFile
 from .tokens import redact_tokens
 
 
@@ -97,8 +98,8 @@ SaltCall = (
 _NEEDS_MASTER = (PublishGrains, RunLowstate, FireEvent)
 
 
-def needs_master(call: SaltCall) -> bool:
-    """True if ``call`` cannot succeed while the master is down."""
+def needs_master(call: SaltCall | ReadFile) -> bool:
+    """True if ``call`` cannot succeed while the master is down (never a file read)."""
     return isinstance(call, _NEEDS_MASTER)
 
 

@@ -15,6 +15,11 @@ exception instance is raised by Salt instead: thrown into the handler), or a
 callable from the call to its result, which may raise as Salt would. A call the
 test did not plan for raises :class:`Unanswered` out to the test rather than
 into the handler, where it would become a quiet 500.
+
+A :class:`~saltnado_core.files.ReadFile` is answered by ``files`` when given (a
+test passes the runtime's real reader, ``saltnado_runtime.files.StaticFiles().read``,
+over files it wrote: the core itself never opens one), else from ``answers`` like
+a Salt call.
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ from typing import Any, TypeVar
 from .app import App
 from .connection import ServerConnection
 from .driving import DriveStep, Served, serve_requests
+from .files import FileAnswer, ReadFile
 from .http import Request
-from .outcomes import Outcome
-from .salt_calls import SaltCall
+from .outcomes import Effect, Outcome
 
 __all__ = ["Answers", "Driver", "ScriptedSalt", "Unanswered", "handle"]
 
-Answers = Mapping[type, Any] | Callable[[SaltCall], Any]
+Answers = Mapping[type, Any] | Callable[[Effect], Any]
+FileReader = Callable[[ReadFile], FileAnswer]
 R = TypeVar("R")
 
 
@@ -42,14 +48,20 @@ class Unanswered(LookupError):
 class ScriptedSalt:
     """Salt as a test scripts it: each call answered from ``answers`` and logged."""
 
-    def __init__(self, answers: Answers) -> None:
+    def __init__(self, answers: Answers, files: FileReader | None = None) -> None:
         self.answers = answers
-        self.calls: list[SaltCall] = []  # every call asked, in order
+        self.files = files
+        self.calls: list[Effect] = []  # every call asked, in order
 
-    def ask(self, call: SaltCall) -> tuple[Any, Exception | None]:
+    def ask(self, call: Effect) -> tuple[Any, Exception | None]:
         """Log ``call`` and answer it: ``(result, None)``, or ``(None, exc)`` when
         Salt raises. Raises :class:`Unanswered` if ``answers`` has nothing for it."""
         self.calls.append(call)
+        if isinstance(call, ReadFile) and self.files is not None:
+            try:
+                return self.files(call), None
+            except Exception as exc:  # as the runtime's worker thread would hand it back
+                return None, exc
         if isinstance(self.answers, Mapping):
             if type(call) not in self.answers:
                 raise Unanswered(call)
@@ -91,17 +103,24 @@ class Driver:
     """
 
     def __init__(
-        self, conn: ServerConnection, app: App, answers: Answers, *, now: float, stream_calls: bool = False
+        self,
+        conn: ServerConnection,
+        app: App,
+        answers: Answers,
+        *,
+        now: float,
+        stream_calls: bool = False,
+        files: FileReader | None = None,
     ) -> None:
         self.conn = conn
         self.app = app
-        self.salt = ScriptedSalt(answers)
+        self.salt = ScriptedSalt(answers, files)
         self.now = now
         self.stream_calls = stream_calls
         self.served: list[Served] = []  # every request answered, in order
 
     @property
-    def calls(self) -> list[SaltCall]:
+    def calls(self) -> list[Effect]:
         """Every Salt call asked, in order (requests' and, with ``stream_calls``, streams')."""
         return self.salt.calls
 
@@ -134,8 +153,10 @@ class Driver:
         return served
 
 
-def handle(app: App, request: Request, answers: Answers, *, now: float) -> tuple[Outcome, list[SaltCall]]:
+def handle(
+    app: App, request: Request, answers: Answers, *, now: float, files: FileReader | None = None
+) -> tuple[Outcome, list[Effect]]:
     """``request`` through ``app`` alone (no connection), Salt answered from
-    ``answers``: the outcome and the Salt calls asked, in order."""
-    salt = ScriptedSalt(answers)
+    ``answers`` (files read by ``files``): the outcome and the calls asked, in order."""
+    salt = ScriptedSalt(answers, files)
     return salt.run(app.handle(request, now).steps()), salt.calls

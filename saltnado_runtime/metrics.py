@@ -50,7 +50,7 @@ from saltnado_core.outcomes import Exposition
 from saltnado_core.salt_calls import PublishGrains, RunLowstate, SaltCall, ScanTokenStore
 from saltnado_core.subscriptions import Subscriptions
 
-UNMATCHED = "unmatched"  # the route label of a request no route matched (404, or a preflight)
+UNMATCHED = "unmatched"  # the route label of a request no route or mount matched (404, or a preflight)
 REFUSED = "refused"  # … of one the connection refused before routing (400, 408, 413, 431, 503)
 OTHER_CLIENT = "other"  # a lowstate client not in SUPPORTED_CLIENTS (Salt refuses it)
 

@@ -3,8 +3,8 @@ bridge and the logs.
 
 A binding owns sockets, tasks and timers and calls in here; nothing here opens
 a socket or starts a task. The coroutines are framework-neutral: they await only
-what the binding passes in — ``salt``, which runs one Salt call in a bounded
-worker thread, and ``spawn``, which starts a task in a task group the binding
+what the binding passes in — ``salt``, which runs one effect (a Salt call, or a
+file to serve: :meth:`Service.execute`) in a bounded worker thread, and ``spawn``, which starts a task in a task group the binding
 owns — so the trio and asyncio bindings run the very same request path.
 """
 
@@ -21,14 +21,19 @@ from typing import Any
 from saltnado_core import App, EventStreams, SaltCall, ServerConnection, Settings
 from saltnado_core.buslink import EventBusLink
 from saltnado_core.driving import Served, serve_requests
+from saltnado_core.files import ReadFile
 from saltnado_core.formatted import FormattedView
+from saltnado_core.outcomes import Effect
 from saltnado_core.pacing import Pacing
 from saltnado_core.revocation import RecheckCall, TokenRecheck
 from saltnado_core.salt_calls import MasterUnavailable
+from saltnado_core.static import Site
+from saltnado_dashboard import DIRECTORY as DASHBOARD_DIRECTORY
 from saltnado_core.subscriptions import Subscriptions
 from saltnado_core.tokens import redact_path
 from saltnado_salt import SaltBridge
 
+from .files import StaticFiles
 from .hub import EventHub
 from .logs import redact_salt_logs, redact_saltnado_logs
 from .metrics import ServiceMetrics
@@ -38,7 +43,7 @@ log = logging.getLogger("saltnado.server")
 access_log = logging.getLogger("saltnado.access")
 feed_log = logging.getLogger("saltnado.feed")
 
-SaltRunner = Callable[[SaltCall], Awaitable[Any]]  # runs a call in a worker thread
+SaltRunner = Callable[[Effect], Awaitable[Any]]  # runs a call (Service.execute) in a worker thread
 Spawn = Callable[[Callable[[], Awaitable[None]]], Any]  # starts a task the binding owns
 
 
@@ -60,9 +65,13 @@ class Service:
         # GET /metrics and /stats: the core's figures read when asked, and this
         # service's own counts of requests and Salt calls
         self.metrics = ServiceMetrics(self.streams, self.link, self.subscriptions, self.connections, time.time())
-        self.app = App(settings, health=self.link.health, metrics=self.metrics.exposition, stats=self.metrics.stats)
+        self.app = App(
+            settings, health=self.link.health, metrics=self.metrics.exposition, stats=self.metrics.stats,
+            site=Site.from_settings(settings, str(DASHBOARD_DIRECTORY)),
+        )
         redact_saltnado_logs()  # tokens never reach a log (idempotent)
         self.bridge = SaltBridge(master_opts, on_salt_loaded=redact_salt_logs)
+        self.files = StaticFiles(settings.static_cache_bytes)
         self.recheck = TokenRecheck()
         # Salt calls in progress that need the master, each with how to give up on it
         self._master_calls: set[Callable[[], None]] = set()
@@ -160,6 +169,14 @@ class Service:
             self.connections.get(conn, _nothing)()
 
     # -- Salt calls --------------------------------------------------------------
+    def execute(self, call: Effect) -> Any:
+        """Run one effect a handler yielded; blocks, so only in a worker thread (the
+        binding's ``salt`` runner). A file to serve is read here, never through the
+        Salt bridge: it needs no master (``needs_master`` is False for it)."""
+        if isinstance(call, ReadFile):
+            return self.files.read(call)
+        return self.bridge.execute(call)
+
     async def respond(self, conn: ServerConnection, salt: SaltRunner) -> None:
         """Answer every complete request ``conn`` holds, in order: the core's loop
         (:func:`~saltnado_core.driving.serve_requests`), each Salt call awaited
@@ -191,9 +208,11 @@ class Service:
             log.error("error handling %s %s", request.method, target, exc_info=served.error)
         access_log.info("%s %s %d %.1fms", request.method, target, served.status, seconds * 1000)
 
-    async def _salt(self, call: SaltCall, salt: SaltRunner) -> Any:
-        """``await salt(call)``, counted and timed for /metrics (the worker-thread
-        queue included: the time the caller waits)."""
+    async def _salt(self, call: Effect, salt: SaltRunner) -> Any:
+        """``await salt(call)``; a Salt call is counted and timed for /metrics (the
+        worker-thread queue included: the time the caller waits), a file read is not."""
+        if isinstance(call, ReadFile):
+            return await salt(call)
         started = time.perf_counter()
         try:
             result = await salt(call)

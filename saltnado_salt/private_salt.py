@@ -137,6 +137,7 @@ class PrivateSalt:
     username: str = "saltdev"  # listed under external_auth: auto, with full access
     eauth_users: dict = field(default_factory=dict)  # more external_auth: auto users → their permissions
     extra_master_opts: dict = field(default_factory=dict)
+    api_opts: dict = field(default_factory=dict)  # more keys of the rest_tornado: block
 
     # set by start()
     config_dir: Path = field(init=False, default=None)
@@ -234,6 +235,15 @@ class PrivateSalt:
         """True while minion ``mid``'s key waits for acceptance."""
         return (self._pki_dir / "minions_pre" / mid).exists()
 
+    def add_pending_key(self, mid: str, like: str = "minion1") -> None:
+        """Put a key for ``mid`` in ``salt-key -L``'s unaccepted list, as a minion's first
+        contact would: minion ``like``'s accepted public key (a real one) under
+        ``minions_pre/<mid>``. Nothing runs as ``mid``: delete the key when done
+        (``salt_key("-d", mid, "-y")``), or commands to ``*`` wait for it once accepted."""
+        pending = self._pki_dir / "minions_pre"
+        pending.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._pki_dir / "minions" / like, pending / mid)
+
     def salt_key(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run ``salt-key -c config_dir <args>``."""
         return self._run("salt-key", *args, timeout=timeout)
@@ -291,7 +301,7 @@ class PrivateSalt:
             "external_auth": {"auto": {self.username: [".*", "@runner", "@wheel", "@jobs"], **self.eauth_users}},
             "open_mode": False, "auto_accept": False,
             "rest_tornado": {"port": self.api_port, "address": "127.0.0.1",
-                             "disable_ssl": True, "websockets": True},
+                             "disable_ssl": True, "websockets": True, **self.api_opts},
             **self.extra_master_opts,
         }
         self.master_config_path.write_text(yaml.safe_dump(master, sort_keys=False))

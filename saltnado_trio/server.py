@@ -27,7 +27,8 @@ from typing import Any
 
 import trio
 
-from saltnado_core import SaltCall, ServerConnection, Settings
+from saltnado_core import ServerConnection, Settings
+from saltnado_core.outcomes import Effect
 from saltnado_core.pacing import Pacing
 from saltnado_core.salt_calls import MasterUnavailable, needs_master
 from saltnado_runtime import ServedMaster, Wakeup
@@ -146,9 +147,10 @@ class Server(ServedMaster):
 
     async def _writer(self, stream: trio.abc.Stream, conn: ServerConnection, wake: _TaskWake, direct: _Direct) -> None:
         while True:
-            data = conn.data_to_send()
-            if direct.pending:  # the rest of a direct write goes first
-                data, direct.pending = direct.pending + data, b""
+            if direct.pending:  # the rest of a direct write goes first, alone: joined to
+                data, direct.pending = direct.pending, b""  # the next slice of a body, it is a copy
+            else:
+                data = conn.data_to_send()
             if not data and conn.finished:
                 return
             direct.keep_deadline()
@@ -160,16 +162,17 @@ class Server(ServedMaster):
                     return
                 finally:
                     direct.sending = False
+                data = b""  # written: let it go before the next slice is taken
                 if direct.reading is not None:
                     direct.reading()
             else:
                 await wake.wait()
 
-    async def _salt(self, call: SaltCall) -> Any:
+    async def _salt(self, call: Effect) -> Any:
         """Run ``call`` in a worker thread. Cancelled (shutdown, a vanished client),
         the thread is abandoned: it still holds its limiter slot until Salt returns."""
         run = partial(
-            trio.to_thread.run_sync, self.service.bridge.execute, call, limiter=self.limiter, abandon_on_cancel=True
+            trio.to_thread.run_sync, self.service.execute, call, limiter=self.limiter, abandon_on_cancel=True
         )
         if not needs_master(call):
             return await run()

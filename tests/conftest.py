@@ -195,6 +195,36 @@ async def token(server: RunningServer) -> str:
     return (await trio.to_thread.run_sync(login, server.port))["token"]
 
 
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """The system Chromium under Playwright, for the whole session (tests/browser.py:
+    skipped when missing, a failure when ``CI`` is set)."""
+    from browser import launch_chromium
+
+    with launch_chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def browser_page(chromium: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh context (no cookies, no storage) and page; its screenshot is saved to
+    tests/artifacts/<test>.png when the test ends, passed or failed."""
+    from browser import BrowserPage
+
+    # A page the browser fixture answers itself (BrowserPage.serve) has no address, so
+    # Chromium's Local Network Access checks take it for a public site and block its
+    # websockets to loopback (ERR_BLOCKED_BY_LOCAL_NETWORK_ACCESS_CHECKS); a page that
+    # saltnado sent from loopback would not be. The grant gives it that standing.
+    context = chromium.new_context(permissions=["local-network-access"])
+    page = BrowserPage(context)
+    try:
+        yield page
+    finally:
+        with contextlib.suppress(Exception):  # a page that crashed has nothing to show
+            page.screenshot(request.node.nodeid.rpartition("/")[2])
+        context.close()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("SALTNADO_SKIP_SALT"):
         skip = pytest.mark.skip(reason="SALTNADO_SKIP_SALT is set")

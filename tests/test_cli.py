@@ -159,6 +159,18 @@ def test_check_config_with_tls_and_limits(tmp_path: Path, capsys: pytest.Capture
     ]
 
 
+def test_check_config_warns_of_web_app_files_it_cannot_serve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "ui").mkdir()
+    master_config(tmp_path, (
+        f"  port: 8000\n  disable_ssl: True\n  static: {tmp_path / 'ui'}\n  app: {tmp_path / 'ui' / 'index.html'}\n"
+    ))
+    status, out, err = check_config(capsys, "-c", str(tmp_path))
+    assert status == 0 and f"    static: '{tmp_path / 'ui'}' (default None)" in out.splitlines()
+    assert err == f"saltnado: warning: 'rest_tornado: app' {tmp_path / 'ui' / 'index.html'} is not a readable file: /app answers 404\n"
+
+
 @pytest.mark.parametrize(
     ("block", "error"),
     [
@@ -216,3 +228,24 @@ def test_serve_logs_unknown_keys_at_start_up(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_demo_turns_the_dashboard_on_and_prints_its_url_first() -> None:
+    import shutil
+    import tempfile
+
+    import yaml
+
+    from saltnado_cli.demo import DEMO_API_OPTS, instructions
+    from saltnado_salt.private_salt import PrivateSalt
+
+    first = instructions(8123, "saltdev").strip().splitlines()[0]
+    assert first.startswith("Dashboard: http://127.0.0.1:8123/dashboard/ "), first
+    root = tempfile.mkdtemp(prefix="sd-")  # short: Unix socket paths under it are limited
+    try:
+        lab = PrivateSalt(root=Path(root), api_opts=DEMO_API_OPTS)
+        lab._write_configs()  # what start() writes, without starting anything
+        block = yaml.safe_load(lab.master_config_path.read_text())["rest_tornado"]
+        assert block["dashboard"] is True and block["websockets"] is True and block["disable_ssl"] is True
+    finally:
+        shutil.rmtree(root)

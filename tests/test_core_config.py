@@ -306,7 +306,10 @@ def test_block_values_name_every_key_from_opts_reads() -> None:
         "formatted_max_view_bytes": 70_000, "formatted_max_return_bytes": 99, "formatted_max_job_minions": 9,
         "num_processes": 2, "metrics_disable_auth": True, "stats_disable_auth": True, "collect_stats": True,
         "slow_client_policy": "gap", "slow_client_close_code": 1008,
-        "slow_client_close_reason": "slow", **{name: 90_000 + i for i, name in enumerate(Limits.__dataclass_fields__)
+        "slow_client_close_reason": "slow", "app": "/srv/saltgui/index.html", "app_path": "/ui",
+        "static": "/srv/saltgui/static", "static_path": "/ui-static", "favicon": "/srv/saltgui/favicon.ico",
+        "dashboard": True, "dashboard_path": "/live", "static_max_file_bytes": 1000, "static_cache_bytes": 5000,
+        **{name: 90_000 + i for i, name in enumerate(Limits.__dataclass_fields__)
                                                if name not in ("overflow", "timeouts")},
         **{name: 1.5 + i for i, name in enumerate(Timeouts.__dataclass_fields__)},
     }

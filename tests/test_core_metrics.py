@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from wsproto.frame_protocol import FrameProtocol
 
 from saltnado_core import App, EventStreams, Limits, SaltEvent, ServerConnection, Settings
+from saltnado_core.app import FILES_ROUTE
 from saltnado_core.buslink import EventBusLink
 from saltnado_core.config import KNOWN_KEYS, ConfigError
 from saltnado_core.counts import STREAM_LABELS, stream_counts
@@ -261,7 +262,7 @@ def test_requests_are_labelled_by_route_name_never_by_path() -> None:
         s.labels["route"] for family in text_string_to_metric_families(body) for s in family.samples
         if "route" in s.labels
     }
-    assert routes <= set(server.app.router.names) | {"unmatched", "refused"}
+    assert routes <= set(server.app.router.names) | {FILES_ROUTE, "unmatched", "refused"}
 
 
 def test_a_refused_100_continue_head_is_labelled_with_its_route() -> None:
