@@ -26,12 +26,12 @@ from . import rest
 from .config import Settings
 from .http import HTTPError, Request, Response, error_response, status_line
 from .kinds import StreamKind, Transport
-from .negotiation import EVENT_STREAM, JSON, OFFERED, STREAM_OFFERED, allowed_origin, choose_media, serialize
+from .negotiation import EXPOSITION_OFFERED, JSON, OFFERED, STREAM_OFFERED, allowed_origin, choose_media, serialize
 from .outcomes import (
-    AUTH_COOKIE_NAME, AUTH_TOKEN_HEADER, AcceptEventStream, AcceptWebSocket, Context, Effect, Handler, Health,
-    Outcome, Step, not_following,
+    AUTH_COOKIE_NAME, AUTH_TOKEN_HEADER, AcceptEventStream, AcceptWebSocket, Context, Effect, Exposition, Handler,
+    Health, Outcome, Step, no_metrics, no_stats, not_following,
 )
-from .router import Router
+from .router import Route, Router
 from .salt_calls import GetAuthList, GetToken, classify_salt_error
 from .static import Site
 from .tokens import redact_path, redact_tokens
@@ -72,11 +72,20 @@ PREFLIGHT = Response(
 class Exchange:
     """One request's handler, driven by the binding one Salt call at a time."""
 
-    def __init__(self, handler: Handler, media: str = JSON, headers: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        media: str = JSON,
+        headers: tuple[tuple[str, str], ...] = (),
+        route: str | None = None,
+    ) -> None:
         self._handler = handler
         self._media = media
         self._headers = headers  # added to every response (CORS)
         self.error: BaseException | None = None  # an unexpected exception, for the binding's log
+        # the name of the route the request matched (None: no route), never its path:
+        # what a metric may be labelled with (a path can hold a token)
+        self.route = route
 
     def steps(self) -> Generator[Effect, Any, Outcome]:
         """The whole exchange as one generator: yields each Salt call; send its
@@ -153,11 +162,17 @@ class App:
         settings: Settings,
         handlers: Mapping[str, Callable[[Context], Handler]] = rest.HANDLERS,
         health: Callable[[], Health] = not_following,
+        metrics: Callable[[str], Exposition] = no_metrics,
+        stats: Callable[[float], Mapping[str, Any]] = no_stats,
         site: Site | None = None,
     ) -> None:
         """``handlers``: route name → handler (default: the REST endpoints);
         ``health``: the event-bus link's state, for ``GET /health``
         (:meth:`saltnado_core.buslink.EventBusLink.health`; default: never ok);
+        ``metrics``: the exposition for ``GET /metrics`` in a media type of
+        :data:`~saltnado_core.negotiation.EXPOSITION_OFFERED`, and ``stats``: the
+        sections for ``GET /stats`` at a wall-clock time (both made by the
+        runtime, ``saltnado_runtime.metrics``; default: nothing);
         ``site``: the web apps served beside the API (default: those ``settings``
         configure, without saltnado's own page, whose directory the runtime knows)."""
         self.settings = settings
@@ -165,6 +180,8 @@ class App:
         self.router = Router(settings.token_length, settings.websockets)
         self._handlers = handlers
         self._health = health
+        self._metrics = metrics
+        self._stats = stats
 
     def handle(self, request: Request, now: float) -> Exchange:
         """Start handling ``request``; ``now`` is the binding's wall-clock time."""
@@ -174,13 +191,14 @@ class App:
             cors = (("access-control-allow-origin", origin), ("vary", "Origin"))
             if origin != "*":
                 cors += (("access-control-allow-credentials", "true"),)
-        if request.method == "OPTIONS":
-            return Exchange(_answer(PREFLIGHT), JSON, cors)
-        accept = request.header("accept")
         route = self.router.match(request.path)
-        files = self.site.handler(request, route.name if route is not None else None)
+        name = route.name if route is not None else None
+        if request.method == "OPTIONS":
+            return Exchange(_answer(PREFLIGHT), JSON, cors, name)
+        accept = request.header("accept")
+        files = self.site.handler(request, name)
         if files is not None:  # a path under a mount, or a browser navigation to the app
-            return Exchange(files, choose_media(accept) or JSON, cors)
+            return Exchange(files, choose_media(accept) or JSON, cors, FILES_ROUTE)
         if route is None:
             # RFC 9110 §15.5.5: no such resource is 404 whatever the Accept (SaltGUI
             # asks for optional /static/salt-motd.txt with Accept: text/plain and
@@ -189,13 +207,18 @@ class App:
             # The path as sent, tokens masked: a mistyped stream URL holds one.
             shown = redact_tokens(redact_path(request.path, self.settings.token_length))
             return Exchange(_raise(HTTPError(404, f"no such resource: {shown}")), media, cors)
-        chosen = choose_media(accept, STREAM_OFFERED if route.name in _SSE_ROUTES else OFFERED)
+        offered = _ROUTE_OFFERED.get(route.name, OFFERED)
+        chosen = choose_media(accept, offered)
         if chosen is None:
-            reason = "cannot answer with any type in Accept; use application/json or application/x-yaml"
-            return Exchange(_answer(error_response(406, reason)), JSON, cors)
-        media = JSON if chosen == EVENT_STREAM else chosen  # a stream's errors (401 …) are JSON
-        handler = self._handlers[route.name](Context(request, route, now, self.settings, media, self._health))
-        return Exchange(handler, media, cors)
+            reason = f"cannot answer with any type in Accept; use {' or '.join(offered)}"
+            return Exchange(_answer(error_response(406, reason)), JSON, cors, name)
+        media = chosen if chosen in OFFERED else JSON  # a stream's errors (401 …) are JSON, /metrics' too
+        context = Context(request, route, now, self.settings, media, self._health, self._metrics, self._stats)
+        return Exchange(self._handlers[route.name](context), media, cors, name)
+
+    def route(self, request: Request) -> Route | None:
+        """The route ``request`` matches, or None."""
+        return self.router.match(request.path)
 
 
     def refusal(self, head: Request, now: float) -> Generator[Effect, Any, Response | None]:
@@ -213,8 +236,16 @@ class App:
         return step if isinstance(step, Response) and step.status in HEAD_STATUSES else None
 
 
-# Routes answered with text/event-stream (EventSource sends "Accept: text/event-stream").
-_SSE_ROUTES = frozenset(kind.value for kind in StreamKind if kind.transport is Transport.SSE)
+# Routes answered with other media types than JSON and YAML, and what they offer:
+# text/event-stream (EventSource sends "Accept: text/event-stream"), a metrics exposition.
+_ROUTE_OFFERED: dict[str, tuple[str, ...]] = {
+    **{kind.value: STREAM_OFFERED for kind in StreamKind if kind.transport is Transport.SSE},
+    "metrics": EXPOSITION_OFFERED,
+}
+
+# The route name of a request answered by a web-app mount (saltnado_core.static):
+# one label for every file, whatever its path
+FILES_ROUTE = "files"
 
 # What a handler may do and decide before the request's body is read.
 HEAD_CALLS = (GetToken, GetAuthList)

@@ -102,7 +102,7 @@ class BoundedQueue(Generic[T]):
     # No instance dict: an idle subscriber is this object and its empty store.
     __slots__ = (
         "_queue", "_bytes", "max_messages", "max_bytes", "wake", "overflow", "overflowed",
-        "gap_notice", "missed", "missed_total", "gaps",
+        "gap_notice", "missed", "missed_total", "gaps", "delivered",
     )
 
     size_of: Callable[[T], int]
@@ -127,6 +127,9 @@ class BoundedQueue(Generic[T]):
         self.missed = 0  # gap policy: messages dropped since the last gap notice
         self.missed_total = 0  # … and over the queue's life
         self.gaps = 0  # gap policy: how many gaps so far
+        # messages the subscriber has taken (a drain counts what it takes, not one
+        # by one), for /metrics: never touched by the fan-out's put
+        self.delivered = 0
 
     def __len__(self) -> int:
         return len(self._queue)

@@ -91,6 +91,7 @@ class Outbox(BoundedQueue[bytes]):
             return b""
         if self._bytes <= max_bytes:
             data = b"".join(queue)
+            self.delivered += len(queue)
             queue.clear()
             self._taken(self._bytes)
             return data
@@ -100,6 +101,7 @@ class Outbox(BoundedQueue[bytes]):
             count += 1
         data = b"".join(queue[:count])
         del queue[:count]
+        self.delivered += count
         self._taken(taken)
         return data
 

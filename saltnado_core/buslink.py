@@ -95,6 +95,7 @@ class EventBusLink:
         self.max_event_bytes = max_event_bytes
         self.state = BusState.STARTING
         self.connections = 0  # successful subscriptions so far
+        self.bytes_read = 0  # from the event bus, over every connection (for /metrics)
         self.down_since: str | None = None  # the stamp of the down notice, while down
         self.down_reason = ""  # the down notice's reason, while down (no path: clients read it)
         self.skipped: dict[BodyFault, int] = {}  # events whose body did not decode, by why
@@ -139,6 +140,7 @@ class EventBusLink:
         """Decode ``data`` and dispatch every complete event at wall-clock ``now``."""
         if self._connected_at is not None:
             self._settled(now)
+        self.bytes_read += len(data)
         self._decoder.feed(data)
         calls: list[SaltCall] = []
         dispatch, publish = self.streams.dispatch, self.subscriptions.publish

@@ -119,6 +119,12 @@ class Settings:
     formatted_max_return_bytes: int = MAX_RETURN_BYTES  # a larger return (or grains): a marker
     formatted_max_job_minions: int = MAX_JOB_MINIONS  # minions shown per job, the rest counted
     num_processes: int = 1  # server processes sharing the port; <= 0: one per CPU
+    # GET /metrics and GET /stats answer without a token (for a scraper on a trusted network)
+    metrics_disable_auth: bool = False
+    stats_disable_auth: bool = False  # rest_cherrypy's key
+    # rest_cherrypy's key (CherryPy's own statistics there); saltnado always counts,
+    # so it changes nothing: accepted so a rest_cherrypy block's value is not a warning
+    collect_stats: bool = False
     # Web apps, as rest_cherrypy serves them (saltnado_core.static): an HTML file at
     # app_path and every path under it, a directory at static_path, a favicon …
     app: str | None = None
@@ -205,6 +211,9 @@ class Settings:
             formatted_max_return_bytes=_positive_int(block, "formatted_max_return_bytes", MAX_RETURN_BYTES),
             formatted_max_job_minions=_positive_int(block, "formatted_max_job_minions", MAX_JOB_MINIONS),
             num_processes=_int(block, "num_processes", 1),
+            metrics_disable_auth=_bool(block, "metrics_disable_auth"),
+            stats_disable_auth=_bool(block, "stats_disable_auth"),
+            collect_stats=_bool(block, "collect_stats"),
             app=_file_path(block, "app"),
             app_path=_url_prefix(block, "app_path", "/app"),
             static=_file_path(block, "static"),

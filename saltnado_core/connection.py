@@ -242,6 +242,12 @@ class ServerConnection:
         return self.stream.token or None
 
     @property
+    def attached(self) -> bool:
+        """Joined to its stream (offered its messages): from the client being ready
+        until the stream ends. For the figures of :mod:`saltnado_core.counts`."""
+        return self.phase is Phase.STREAMING
+
+    @property
     def cut_off(self) -> bool:
         """The client is being dropped for not keeping up (its outbox overflowed,
         or a timeout ran out)."""

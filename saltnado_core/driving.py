@@ -44,6 +44,9 @@ class Served:
     outcome: Outcome
     error: BaseException | None = None  # the Exchange's unexpected error (the 500), for the error log
     by_app: bool = True  # False: refused by the connection before the app saw it (a Rejection)
+    # the matched route's name (None: none matched, or refused by the connection):
+    # what metrics label a request with, never its path (which can hold a token)
+    route: str | None = None
 
     @property
     def status(self) -> int:
@@ -87,12 +90,13 @@ def serve_requests(
         exchange = app.handle(request, wall_clock())
         outcome = yield from exchange.steps()
         conn.respond(outcome)
-        yield Served(request, outcome, exchange.error)
+        yield Served(request, outcome, exchange.error, route=exchange.route)
     head = conn.continue_wanted
     if head is not None:  # the client waits for 100 Continue: only an acceptable request gets it
         refusal = yield from app.refusal(head, wall_clock())
         conn.answer_head(refusal)
         if refusal is not None:
-            yield Served(head, refusal)
+            route = app.route(head)
+            yield Served(head, refusal, route=route.name if route is not None else None)
     for rejection in conn.take_rejections():  # answered by the connection itself
         yield Served(rejection.request, rejection.response, by_app=False)

@@ -7,6 +7,8 @@ gives YAML because it is preferred. ``*/*``, ``application/*`` or no header → 
 
 An event stream (``/events``) offers ``text/event-stream`` first
 (:data:`STREAM_OFFERED`): a browser's ``EventSource`` asks for it alone.
+``/metrics`` offers the Prometheus text format and OpenMetrics
+(:data:`EXPOSITION_OFFERED`), chosen by the same q-value rules.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ YAML = "application/x-yaml"
 EVENT_STREAM = "text/event-stream"
 OFFERED = (JSON, YAML)  # in order of preference on ties
 STREAM_OFFERED = (EVENT_STREAM, JSON, YAML)  # an event stream; its error answers are JSON or YAML
+# GET /metrics: Prometheus' text format (curl's */*), or OpenMetrics when asked (a
+# Prometheus server's Accept prefers it); its error answers are JSON
+PROMETHEUS_TEXT = "text/plain"
+OPENMETRICS = "application/openmetrics-text"
+EXPOSITION_OFFERED = (PROMETHEUS_TEXT, OPENMETRICS)
 
 
 def choose_media(accept: str | None, offered: tuple[str, ...] = OFFERED) -> str | None:

@@ -8,7 +8,7 @@ hands to :meth:`ServerConnection.respond <saltnado_core.connection.ServerConnect
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -70,6 +70,26 @@ def not_following() -> Health:
     return NOT_FOLLOWING
 
 
+@dataclass(frozen=True, slots=True)
+class Exposition:
+    """What ``GET /metrics`` answers: the server's metrics as ``content_type``
+    (the Prometheus text format or OpenMetrics, as negotiated)."""
+
+    body: bytes
+    content_type: str
+
+
+def no_metrics(media: str) -> Exposition:
+    """An App built without a metrics provider: no metrics (a valid exposition)."""
+    return Exposition(b"", "text/plain; version=0.0.4; charset=utf-8")
+
+
+def no_stats(now: float) -> Mapping[str, Any]:
+    """An App built without a stats provider: no sections (rest_cherrypy's
+    ``/stats`` answers ``{}`` when CherryPy keeps no statistics)."""
+    return {}
+
+
 Outcome = Union[Response, AcceptWebSocket, AcceptEventStream]
 # What a handler yields for the binding to run in a worker thread: a Salt call, or
 # reading a file to serve (saltnado_core.files)
@@ -88,6 +108,10 @@ class Context:
     settings: Settings
     media: str  # the negotiated output type
     health: Callable[[], Health] = not_following  # the event-bus link's state, read by GET /health
+    # the server's figures: GET /metrics' exposition in the negotiated media type,
+    # GET /stats' sections at the binding's wall-clock time
+    metrics: Callable[[str], Exposition] = no_metrics
+    stats: Callable[[float], Mapping[str, Any]] = no_stats
 
     def reply(self, status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
         return Response(status, serialize(payload, self.media), headers, self.media)

@@ -28,7 +28,7 @@ from .csrf import check_cookie_use
 from .history import FOREIGN_ID, EventId, parse_event_id
 from .http import HTTPError, Request, Response, status_line, websocket_key
 from .kinds import StreamKind, Transport, stream_kind
-from .negotiation import websocket_origin_allowed
+from .negotiation import EXPOSITION_OFFERED, PROMETHEUS_TEXT, choose_media, websocket_origin_allowed
 from .permissions import EVENTS_FORBIDDEN, may_read_events
 from .salt_calls import FireEvent, GetAuthList, GetToken, MakeToken, RemoveToken, RunLowstate, SaltCall
 from .tagfilter import BadTagPattern, TagFilter, glob_filter
@@ -359,6 +359,32 @@ def health(ctx: Context) -> Handler:
     yield  # pragma: no cover - makes this a generator
 
 
+# -- /metrics, /stats -------------------------------------------------------------
+# Counters change from one request to the next: never cached (RFC 9111 §5.2.2.5).
+NO_STORE = (("cache-control", "no-store"),)
+
+
+def metrics(ctx: Context) -> Handler:
+    """The server's metrics for Prometheus, in the text format or OpenMetrics
+    (by ``Accept``, q-values honoured; the App answered 406 if neither is
+    acceptable). A valid token (header or cookie), unless ``metrics_disable_auth``."""
+    allow(ctx, "GET", "HEAD")
+    if not ctx.settings.metrics_disable_auth:
+        yield from authenticate(ctx)
+    media = choose_media(ctx.request.header("accept"), EXPOSITION_OFFERED) or PROMETHEUS_TEXT
+    exposition = ctx.metrics(media)
+    return Response(200, exposition.body, NO_STORE, exposition.content_type)
+
+
+def stats(ctx: Context) -> Handler:
+    """rest_cherrypy's ``/stats``: the same figures as ``/metrics``, as an object of
+    sections (README, "Metrics and health"). A valid token, unless ``stats_disable_auth``."""
+    allow(ctx, "GET", "HEAD")
+    if not ctx.settings.stats_disable_auth:
+        yield from authenticate(ctx)
+    return ctx.reply(200, ctx.stats(ctx.now), NO_STORE)
+
+
 # -- websockets ----------------------------------------------------------------------
 # A browser cannot set headers on a WebSocket, so it may carry its token in the
 # subprotocols it offers: ``new WebSocket(url, ["saltnado", "saltnado.token." + token])``.
@@ -444,6 +470,8 @@ HANDLERS: Mapping[str, Callable[[Context], Handler]] = {
     "run": run,
     "hook": hook,
     "health": health,
+    "metrics": metrics,
+    "stats": stats,
     # the event streams: one handler per transport (saltnado_core.kinds)
     **{kind.value: events if kind.transport is Transport.SSE else websocket for kind in StreamKind},
 }

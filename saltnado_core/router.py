@@ -1,4 +1,5 @@
-"""The reference's URL table (``rest_tornado/__init__.py::get_application``).
+"""The reference's URL table (``rest_tornado/__init__.py::get_application``),
+plus ``/logout`` and ``/stats`` (rest_cherrypy's), ``/health`` and ``/metrics``.
 
 Routes are anchored full matches, like Tornado's. The websocket routes exist
 only with ``websockets: True`` and take a token of exactly the master's
@@ -41,6 +42,8 @@ class Router:
             ("run", r"/run"),
             ("hook", r"/hook(/.*)?"),
             ("health", r"/health"),
+            ("metrics", r"/metrics"),
+            ("stats", r"/stats"),
         ]
         for kind in StreamKind:  # websocket routes exist only with ``websockets: True``
             if kind.transport is Transport.SSE or websockets:

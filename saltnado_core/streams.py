@@ -3,7 +3,8 @@
 :meth:`EventStreams.dispatch` encodes an event once per stream that has
 subscribers (never per subscriber) and publishes the shared bytes. A
 connection joins a stream with :meth:`attach` once its client is ready and
-leaves with :meth:`detach`; both are by stream name, as routed: a
+leaves with :meth:`detach` (which adds what its outbox did to the stream's
+:attr:`EventStreams.departed` counts, :mod:`saltnado_core.counts`); both are by stream name, as routed: a
 :class:`~saltnado_core.kinds.StreamKind`, which frames what its clients are
 sent (events, gap notices, the server's notices). The tokens of
 attached connections are counted (:attr:`EventStreams.tokens`), so the periodic
@@ -21,6 +22,7 @@ subscribed to a second broadcast per kind, whose bytes carry them.
 from __future__ import annotations
 
 from .broadcast import Broadcast, Outbox
+from .counts import StreamCounts
 from .eventbus import SaltEvent
 from .formatted import FormattedStream, FormattedView
 from .history import EventHistory, EventId
@@ -61,6 +63,8 @@ class EventStreams:
             self.formatted.delta,
         )
         self.dispatched = 0  # events seen, for logs and metrics
+        # what subscribers that left each stream had done (saltnado_core.counts)
+        self.departed = {kind: StreamCounts() for kind in StreamKind}
         self.tokens: dict[str, int] = {}  # token → attached connections holding it
         self._bus_down: dict[StreamKind, bytes] | None = None  # the down notice per kind, while down
         self._next_keepalive: float | None = None  # see tick
@@ -103,6 +107,7 @@ class EventStreams:
     def detach(self, name: str, outbox: Outbox, token: str = "") -> None:
         """Unsubscribe ``outbox`` (attached with ``token``) from stream ``name``."""
         kind = STREAM_NAMES[name]
+        self.departed[kind].add(outbox, attached=False)
         if token and token in self.tokens:
             held = self.tokens.pop(token) - 1
             if held:
@@ -165,6 +170,11 @@ class EventStreams:
         """Streaming clients attached, on every stream (with and without ids)."""
         live = len(self.all_events) + len(self.events) + len(self.all_events_ids) + len(self.events_ids)
         return live + len(self.formatted)
+
+    @property
+    def broadcasts(self) -> tuple[Broadcast, ...]:
+        """Every subscriber set, each with its ``kind`` (``/formatted_events`` has two)."""
+        return self._every
 
     @property
     def dropped(self) -> int:

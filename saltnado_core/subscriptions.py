@@ -25,6 +25,7 @@ from typing import cast
 from .bounded import BoundedQueue, Overflow, dropped_event, gap_event, no_waiter
 from .broadcast import Fanout
 from .config import Limits
+from .counts import StreamCounts
 from .eventbus import SaltEvent
 from .tagfilter import glob_filter, tag_filter
 
@@ -72,6 +73,7 @@ class Subscription(BoundedQueue[SaltEvent]):
         if not self._queue:
             return None
         event = self._queue.popleft()
+        self.delivered += 1
         self._taken(self.size_of(event))
         return event
 
@@ -89,6 +91,10 @@ class Subscriptions:
         self.limits = limits
         self._fanout: Fanout[SaltEvent] = Fanout(Subscription.size_of, dropped_event)
         self._ended = False
+        # subscriptions not yet unsubscribed (a cut-off one too, until its consumer
+        # leaves), and what those that left had done: for /metrics (saltnado_core.counts)
+        self.live: set[Subscription] = set()
+        self.departed = StreamCounts()
 
     def __len__(self) -> int:
         return len(self._fanout)
@@ -118,6 +124,7 @@ class Subscriptions:
             wake,
             self.limits.overflow,
         )
+        self.live.add(subscription)
         if self._ended:
             subscription.end()
         else:
@@ -130,7 +137,11 @@ class Subscriptions:
         return self._fanout.dropped
 
     def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop offering events to ``subscription`` (idempotent)."""
         self._fanout.unsubscribe(subscription)
+        if subscription in self.live:
+            self.live.discard(subscription)
+            self.departed.add(subscription, attached=False)
 
     def publish(self, event: SaltEvent) -> int:
         """Offer ``event`` to every subscriber whose filter passes its tag;

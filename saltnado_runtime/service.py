@@ -38,6 +38,7 @@ from saltnado_salt import SaltBridge
 from .files import StaticFiles
 from .hub import EventHub
 from .logs import redact_salt_logs, redact_saltnado_logs
+from .metrics import ServiceMetrics
 from .tls import load_ssl_context
 
 log = logging.getLogger("saltnado.server")
@@ -65,11 +66,17 @@ class Service:
         self.link = EventBusLink(
             settings.sock_dir, self.streams, self.subscriptions, settings.limits.max_event_bytes, pacing
         )
-        self.app = App(settings, health=self.link.health, site=Site.from_settings(settings, str(DASHBOARD_DIRECTORY)))
+        self.connections: dict[ServerConnection, Callable[[], None]] = {}  # → its writer's wake
+        # GET /metrics and /stats: the core's figures read when asked, and this
+        # service's own counts of requests and Salt calls
+        self.metrics = ServiceMetrics(self.streams, self.link, self.subscriptions, self.connections, time.time())
+        self.app = App(
+            settings, health=self.link.health, metrics=self.metrics.exposition, stats=self.metrics.stats,
+            site=Site.from_settings(settings, str(DASHBOARD_DIRECTORY)),
+        )
         redact_saltnado_logs()  # tokens never reach a log (idempotent)
         self.bridge = SaltBridge(master_opts, on_salt_loaded=redact_salt_logs)
         self.files = StaticFiles(settings.static_cache_bytes)
-        self.connections: dict[ServerConnection, Callable[[], None]] = {}  # → its writer's wake
         self.recheck = TokenRecheck()
         # Salt calls in progress that need the master, each with how to give up on it
         self._master_calls: set[Callable[[], None]] = set()
@@ -92,6 +99,7 @@ class Service:
         to ``conn``, answer its requests, start the Salt calls its stream needs, and
         wake its writer."""
         if data is not None:
+            self.metrics.client_bytes_read += len(data)
             conn.receive_data(data)
         await self.respond(conn, salt)
         for call in conn.take_salt_calls():
@@ -154,12 +162,15 @@ class Service:
 
     async def _recheck_token(self, call: RecheckCall, salt: SaltRunner) -> None:
         try:
-            answer = await salt(call)
+            answer = await self._salt(call, salt)
         except Exception as exc:
             self.recheck.failed(call)
+            self.metrics.token_recheck(call, ok=False)
             log.warning("re-checking streams' tokens failed (the streams stay open): %s", type(exc).__name__)
             return
-        for conn in self.recheck.done(call, answer, time.time(), self.connections):
+        closed = self.recheck.done(call, answer, time.time(), self.connections)
+        self.metrics.token_recheck(call, ok=True, closed=len(closed))
+        for conn in closed:
             self.connections.get(conn, _nothing)()
 
     # -- Salt calls --------------------------------------------------------------
@@ -186,7 +197,7 @@ class Service:
                     step = next(steps)
                     continue
                 try:
-                    result = await salt(step)
+                    result = await self._salt(step, salt)
                 except Exception as exc:
                     step = steps.throw(exc)
                 else:
@@ -195,15 +206,30 @@ class Service:
             pass
 
     def _log_request(self, served: Served, seconds: float) -> None:
+        self.metrics.request(served, seconds)
         request = served.request
         target = redact_path(request.target, self.settings.token_length)
         if served.error is not None:
             log.error("error handling %s %s", request.method, target, exc_info=served.error)
         access_log.info("%s %s %d %.1fms", request.method, target, served.status, seconds * 1000)
 
+    async def _salt(self, call: Effect, salt: SaltRunner) -> Any:
+        """``await salt(call)``; a Salt call is counted and timed for /metrics (the
+        worker-thread queue included: the time the caller waits), a file read is not."""
+        if isinstance(call, ReadFile):
+            return await salt(call)
+        started = time.perf_counter()
+        try:
+            result = await salt(call)
+        except Exception:
+            self.metrics.salt_call(call, time.perf_counter() - started, ok=False)
+            raise
+        self.metrics.salt_call(call, time.perf_counter() - started, ok=True)
+        return result
+
     async def _stream_salt_call(self, conn: ServerConnection, call: SaltCall, salt: SaltRunner) -> None:
         try:
-            await salt(call)
+            await self._salt(call, salt)
         except Exception as exc:
             log.warning("%r for a streaming client failed: %s: %s", call, type(exc).__name__, exc)
             conn.salt_call_done(call, exc)
@@ -214,7 +240,7 @@ class Service:
     async def background_salt_call(self, call: SaltCall, salt: SaltRunner) -> None:
         """A call the event streams need (grains of new minions); failures are logged."""
         try:
-            await salt(call)
+            await self._salt(call, salt)
         except Exception as exc:
             log.warning("%r failed: %s: %s", call, type(exc).__name__, exc)
 

@@ -181,8 +181,6 @@ def test_saltgui_event_source_gets_events_with_the_session_cookie(
     assert browser_page.unexpected_errors() == []
 
 
-# Only a failed assertion (the 404) is expected: a browser missing under CI stays an error.
-@pytest.mark.xfail(reason="GET /stats is not served on this branch yet", raises=AssertionError, strict=False)
 def test_saltgui_stats(browser_page: BrowserPage, gui_server: ServerThread) -> None:
     page = open_page(browser_page, gui_server)
     login(page)

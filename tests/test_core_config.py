@@ -318,7 +318,7 @@ def test_block_values_name_every_key_from_opts_reads() -> None:
         "websockets": True, "debug": True, "cors_origin": ["https://a.example"], "webhook_disable_auth": True,
         "webhook_headers": ("x-github-event",), "disable_ssl": False, "formatted_max_jobs": 7, "formatted_max_job_age": 3600,
         "formatted_max_view_bytes": 70_000, "formatted_max_return_bytes": 99, "formatted_max_job_minions": 9,
-        "num_processes": 2, "event_history_max_events": 5, "event_history_max_bytes": 20_000, "slow_client_policy": "gap", "slow_client_close_code": 1008,
+        "num_processes": 2, "metrics_disable_auth": True, "stats_disable_auth": True, "collect_stats": True, "event_history_max_events": 5, "event_history_max_bytes": 20_000, "slow_client_policy": "gap", "slow_client_close_code": 1008,
         "slow_client_close_reason": "slow", "app": "/srv/saltgui/index.html", "app_path": "/ui",
         "static": "/srv/saltgui/static", "static_path": "/ui-static", "favicon": "/srv/saltgui/favicon.ico",
         "dashboard": True, "dashboard_path": "/live", "static_max_file_bytes": 1000, "static_cache_bytes": 5000,

@@ -79,6 +79,8 @@ ENDPOINTS = [
     Endpoint("hook", "/hook", ("POST",), body=True),
     Endpoint("hook", "/hook/ci/build", ("POST",), body=True),
     Endpoint("health", "/health", ("GET", "HEAD")),
+    Endpoint("metrics", "/metrics", ("GET", "HEAD")),
+    Endpoint("stats", "/stats", ("GET", "HEAD")),
     Endpoint("all_events", f"/all_events/{TOKEN}", ("GET",)),
     Endpoint("formatted_events", f"/formatted_events/{TOKEN}", ("GET",)),
     Endpoint("all_events", "/all_events", ("GET",)),  # the token in a header, cookie or subprotocol
@@ -86,7 +88,7 @@ ENDPOINTS = [
 ]
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "TRACE", "BREW")
 UNKNOWN_PATHS = [
-    "/nope", "/keys", "/token", "/stats", "/ws", "/minion", "/login/", "/logout/now", "/run/x", "/events/6d1b722e",
+    "/nope", "/keys", "/token", "/stats/", "/metrics/x", "/ws", "/minion", "/login/", "/logout/now", "/run/x", "/events/6d1b722e",
     "/hookx", "/LOGIN", "/all_events/", f"/all_events/{TOKEN[:20]}", f"/all_events/{TOKEN}/x",
     f"/all_events/{'g' * 64}", "/formatted_events/", "/%00",
 ]
@@ -213,8 +215,8 @@ def cases(limits: Limits, token: str = TOKEN) -> list[Case]:
             add(Case(f"405 {method} {ep.path}", request(method, ep.path), 405, reason, ep.methods, method == "HEAD"))
         method = ep.methods[0]
         for accept in UNACCEPTABLE:
-            if ep.path == "/events" and accept.startswith("text/*"):
-                continue  # /events offers text/event-stream: text/* is acceptable there
+            if ep.path in ("/events", "/metrics") and accept.startswith("text/*"):
+                continue  # /events offers text/event-stream, /metrics text/plain: text/* is acceptable there
             add(Case(f"406 {ep.path} Accept: {accept}", request(method, ep.path, {"Accept": accept}), 406,
                      "cannot answer with any type in Accept"))
         big = limits.max_body_bytes + 1
