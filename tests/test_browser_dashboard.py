@@ -2,17 +2,13 @@
 session's real master: log in, minion1 with its grains, a command run from the page
 and its job completing, live events (filtered, paused), a pending key accepted,
 log out — and the same page on a phone's screen, driven from the keyboard.
-
-Until the server serves ``/dashboard/`` itself (``dashboard: True``), the page's
-files are served at saltnado's origin by the browser fixture from the package
-directory (:func:`open_dashboard`); once it does, the server's own copy is used.
+The server serves the page itself (``dashboard: True``), from the package.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +17,6 @@ import pytest
 
 from browser import BrowserPage, ServerThread, expect, same_origin_settings
 from conftest import login
-from saltnado_core import Settings
 from saltnado_dashboard import DIRECTORY
 
 pytestmark = pytest.mark.salt
@@ -35,24 +30,16 @@ README_PNG = os.environ.get("SALTNADO_DASHBOARD_PNG")
 
 @pytest.fixture(scope="module")
 def dash_server(salt_lab: Any, master_opts: dict[str, Any]) -> Iterator[ServerThread]:
-    changes = {"dashboard": True} if "dashboard" in Settings.__dataclass_fields__ else {}
-    with ServerThread("trio", salt_lab, master_opts, same_origin_settings(master_opts, **changes)) as server:
+    with ServerThread("trio", salt_lab, master_opts, same_origin_settings(master_opts, dashboard=True)) as server:
         yield server
-
-
-def serves_dashboard(base: str) -> bool:
-    """Does the server answer ``GET /dashboard/`` itself (anything but 404)?"""
-    try:
-        with urllib.request.urlopen(base + PATH, timeout=10):
-            return True
-    except urllib.error.HTTPError as error:
-        return error.code != 404
 
 
 def open_dashboard(browser_page: BrowserPage, server: ServerThread) -> Any:
     url = server.base + PATH
-    if not serves_dashboard(server.base):
-        browser_page.serve_directory(url, DIRECTORY)
+    # the package's own files, as the server sends them (not a copy the test serves)
+    with urllib.request.urlopen(url + "app.js", timeout=10) as answer:
+        assert answer.headers["content-type"] == "text/javascript; charset=utf-8"
+        assert answer.read() == (DIRECTORY / "app.js").read_bytes()
     browser_page.page.goto(url)
     return browser_page.page
 
