@@ -27,6 +27,8 @@ from .salt_calls import SaltCall
 
 # each stream's route name → its kind (``name in STREAM_NAMES``; a name no stream has is a KeyError)
 STREAM_NAMES = {kind.value: kind for kind in StreamKind}
+# the kinds served from the shared formatted view (saltnado_core.formatted)
+FORMATTED_KINDS = frozenset({StreamKind.FORMATTED_EVENTS, StreamKind.WS_FORMATTED})
 # the server's own notices when the event bus goes down and comes back (buslink.py)
 BUS_DOWN_TAG = "saltnado/bus/down"
 BUS_UP_TAG = "saltnado/bus/up"
@@ -37,12 +39,14 @@ class EventStreams:
         """``view``: the ``/formatted_events`` view with its bounds (None: the defaults)."""
         self.all_events = Broadcast(StreamKind.ALL_EVENTS)
         self.events = Broadcast(StreamKind.EVENTS)  # SSE, as HTTP chunks
+        self.ws = Broadcast(StreamKind.WS)  # rest_cherrypy's /ws: "data: <json>\n\n" text frames
         self.formatted = FormattedStream(view)
         # the kinds sent every event as it comes, by kind, with each kind's framing
-        # looked up once (/formatted_events is sent its view's changes instead)
-        self._live = {broadcast.kind: broadcast for broadcast in (self.all_events, self.events)}
+        # looked up once (/formatted_events and /ws?format_events are sent their
+        # view's changes instead)
+        self._live = {broadcast.kind: broadcast for broadcast in (self.all_events, self.events, self.ws)}
         self._framed = tuple((broadcast.kind.frame, broadcast) for broadcast in self._live.values())
-        self._every = (self.all_events, self.events, self.formatted.full, self.formatted.delta)
+        self._every = (self.all_events, self.events, self.ws, *self.formatted.broadcasts)
         self.dispatched = 0  # events seen, for logs and metrics
         self.tokens: dict[str, int] = {}  # token → attached connections holding it
         self._bus_down: dict[StreamKind, bytes] | None = None  # the down notice per kind, while down
@@ -57,8 +61,8 @@ class EventStreams:
         if token:
             self.tokens[token] = self.tokens.get(token, 0) + 1
         calls: list[SaltCall] = []
-        if kind is StreamKind.FORMATTED_EVENTS:
-            calls = self.formatted.attach(outbox, token, delta)
+        if kind in FORMATTED_KINDS:
+            calls = self.formatted.attach(outbox, token, delta, listed=kind is StreamKind.WS_FORMATTED)
         else:
             self._live[kind].subscribe(outbox)
         if self._bus_down is not None:
@@ -72,7 +76,7 @@ class EventStreams:
             held = self.tokens.pop(token) - 1
             if held:
                 self.tokens[token] = held
-        if kind is StreamKind.FORMATTED_EVENTS:
+        if kind in FORMATTED_KINDS:
             self.formatted.detach(outbox)
         else:
             self._live[kind].unsubscribe(outbox)
