@@ -356,3 +356,10 @@ def test_a_client_flooding_messages_without_reading_is_not_read_from() -> None:
     message = client_text("x" * 100)
     driver.conn.receive_data(message * (Limits().write_chunk_bytes // len(RECEIVED) + 10))
     assert driver.conn.input_paused  # the acknowledgements it leaves unread are bounded
+
+
+def test_a_ws_path_token_is_masked_in_logs_whatever_its_shape() -> None:
+    from saltnado_core.tokens import redact_path
+
+    assert redact_path(f"/ws/{TOKEN}?format_events", 64) == "/ws/<token>?format_events"
+    assert redact_path("/ws/short-session-id", 64) == "/ws/<token>"
