@@ -111,45 +111,51 @@ async def test_token_makes_a_salt_token_that_runs_commands(server: RunningServer
 
 
 def ws_messages(port: int, token: str, target: str, header: bool, until: Any) -> list[str]:
-    """Open ``target``, say ready, run a test.ping, read text messages until ``until(msg)``."""
+    """Open ``target``, say ready, run a test.ping, read text messages until
+    ``until(message, its jid)``, then send one more message and read up to its
+    acknowledgement; returns the messages up to the one ``until`` accepted."""
     headers = [f"X-Auth-Token: {token}"] if header else []
     ws = websocket.create_connection(f"ws://127.0.0.1:{port}{target}", timeout=60, header=headers)
     try:
         ws.send("websocket client ready")
         messages = [ws.recv()]
-        call(port, "POST", "/", {"client": "local_async", "tgt": "minion1", "fun": "test.ping"}, token)
-        while not until(messages[-1]):
+        _, _, started = call(port, "POST", "/", {"client": "local_async", "tgt": "minion1", "fun": "test.ping"}, token)
+        jid = started["return"][0]["jid"]
+        while not until(messages[-1], jid):
             messages.append(ws.recv())
-        ws.send("hello")
-        while messages[-1] != "server received message":
-            messages.append(ws.recv())
+        ws.send("hello")  # answered too, after whatever the stream sends meanwhile
+        while ws.recv() != "server received message":
+            pass
         return messages
     finally:
         ws.close()
 
 
 async def test_ws_streams_events_as_rest_cherrypy(server: RunningServer, token: str) -> None:
-    def is_return(message: str) -> bool:
-        return message.startswith("data: ") and '"tag": "salt/job/' in message and "/ret/minion1" in message
+    def is_return(message: str, jid: str) -> bool:
+        return message.startswith("data: ") and f'"tag": "salt/job/{jid}/ret/minion1"' in message
 
     messages = await trio.to_thread.run_sync(ws_messages, server.port, token, f"/ws/{token}", False, is_return)
     assert messages[0] == "server received message"
-    event = messages[-2]
+    event = messages[-1]
     assert event.endswith("\n\n")
     assert set(json.loads(event[len("data: "):])) == {"data", "tag"}
 
 
 async def test_ws_format_events_with_the_token_in_a_header(server: RunningServer, token: str) -> None:
-    def is_jobs(message: str) -> bool:
-        return message.startswith('{"jobs"') and '"fun": "test.ping"' in message
+    jids: list[str] = []
+
+    def is_jobs(message: str, jid: str) -> bool:
+        jids.append(jid)
+        return message.startswith('{"jobs"') and jid in json.loads(message)["jobs"]
 
     messages = await trio.to_thread.run_sync(ws_messages, server.port, token, "/ws?format_events", True, is_jobs)
     assert messages[0] == "server received message"
     minions = [json.loads(m) for m in messages if m.startswith('{"minions"')]
     assert minions and isinstance(minions[0]["minions"], list)
     assert all("id" in entry for entry in minions[0]["minions"])
-    jobs = json.loads(messages[-2])["jobs"]
-    assert any(job.get("fun") == "test.ping" for job in jobs.values())
+    job = json.loads(messages[-1])["jobs"][jids[-1]]
+    assert job["fun"] == "test.ping" and job["tgt"] == "minion1" and "minion1" in job["minions"]
 
 
 # -- against salt-api's rest_cherrypy ------------------------------------------------------
@@ -214,7 +220,7 @@ async def test_documented_differences_from_rest_cherrypy(server: RunningServer, 
 async def test_ws_same_framing_as_rest_cherrypy(server: RunningServer, reference: int) -> None:
     def first_messages(port: int) -> list[str]:
         token = login_token(port)
-        def is_event(message: str) -> bool:
+        def is_event(message: str, jid: str) -> bool:
             return message.startswith("data: ")
         return ws_messages(port, token, f"/ws/{token}", False, is_event)[:2]
 
@@ -222,3 +228,23 @@ async def test_ws_same_framing_as_rest_cherrypy(server: RunningServer, reference
     theirs = await trio.to_thread.run_sync(first_messages, reference)
     assert ours[0] == theirs[0] == "server received message"
     assert ours[1].startswith("data: {") and theirs[1].startswith("data: {")
+
+
+@pytest.mark.skipif(not HAS_WS4PY, reason="salt-api serves /ws only with ws4py installed")
+async def test_ws_format_events_same_job_shape_as_rest_cherrypy(server: RunningServer, reference: int) -> None:
+    def job_keys(port: int) -> tuple[str, list[str]]:
+        token = login_token(port)
+
+        jids: list[str] = []
+
+        def is_jobs(message: str, jid: str) -> bool:
+            jids.append(jid)
+            return message.startswith('{"jobs"') and jid in json.loads(message)["jobs"]
+
+        messages = ws_messages(port, token, f"/ws/{token}?format_events", False, is_jobs)
+        job = json.loads(messages[-1])["jobs"][jids[-1]]
+        return messages[0], sorted(job)
+
+    ours = await trio.to_thread.run_sync(job_keys, server.port)
+    theirs = await trio.to_thread.run_sync(job_keys, reference)
+    assert ours == theirs
