@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from . import rest
-from .config import Settings
+from .config import Dialect, Settings
 from .http import HTTPError, Request, Response, error_response, status_line
 from .kinds import StreamKind, Transport
 from .negotiation import EXPOSITION_OFFERED, JSON, OFFERED, STREAM_OFFERED, allowed_origin, choose_media, serialize
@@ -177,7 +177,7 @@ class App:
         configure, without saltnado's own page, whose directory the runtime knows)."""
         self.settings = settings
         self.site = site if site is not None else Site.from_settings(settings)
-        self.router = Router(settings.token_length, settings.websockets)
+        self.router = Router(settings.token_length, settings.websockets, settings.dialect is Dialect.CHERRYPY)
         self._handlers = handlers
         self._health = health
         self._metrics = metrics

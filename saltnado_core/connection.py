@@ -95,6 +95,7 @@ from .tagfilter import TagFilter
 from .websocket import Closed, TextReceived, WebSocketSession
 
 READY_MESSAGE = "websocket client ready"
+RECEIVED_MESSAGE = "server received message"  # rest_cherrypy's answer to each client message on /ws
 
 
 class Phase(enum.Enum):
@@ -390,7 +391,10 @@ class ServerConnection:
             self._pinged = False
         for event in self._ws.events():
             if isinstance(event, TextReceived):
-                # The reference streams after this exact text and ignores any other.
+                # The reference streams after this exact text and ignores any other;
+                # rest_cherrypy's /ws answers every message, this one included.
+                if self.stream is not None and self.stream.kind.acknowledges:
+                    self._ws.send_text(RECEIVED_MESSAGE)
                 if event.text == READY_MESSAGE and self.phase is Phase.AWAIT_READY:
                     self._go(Event.READY)
             elif isinstance(event, Closed):

@@ -26,8 +26,10 @@ its faults fixed:
 encoded once per message mode and published to every subscriber. ``full``
 subscribers get the reference's messages (the whole ``minions`` or ``jobs``
 map on every change, without its trailing ``"\\n\\n"``); ``delta`` subscribers
-get only what changed, ``null`` for a removed minion or an evicted job. Both
-get the whole view when they become ready.
+get only what changed, ``null`` for a removed minion or an evicted job;
+``listed`` subscribers (rest_cherrypy's ``/ws?format_events``) get the full
+messages with the minions as a list of entries, as rest_cherrypy's ``SaltInfo``
+sends them. All get the whole view when they become ready.
 """
 
 from __future__ import annotations
@@ -334,6 +336,12 @@ def _strings(value: Any) -> list[str]:
     return list(value)
 
 
+def listed_minions(view: FormattedView) -> dict[str, Any]:
+    """rest_cherrypy's minions message (``event_processor.SaltInfo.publish_minions``):
+    ``{"minions": [{..., "id": mid}, ...]}``, a list in the view's order."""
+    return {"minions": [view.minion_entry(mid) for mid in view.minions]}
+
+
 def _frame(message: Mapping[str, Any]) -> bytes:
     return text_frame(dumps(message).encode("utf-8"))
 
@@ -345,31 +353,39 @@ class FormattedStream:
         self.view = view or FormattedView()
         self.full = Broadcast(StreamKind.FORMATTED_EVENTS)
         self.delta = Broadcast(StreamKind.FORMATTED_EVENTS)
+        # rest_cherrypy's /ws?format_events: full messages, minions as a list
+        self.listed = Broadcast(StreamKind.WS_FORMATTED)
+        self.broadcasts = (self.full, self.delta, self.listed)
         self._tokens: dict[Outbox, str] = {}  # subscriber → its token, newest last
 
     def __len__(self) -> int:
         return len(self._tokens)
 
-    def snapshot(self) -> list[bytes]:
-        """The whole view, as sent to a client that has just become ready."""
-        return [_frame(self.view.minions_message()), _frame(self.view.jobs_message())]
+    def snapshot(self, listed: bool = False) -> list[bytes]:
+        """The whole view, as sent to a client that has just become ready
+        (``listed``: the minions as a list, as rest_cherrypy sends them)."""
+        minions = listed_minions(self.view) if listed else self.view.minions_message()
+        return [_frame(minions), _frame(self.view.jobs_message())]
 
-    def attach(self, outbox: Outbox, token: str, delta: bool, tags: TagFilter | None = None) -> list[SaltCall]:
+    def attach(
+        self, outbox: Outbox, token: str, delta: bool, tags: TagFilter | None = None, listed: bool = False
+    ) -> list[SaltCall]:
         """Send ``outbox`` the view, subscribe it, and ask Salt for every minion's
-        grains with the client's own token (so Salt's ACLs decide).
+        grains with the client's own token (so Salt's ACLs decide). ``delta``: only
+        changes after the view; ``listed``: rest_cherrypy's shape (not with ``delta``).
 
         With ``tags``, the client is sent only the changes that events it lets
         through made (each change is published with its event's tag); the first
         view is always whole. The view itself is shared and fed every event."""
-        for frame in self.snapshot():
+        for frame in self.snapshot(listed):
             outbox.offer(frame)
-        (self.delta if delta else self.full).subscribe(outbox, tags)
+        (self.listed if listed else self.delta if delta else self.full).subscribe(outbox, tags)
         self._tokens[outbox] = token
         return [PublishGrains(None, token)]
 
     def detach(self, outbox: Outbox) -> None:
-        self.full.unsubscribe(outbox)
-        self.delta.unsubscribe(outbox)
+        for broadcast in self.broadcasts:
+            broadcast.unsubscribe(outbox)
         self._tokens.pop(outbox, None)
 
     def dispatch(self, event: SaltEvent, now: float) -> list[SaltCall]:
@@ -382,9 +398,14 @@ class FormattedStream:
                 self.full.publish(_frame(self.view.minions_message()), tag)
             if self.delta:
                 self.delta.publish(_frame({"minions": change.minions}), tag)
+            if self.listed:
+                self.listed.publish(_frame(listed_minions(self.view)), tag)
         if change.jobs:
+            jobs = _frame(self.view.jobs_message()) if self.full or self.listed else b""
             if self.full:
-                self.full.publish(_frame(self.view.jobs_message()), tag)
+                self.full.publish(jobs, tag)
+            if self.listed:  # the same message in both shapes: the same bytes
+                self.listed.publish(jobs, tag)
             if self.delta:
                 self.delta.publish(_frame({"jobs": change.jobs}), tag)
         if change.needs_grains and self._tokens:

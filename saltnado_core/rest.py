@@ -14,6 +14,7 @@ from collections.abc import Callable, Generator, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
+from . import keys as keyfiles
 from . import lowstate
 from .outcomes import (
     AUTH_COOKIE_NAME,
@@ -32,7 +33,7 @@ from .negotiation import EXPOSITION_OFFERED, PROMETHEUS_TEXT, choose_media, webs
 from .permissions import EVENTS_FORBIDDEN, may_read_events
 from .salt_calls import FireEvent, GetAuthList, GetToken, MakeToken, RemoveToken, RunLowstate, SaltCall
 from .tagfilter import BadTagPattern, TagFilter, glob_filter
-from .tokens import SECRET_QUERY_KEYS, TokenStatus, check_token, is_token_shaped
+from .tokens import SECRET_QUERY_KEYS, TokenStatus, check_token, is_token_shaped, redact_tokens
 
 
 class Unauthorized(HTTPError):
@@ -308,6 +309,86 @@ def stream_tags(params: Mapping[str, list[str]]) -> TagFilter | None:
         raise HTTPError(400, f"bad tag filter: {exc}") from None
 
 
+# -- /keys, /token (rest_cherrypy's) ----------------------------------------------------
+def keys(ctx: Context) -> Handler:
+    """``GET /keys`` → wheel ``key.list_all``, ``GET /keys/<mid>`` → ``key.finger``,
+    with the session's token; ``POST /keys`` → a key pair for a new minion."""
+    mid = ctx.route.params[0] if ctx.route.params else ""
+    if mid and ctx.request.method == "POST":
+        raise HTTPError(405, "POST to /keys, not /keys/<id>", [("allow", "GET")])
+    allow(ctx, "GET") if mid else allow(ctx, "GET", "POST")
+    if ctx.request.method == "POST":
+        return (yield from generate_keys(ctx))
+    token, _ = yield from authenticate(ctx)
+    chunk: dict[str, Any] = {"client": "wheel", "fun": "key.finger", "match": mid} if mid else {
+        "client": "wheel", "fun": "key.list_all"}
+    lowstate.check_clients([chunk], ctx.settings.enabled_clients)
+    chunk["token"] = token
+    # Salt's errors (an ACL that refuses, a master that is down) are thrown in here
+    # and answered by the Exchange, as rest_cherrypy's hypermedia_handler does.
+    result = yield RunLowstate(chunk)
+    return ctx.reply(200, {"return": keyfiles.wheel_return(result)})
+
+
+def generate_keys(ctx: Context) -> Handler:
+    """``POST /keys``: ``mid`` and eauth credentials (``username``, ``password``,
+    ``eauth``) in the body, optional ``keysize`` and ``force`` → wheel
+    ``key.gen_accept`` run with those credentials (no session, as in rest_cherrypy)
+    → the pair as ``saltkeys-<mid>.tar``."""
+    payload = body(ctx)
+    if isinstance(payload, list) and len(payload) == 1:  # rest_cherrypy reads lowstate[0]
+        payload = payload[0]
+    if not isinstance(payload, Mapping):
+        raise HTTPError(400, "send mid, username, password and eauth")
+    missing = [k for k in ("mid", "username", "password", "eauth") if not isinstance(payload.get(k), str)]
+    if missing:
+        raise HTTPError(400, f"missing or non-string field(s): {', '.join(missing)}")
+    problem = keyfiles.minion_id_problem(payload["mid"])
+    if problem:
+        raise HTTPError(400, problem)
+    try:
+        options = keyfiles.gen_accept_options(payload)
+    except ValueError as exc:
+        raise HTTPError(400, str(exc)) from None
+    mid = payload["mid"]
+    chunk = {"client": "wheel", "fun": "key.gen_accept", "id_": mid, **options}
+    lowstate.check_clients([chunk], ctx.settings.enabled_clients)
+    chunk.update({k: payload[k] for k in lowstate.CREDENTIALS})
+    result = yield RunLowstate(chunk)
+    pair = keyfiles.wheel_return(result)
+    if keyfiles.wheel_failed(result):
+        raise HTTPError(500, "key.gen_accept failed: " + redact_tokens(str(pair))[:500])
+    if not (isinstance(pair, Mapping) and isinstance(pair.get("pub"), str) and isinstance(pair.get("priv"), str)):
+        # key.gen_accept returns {} when the id has an accepted key and force is not set
+        raise HTTPError(409, "this minion id has an accepted key already; send force=true to replace it")
+    headers = (("content-disposition", keyfiles.attachment(mid)), ("cache-control", "no-store"))
+    return Response(200, keyfiles.key_tarball(pair["pub"], pair["priv"]), headers, keyfiles.TAR)
+
+
+TOKEN_FIELDS_MISSING = 'Require "username", "password", and "eauth" params'
+
+
+def make_tokens(ctx: Context) -> Handler:
+    """``POST /token``: a raw Salt token per credentials chunk, made by the runner
+    ``auth.mk_token`` run with those credentials (rest_cherrypy's ``Token``: so the
+    user needs ``@runner`` rights and ``runner`` in ``netapi_enable_clients``) →
+    ``[{"start", "token", "expire", "name", "eauth"}, …]``, without a ``return`` wrapper."""
+    allow(ctx, "POST")
+    payload = body(ctx)
+    chunks = payload if isinstance(payload, list) else [payload]
+    if not chunks or not all(
+        isinstance(c, Mapping) and all(isinstance(c.get(k), str) for k in lowstate.CREDENTIALS) for c in chunks
+    ):
+        raise HTTPError(400, TOKEN_FIELDS_MISSING)
+    lowstate.check_clients([{"client": "runner"}], ctx.settings.enabled_clients)
+    results = []
+    for chunk in chunks:
+        credentials = {k: chunk[k] for k in lowstate.CREDENTIALS}
+        results.append((yield RunLowstate({"client": "runner", "fun": "auth.mk_token", **credentials,
+                                           "kwarg": dict(credentials)})))
+    return ctx.reply(200, results)
+
+
 # -- /events, /hook ----------------------------------------------------------------
 def events(ctx: Context) -> Handler:
     allow(ctx, "GET")
@@ -437,13 +518,16 @@ def websocket(ctx: Context) -> Handler:
     host = ctx.request.header("host")
     if origin is not None and not websocket_origin_allowed(origin, host, ctx.settings.cors_origin):
         raise HTTPError(403, "Cross origin websockets not allowed")
+    kind = stream_kind(ctx.route.name)
     in_path = bool(ctx.route.params and ctx.route.params[0])
     # The reference ignores the query string: its URLs keep working whatever
     # follows the token; the token-less routes are new and refuse a token there.
     params = parse_qs(ctx.request.query, keep_blank_values=True) if in_path else stream_query(ctx.request)
+    if kind is StreamKind.WS and "format_events" in params:  # rest_cherrypy: the parameter's presence
+        kind = StreamKind.WS_FORMATTED
     ids, last = stream_ids(params)
-    if (ids or last is not None) and ctx.route.name != StreamKind.ALL_EVENTS:
-        raise HTTPError(400, "event ids are for /all_events and /events; /formatted_events is a view, not a log")
+    if (ids or last is not None) and kind is not StreamKind.ALL_EVENTS:
+        raise HTTPError(400, "event ids are for /all_events and /events; the other streams are views or rest_cherrypy's")
     offered = offered_subprotocols(ctx.request)
     token = websocket_token(ctx, offered)
     if not token or not is_token_shaped(token, ctx.settings.token_length):
@@ -454,11 +538,9 @@ def websocket(ctx: Context) -> Handler:
     if not ctx.request.wants_websocket:
         raise HTTPError(400, 'Can "Upgrade" only to "WebSocket".')
     websocket_key(ctx.request)  # validates the handshake (400/426)
-    delta = params.get("delta", [""])[-1].lower() in YES
+    delta = kind is StreamKind.FORMATTED_EVENTS and params.get("delta", [""])[-1].lower() in YES
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
-    return AcceptWebSocket(
-        stream_kind(ctx.route.name), float(record["expire"]), token, delta, tags, subprotocol, ids, last
-    )
+    return AcceptWebSocket(kind, float(record["expire"]), token, delta, tags, subprotocol, ids, last)
 
 
 HANDLERS: Mapping[str, Callable[[Context], Handler]] = {
@@ -472,8 +554,10 @@ HANDLERS: Mapping[str, Callable[[Context], Handler]] = {
     "health": health,
     "metrics": metrics,
     "stats": stats,
+    "keys": keys,
+    "token": make_tokens,
     # the event streams: one handler per transport (saltnado_core.kinds)
-    **{kind.value: events if kind.transport is Transport.SSE else websocket for kind in StreamKind},
+    **{kind.value: events if kind.transport is Transport.SSE else websocket for kind in StreamKind if kind.routed},
 }
 
 __all__ = ["HANDLERS", "RunLowstate", "Response", "sorted_permissions", "sum_permissions"]

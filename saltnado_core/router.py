@@ -1,11 +1,16 @@
 """The reference's URL table (``rest_tornado/__init__.py::get_application``),
 plus ``/logout`` and ``/stats`` (rest_cherrypy's), ``/health`` and ``/metrics``.
 
-Routes are anchored full matches, like Tornado's. The websocket routes exist
-only with ``websockets: True`` and take a token of exactly the master's
-``hash_type`` hex-digest length; any other shape is a 404, as in the reference.
-They also exist without the token segment (``/all_events``), for clients that
-send it another way (:func:`saltnado_core.rest.websocket_token`).
+Routes are anchored full matches, like Tornado's. rest_tornado's websocket
+routes exist only with ``websockets: True`` and take a token of exactly the
+master's ``hash_type`` hex-digest length; any other shape is a 404, as in the
+reference. rest_cherrypy's ``/ws`` (and its ``/keys`` and ``/token``) are
+served in both dialects: ``/ws`` under ``websockets: True``, and always for a
+``rest_cherrypy:`` block (which has no such key: salt-api serves it whenever
+ws4py is installed). Its optional path token may have any shape: a wrong one
+is a 401, as there. rest_tornado's also exist without the token segment
+(``/all_events``), for clients that send it another way
+(:func:`saltnado_core.rest.websocket_token`).
 
 Routes match the path as sent, still percent-encoded: a proxy in front that
 allows or denies by path sees the same path the router does (``/%6cogin`` is
@@ -21,7 +26,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from .kinds import StreamKind, Transport
+from .kinds import StreamKind, TokenPlace, Transport
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +36,8 @@ class Route:
 
 
 class Router:
-    def __init__(self, token_length: int = 64, websockets: bool = True) -> None:
+    def __init__(self, token_length: int = 64, websockets: bool = True, cherrypy: bool = False) -> None:
+        """``cherrypy``: the settings are a ``rest_cherrypy:`` block's (``/ws`` always served)."""
         token = rf"([0-9A-Fa-f]{{{token_length}}})"
         table = [
             ("root", r"/"),
@@ -40,16 +46,18 @@ class Router:
             ("minions", r"/minions(?:/(.*))?"),
             ("jobs", r"/jobs(?:/(.*))?"),
             ("run", r"/run"),
+            ("keys", r"/keys(?:/(.*))?"),
+            ("token", r"/token"),
             ("hook", r"/hook(/.*)?"),
             ("health", r"/health"),
             ("metrics", r"/metrics"),
             ("stats", r"/stats"),
         ]
         for kind in StreamKind:  # websocket routes exist only with ``websockets: True``
-            if kind.transport is Transport.SSE or websockets:
-                # /all_events/<token> as the reference, and /all_events (the token in a
-                # header, a cookie or a subprotocol): the parameter is "" then
-                table.append((kind.value, f"/{kind.value}(?:/{token})?" if kind.token_in_path else f"/{kind.value}"))
+            if not kind.routed:
+                continue  # a variant of another kind's route (/ws?format_events)
+            if kind.transport is Transport.SSE or websockets or (cherrypy and kind.token_place is TokenPlace.PATH_OR_HEADER):
+                table.append((kind.value, _stream_pattern(kind, token)))
         self._table = [(name, re.compile(pattern)) for name, pattern in table]
         self.names = tuple(name for name, _ in table)  # every route, in matching order
 
@@ -59,6 +67,16 @@ class Router:
             if found:
                 return Route(name, tuple(decode(g or "") for g in found.groups()))
         return None
+
+
+def _stream_pattern(kind: StreamKind, token: str) -> str:
+    if kind.token_place is TokenPlace.PATH:
+        # /all_events/<token> as the reference, and /all_events (the token in a
+        # header, a cookie or a subprotocol): the parameter is "" then
+        return f"/{kind.route}(?:/{token})?"
+    if kind.token_place is TokenPlace.PATH_OR_HEADER:
+        return f"/{kind.route}(?:/([^/]+))?"
+    return f"/{kind.route}"
 
 
 _ENCODED_SLASH = re.compile(r"(%2[fF])")

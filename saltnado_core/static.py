@@ -92,7 +92,7 @@ OCTET_STREAM = "application/octet-stream"
 
 # Stream routes are never answered with the app's HTML (an EventSource or a
 # websocket handshake is no navigation, whatever its Accept says).
-_STREAM_ROUTES = frozenset(kind.value for kind in StreamKind)
+_STREAM_ROUTES = frozenset(kind.route for kind in StreamKind)
 # An encoded separator or NUL, in the still-encoded part of a path
 _ENCODED_FORBIDDEN = re.compile(r"%(?:2f|5c|00)", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -33,6 +33,8 @@ from .tagfilter import TagFilter
 
 # each stream's route name → its kind (``name in STREAM_NAMES``; a name no stream has is a KeyError)
 STREAM_NAMES = {kind.value: kind for kind in StreamKind}
+# the kinds served from the shared formatted view (saltnado_core.formatted)
+FORMATTED_KINDS = frozenset({StreamKind.FORMATTED_EVENTS, StreamKind.WS_FORMATTED})
 # the server's own notices when the event bus goes down and comes back (buslink.py)
 BUS_DOWN_TAG = "saltnado/bus/down"
 BUS_UP_TAG = "saltnado/bus/up"
@@ -50,17 +52,18 @@ class EventStreams:
         # the same streams for clients that asked for event ids (?ids=1): other bytes
         self.all_events_ids = Broadcast(StreamKind.ALL_EVENTS)
         self.events_ids = Broadcast(StreamKind.EVENTS)
+        self.ws = Broadcast(StreamKind.WS)  # rest_cherrypy's /ws: "data: <json>\n\n" text frames
         self.formatted = FormattedStream(view)
         self.history = history if history is not None else EventHistory("0", max_events=0)
         # the kinds sent every event as it comes, by kind, with each kind's framing
-        # looked up once (/formatted_events is sent its view's changes instead)
-        self._live = {broadcast.kind: broadcast for broadcast in (self.all_events, self.events)}
+        # looked up once (/formatted_events and /ws?format_events are sent their
+        # view's changes instead)
+        self._live = {broadcast.kind: broadcast for broadcast in (self.all_events, self.events, self.ws)}
         self._framed = tuple((broadcast.kind.frame, broadcast) for broadcast in self._live.values())
         self._with_ids = {broadcast.kind: broadcast for broadcast in (self.all_events_ids, self.events_ids)}
         self._framed_ids = tuple((broadcast.kind.frame_with_id, broadcast) for broadcast in self._with_ids.values())
         self._every = (
-            self.all_events, self.events, self.all_events_ids, self.events_ids, self.formatted.full,
-            self.formatted.delta,
+            self.all_events, self.events, self.all_events_ids, self.events_ids, self.ws, *self.formatted.broadcasts,
         )
         self.dispatched = 0  # events seen, for logs and metrics
         # what subscribers that left each stream had done (saltnado_core.counts)
@@ -94,8 +97,8 @@ class EventStreams:
         if token:
             self.tokens[token] = self.tokens.get(token, 0) + 1
         calls: list[SaltCall] = []
-        if kind is StreamKind.FORMATTED_EVENTS:
-            calls = self.formatted.attach(outbox, token, delta, tags)
+        if kind in FORMATTED_KINDS:
+            calls = self.formatted.attach(outbox, token, delta, tags, listed=kind is StreamKind.WS_FORMATTED)
         else:
             if last_event_id is not None:
                 self._replay(kind, outbox, tags, last_event_id)
@@ -112,11 +115,12 @@ class EventStreams:
             held = self.tokens.pop(token) - 1
             if held:
                 self.tokens[token] = held
-        if kind is StreamKind.FORMATTED_EVENTS:
+        if kind in FORMATTED_KINDS:
             self.formatted.detach(outbox)
         else:
             self._live[kind].unsubscribe(outbox)
-            self._with_ids[kind].unsubscribe(outbox)
+            if kind in self._with_ids:  # /ws has no ids
+                self._with_ids[kind].unsubscribe(outbox)
 
     def _replay(self, kind: StreamKind, outbox: Outbox, tags: TagFilter | None, last: EventId) -> None:
         """Queue for ``outbox`` what a ``kind`` client whose newest event was

@@ -25,6 +25,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.frame_protocol import CloseReason
 
 from .kinds import CloseCode
+from .messages import text_frame
 from .wsproto_idle import between_frames
 
 
@@ -132,6 +133,13 @@ class WebSocketSession:
         if self.open:  # built here: a released wsproto connection stays released
             assert len(payload) <= 125, "RFC 6455 §5.5: a control frame's payload is at most 125 bytes"
             self._queue(bytes((0x89, len(payload))) + payload)
+
+    def send_text(self, text: str) -> None:
+        """Send a text message the client's own message caused (rest_cherrypy's
+        ``server received message``): counted in :attr:`backlog` like a pong, so a
+        client that sends without reading is not read from (``input_paused``)."""
+        if self.open:
+            self._queue(text_frame(text.encode("utf-8")))
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the close handshake (no-op once closing)."""

@@ -9,6 +9,7 @@ import math
 import pytest
 
 from saltnado_core import App, EventStreams, Limits, ServerConnection, Settings
+from saltnado_core.config import Dialect
 from saltnado_core.connection import (
     _TRANSITIONS, ConnectionMisuse, Event, Phase, next_phase,
 )
@@ -162,8 +163,14 @@ def test_every_transition_not_in_the_table_is_a_misuse() -> None:
 
 
 def test_stream_kinds_route_and_frame_as_the_table_says() -> None:
-    assert {kind.value for kind in StreamKind} <= set(App(SETTINGS).router.names)
+    assert {kind.route for kind in StreamKind} <= set(App(SETTINGS).router.names)
+    assert "ws_formatted" not in App(SETTINGS).router.names  # /ws?format_events: a variant of /ws
     assert set(App(Settings(websockets=False)).router.names) & set(StreamKind) == {"events"}
+    # a rest_cherrypy: block has no websockets key: its /ws is always served
+    cherrypy = Settings(websockets=False, dialect=Dialect.CHERRYPY)
+    assert set(App(cherrypy).router.names) & set(StreamKind) == {"events", "ws"}
+    assert StreamKind.WS.frame("t", b"{}") == text_frame(b"data: {}\n\n")
+    assert StreamKind.WS_FORMATTED.frame("t", b"{}") == text_frame(b"{}")
     assert StreamKind("all_events") is StreamKind.ALL_EVENTS  # the route name is the kind
     assert StreamKind.ALL_EVENTS.frame("t", b"{}") == text_frame(b"{}")
     assert StreamKind.EVENTS.frame("t", b"{}").endswith(b"tag: t\ndata: {}\n\n\r\n")

@@ -221,7 +221,7 @@ def test_stats_is_an_object_of_sections_never_null() -> None:
     assert scalars_only(stats)
     assert stats["saltnado"]["Current Time"] == NOW and stats["saltnado"]["Uptime"] == 60
     assert stats["saltnado"]["Start Time"] == NOW - 60
-    assert list(stats["Connections"]) == ["http", "all_events", "formatted_events", "events", "Total"]
+    assert list(stats["Connections"]) == ["http", "all_events", "formatted_events", "events", "ws", "ws_formatted", "Total"]
     assert list(stats["Streams"]) == list(STREAM_LABELS)
     assert stats["Requests"]["By Route"] == {"login": {"401": 1}}
     assert stats["Event Bus"]["State"] == "starting" and stats["Event Bus"]["Master Available"] is True

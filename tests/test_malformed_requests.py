@@ -85,10 +85,15 @@ ENDPOINTS = [
     Endpoint("formatted_events", f"/formatted_events/{TOKEN}", ("GET",)),
     Endpoint("all_events", "/all_events", ("GET",)),  # the token in a header, cookie or subprotocol
     Endpoint("formatted_events", "/formatted_events", ("GET",)),
+    Endpoint("keys", "/keys", ("GET", "POST"), body=True),
+    Endpoint("keys", "/keys/minion1", ("GET",)),
+    Endpoint("token", "/token", ("POST",), body=True),
+    Endpoint("ws", "/ws", ("GET",)),
+    Endpoint("ws", f"/ws/{TOKEN}", ("GET",)),
 ]
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "TRACE", "BREW")
 UNKNOWN_PATHS = [
-    "/nope", "/keys", "/token", "/stats/", "/metrics/x", "/ws", "/minion", "/login/", "/logout/now", "/run/x", "/events/6d1b722e",
+    "/nope", "/keysx", "/tokens", "/stats/", "/metrics/x", "/ws/", "/ws/a/b", "/minion", "/login/", "/logout/now", "/run/x", "/events/6d1b722e",
     "/hookx", "/LOGIN", "/all_events/", f"/all_events/{TOKEN[:20]}", f"/all_events/{TOKEN}/x",
     f"/all_events/{'g' * 64}", "/formatted_events/", "/%00",
 ]
@@ -210,8 +215,8 @@ def cases(limits: Limits, token: str = TOKEN) -> list[Case]:
             if method in ep.methods:
                 continue
             reason = f"method {method} not allowed here"
-            if method == "POST" and ep.path.startswith("/minions/"):
-                reason = "POST to /minions, not /minions/<id>"
+            if method == "POST" and ep.path.startswith(("/minions/", "/keys/")):
+                reason = f"POST to /{ep.route}, not /{ep.route}/<id>"
             add(Case(f"405 {method} {ep.path}", request(method, ep.path), 405, reason, ep.methods, method == "HEAD"))
         method = ep.methods[0]
         for accept in UNACCEPTABLE:

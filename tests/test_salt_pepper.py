@@ -59,3 +59,11 @@ async def test_pepper_commands(server: RunningServer, tmp_path: Path, args: tupl
     code, out, err = await trio.to_thread.run_sync(lambda: pepper(server, tmp_path, "--out", "json", *args))
     assert code == 0, err
     assert callable(check) and check(_documents(out)), out
+
+
+async def test_pepper_run_uri_gets_its_token_from_post_token(server: RunningServer, tmp_path: Path) -> None:
+    # -r/--run-uri: pepper asks rest_cherrypy's /token for a raw Salt token, then sends /run
+    args = ("--out", "json", "--run-uri", "*", "test.ping")
+    code, out, err = await trio.to_thread.run_sync(lambda: pepper(server, tmp_path, *args))
+    assert code == 0, err
+    assert _documents(out) == [{"minion1": True}]
