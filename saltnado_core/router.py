@@ -27,8 +27,16 @@ class Route:
     params: tuple[str, ...] = ()
 
 
+# The routes that need a session; rest_cherrypy's ``enable_sessions: False`` removes them.
+SESSION_ROUTES = frozenset({"login", "logout", "minions", "jobs"})
+
+
 class Router:
-    def __init__(self, token_length: int = 64, websockets: bool = True) -> None:
+    def __init__(
+        self, token_length: int = 64, websockets: bool = True, hook_path: str = "/hook", sessions: bool = True
+    ) -> None:
+        """``hook_path``: where the hook is (rest_cherrypy's ``webhook_url``), a URL
+        path of unreserved characters; ``sessions=False``: no :data:`SESSION_ROUTES`."""
         token = rf"([0-9A-Fa-f]{{{token_length}}})"
         table = [
             ("root", r"/"),
@@ -37,9 +45,11 @@ class Router:
             ("minions", r"/minions(?:/(.*))?"),
             ("jobs", r"/jobs(?:/(.*))?"),
             ("run", r"/run"),
-            ("hook", r"/hook(/.*)?"),
+            ("hook", re.escape(hook_path) + r"(/.*)?"),
             ("health", r"/health"),
         ]
+        if not sessions:
+            table = [(name, pattern) for name, pattern in table if name not in SESSION_ROUTES]
         for kind in StreamKind:  # websocket routes exist only with ``websockets: True``
             if kind.transport is Transport.SSE or websockets:
                 table.append((kind.value, f"/{kind.value}/{token}" if kind.token_in_path else f"/{kind.value}"))

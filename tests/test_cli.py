@@ -131,10 +131,10 @@ def test_check_config_says_what_it_would_serve_and_warns_of_typos(
         "  TLS: off (disable_ssl)",
         "  websockets: on",
         "  settings that differ from the defaults:",
+        "    backlog: 128 (default None)",  # rest_tornado's listen backlog, honoured
         "    slow_client_policy: 'gap' (default 'close')",
     ]
     assert err.splitlines() == [
-        "saltnado: warning: unknown key 'rest_tornado: backlog' is ignored",
         "saltnado: warning: unknown key 'rest_tornado: max_body_byte' is ignored; did you mean 'max_body_bytes'?",
     ]
 
