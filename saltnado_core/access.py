@@ -14,7 +14,7 @@ seen on a dual-stack socket as ``::ffff:10.0.0.5`` matches ``10.0.0.5``.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -108,4 +108,4 @@ def entries(addresses: Addresses | None) -> list[str] | None:
     return list(addresses.entries) if addresses is not None else None
 
 
-__all__: Iterable[str] = ["Addresses", "ApiAcl", "entries", "parse_addresses"]
+__all__ = ["Addresses", "ApiAcl", "entries", "parse_addresses"]

@@ -104,17 +104,17 @@ class Block(Mapping[str, Any]):
     when that is what the operator wrote."""
 
     dialect: Dialect
-    values: Mapping[str, Any]
+    content: Mapping[str, Any]  # saltnado key → value
     written: Mapping[str, str] = field(default_factory=dict)  # saltnado key → the key as written
 
     def __getitem__(self, key: str) -> Any:
-        return self.values[key]
+        return self.content[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.values)
+        return iter(self.content)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self.content)
 
     def where(self, key: str) -> str:
         """``'<block>: <key as written>'``, for a message."""
