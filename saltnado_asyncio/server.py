@@ -37,12 +37,15 @@ from .threads import SaltThreads
 
 class Server(ServedMaster):
     def __init__(
-        self, settings: Settings, master_opts: Mapping[str, Any], *, salt_threads: int = 8, pacing: Pacing = Pacing()
+        self, settings: Settings, master_opts: Mapping[str, Any], *, salt_threads: int | None = None,
+        pacing: Pacing = Pacing(),
     ) -> None:
+        """``salt_threads``: Salt calls run at once (default: the ``salt_threads`` setting,
+        rest_cherrypy's ``thread_pool``)."""
         super().__init__(settings, master_opts, asyncio.Event, pacing)
         # Salt's worker threads: bounded, and daemons (a call stuck on a vanished master
         # is abandoned at shutdown instead of holding up the process's exit).
-        self._threads = SaltThreads(salt_threads)
+        self._threads = SaltThreads(salt_threads or settings.salt_threads)
         self._direct = _DirectWrites()
         self._tasks: asyncio.TaskGroup | None = None
         self._main: asyncio.Task[None] | None = None
@@ -69,6 +72,7 @@ class Server(ServedMaster):
                     ssl=context, start_serving=False,
                     ssl_handshake_timeout=handshake if context is not None else None,
                     reuse_port=self.settings.num_processes != 1,  # several processes share the port
+                    **({"backlog": self.settings.backlog} if self.settings.backlog else {}),
                 )
             ]
         ready = asyncio.Event()
@@ -119,7 +123,7 @@ class Server(ServedMaster):
     async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one accepted connection until it ends (also for a host's own listener)."""
         wake = _Wake(self._direct, writer)
-        conn = wake.conn = self.service.open_connection(wake)
+        conn = wake.conn = self.service.open_connection(wake, writer.get_extra_info("peername"))
         try:
             async with asyncio.timeout(None) as deadline:
                 wake.deadline = deadline

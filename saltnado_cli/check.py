@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from saltnado_core import ConfigError, Settings
-from saltnado_core.config import block_values, unknown_key_warnings
+from saltnado_core.config import Dialect, block_values, unknown_key_warnings
 from saltnado_runtime.files import static_warnings
+from saltnado_runtime.logs import check_log_files
 from saltnado_runtime.tls import load_ssl_context
 from saltnado_salt import load_master_opts
 
@@ -19,11 +20,13 @@ from saltnado_salt import load_master_opts
 _LISTENING = ("port", "address", "disable_ssl", "ssl_crt", "ssl_key", "websockets")
 
 
-def load_settings(path: str) -> tuple[dict[str, Any], Settings]:
-    """The master options at ``path`` and the settings ``serve`` would use; raises
-    :class:`ConfigError` naming the key (or file) at fault."""
+def load_settings(path: str, api_block: str | None = None) -> tuple[dict[str, Any], Settings]:
+    """The master options at ``path`` and the settings ``serve`` would use (from the
+    ``api_block`` block: ``rest_tornado`` or ``rest_cherrypy``; None: as
+    :meth:`Settings.from_opts` chooses); raises :class:`ConfigError` naming the key
+    (or file) at fault."""
     opts = load_master_opts(path)
-    settings = Settings.from_opts(opts)
+    settings = Settings.from_opts(opts, api_block)
     load_ssl_context(settings)  # unreadable certificate or key: say so before serving
     return opts, settings
 
@@ -32,7 +35,8 @@ def describe(settings: Settings) -> list[str]:
     """What would be served: where, TLS or not, websockets, and every setting that
     differs from its default."""
     scheme = "http" if settings.disable_ssl else "https"
-    lines = [f"serves {scheme}://{settings.address or '*'}:{settings.port}"]
+    lines = [] if settings.dialect is Dialect.TORNADO else [f"reads the '{settings.dialect.value}:' block"]
+    lines.append(f"serves {scheme}://{settings.address or '*'}:{settings.port}{settings.root_prefix}")
     if settings.disable_ssl:
         lines.append("TLS: off (disable_ssl)")
     else:
@@ -45,15 +49,17 @@ def describe(settings: Settings) -> list[str]:
     return lines
 
 
-def check_config(path: str, out: TextIO, err: TextIO) -> int:
-    """Validate the config at ``path``: 0 when ``serve`` would start with it
-    (warnings allowed), 2 on an error; the report goes to ``out``, problems to ``err``."""
+def check_config(path: str, out: TextIO, err: TextIO, api_block: str | None = None) -> int:
+    """Validate the config at ``path`` (its ``api_block`` block, as ``serve`` would
+    choose it): 0 when ``serve`` would start with it (warnings allowed), 2 on an
+    error; the report goes to ``out``, problems to ``err``."""
     try:
-        opts, settings = load_settings(path)
+        opts, settings = load_settings(path, api_block)
+        check_log_files(settings)
     except ConfigError as exc:
         print(f"saltnado: error: {exc}", file=err)
         return 2
-    for warning in unknown_key_warnings(opts) + static_warnings(settings):
+    for warning in unknown_key_warnings(opts, api_block) + static_warnings(settings):
         print(f"saltnado: warning: {warning}", file=err)
     print(f"{path}: valid", file=out)
     for line in describe(settings):

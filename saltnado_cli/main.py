@@ -9,9 +9,9 @@ import os
 import sys
 
 from saltnado_core import ConfigError
-from saltnado_core.config import unknown_key_warnings
+from saltnado_core.config import Dialect, unknown_key_warnings
 from saltnado_runtime.files import static_warnings
-from saltnado_runtime.logs import redact_handlers
+from saltnado_runtime.logs import attach_log_files, redact_handlers
 
 from .check import check_config, load_settings
 from .processes import raise_open_files_limit, supervise
@@ -37,6 +37,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("-c", "--config-dir", default="/etc/salt", help="directory holding the master config")
     where.add_argument("--master-config", help="path of the master config file")
+    parser.add_argument(
+        "--api-block", choices=[dialect.value for dialect in Dialect], default=None,
+        help="the block of the master config to serve (default: the only one there is; rest_tornado when "
+        "both are there)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     check = sub.add_parser(
         "check-config",
-        help="validate the master config's rest_tornado: block as serve reads it, and say what it would serve",
+        help="validate the master config's rest_tornado: (or rest_cherrypy:) block as serve reads it, and say "
+        "what it would serve",
         description="Exit status 0: serve would start with this config (warnings about unknown keys "
         "allowed); 2: it would not, and the error names the key and what it allows.",
     )
@@ -70,14 +76,15 @@ def main(argv: list[str] | None = None) -> int:
 
     path = args.master_config or os.path.join(args.config_dir, "master")
     if args.command == "check-config":
-        return check_config(path, sys.stdout, sys.stderr)
+        return check_config(path, sys.stdout, sys.stderr, args.api_block)
     try:
-        opts, settings = load_settings(path)
+        opts, settings = load_settings(path, args.api_block)
+        configure_logging(settings.debug)
+        attach_log_files(settings)  # log_access_file, log_error_file
     except ConfigError as exc:
         print(f"saltnado: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.debug)
-    for warning in unknown_key_warnings(opts) + static_warnings(settings):
+    for warning in unknown_key_warnings(opts, args.api_block) + static_warnings(settings):
         log.warning("%s", warning)
     raise_open_files_limit(settings.limits.max_connections)
     workers = settings.num_processes if settings.num_processes > 0 else os.cpu_count() or 1

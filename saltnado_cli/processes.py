@@ -36,7 +36,7 @@ def raise_open_files_limit(max_connections: int) -> None:
     if limit < max_connections + RESERVED_FILES:
         log.warning(
             "the open-files limit (%d) is below max_connections (%d) + %d: raise it (ulimit -n, systemd "
-            "LimitNOFILE=) or lower 'rest_tornado: max_connections'",
+            "LimitNOFILE=) or lower max_connections in the API block",
             limit, max_connections, RESERVED_FILES,
         )
     log.debug("open-files limit: %d", limit)

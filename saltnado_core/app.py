@@ -177,7 +177,7 @@ class App:
         configure, without saltnado's own page, whose directory the runtime knows)."""
         self.settings = settings
         self.site = site if site is not None else Site.from_settings(settings)
-        self.router = Router(settings.token_length, settings.websockets, settings.dialect is Dialect.CHERRYPY)
+        self.router = settings.router()
         self._handlers = handlers
         self._health = health
         self._metrics = metrics
@@ -191,6 +191,12 @@ class App:
             cors = (("access-control-allow-origin", origin), ("vary", "Origin"))
             if origin != "*":
                 cors += (("access-control-allow-credentials", "true"),)
+        shown = request.path  # a 404 names the path as sent
+        refused = self._refusal(request)
+        if refused is not None:
+            return Exchange(_raise(refused), choose_media(request.header("accept")) or JSON, cors)
+        if self.settings.root_prefix:
+            request = under_prefix(request, self.settings.root_prefix)
         route = self.router.match(request.path)
         name = route.name if route is not None else None
         if request.method == "OPTIONS":
@@ -205,7 +211,7 @@ class App:
             # takes anything but 404 as an error); the body in JSON unless YAML is asked.
             media = choose_media(accept) or JSON
             # The path as sent, tokens masked: a mistyped stream URL holds one.
-            shown = redact_tokens(redact_path(request.path, self.settings.token_length))
+            shown = redact_tokens(redact_path(shown, self.settings.token_length))
             return Exchange(_raise(HTTPError(404, f"no such resource: {shown}")), media, cors)
         offered = _ROUTE_OFFERED.get(route.name, OFFERED)
         chosen = choose_media(accept, offered)
@@ -219,6 +225,19 @@ class App:
     def route(self, request: Request) -> Route | None:
         """The route ``request`` matches, or None."""
         return self.router.match(request.path)
+
+    def _refusal(self, request: Request) -> HTTPError | None:
+        """The error for a request refused whatever it asks: a client address
+        ``authorized_ips`` does not list (403 "Bad IP", rest_cherrypy's words), a
+        path outside ``root_prefix`` (404)."""
+        allowed = self.settings.authorized_ips
+        if allowed is not None and not allowed.allows(request.client):
+            return HTTPError(403, "Bad IP")
+        prefix = self.settings.root_prefix
+        if prefix and under_prefix(request, prefix) is request:
+            shown = redact_tokens(redact_path(request.path, self.settings.token_length))
+            return HTTPError(404, f"no such resource: {shown} (the API is under {prefix})")
+        return None
 
 
     def refusal(self, head: Request, now: float) -> Generator[Effect, Any, Response | None]:
@@ -250,6 +269,17 @@ FILES_ROUTE = "files"
 # What a handler may do and decide before the request's body is read.
 HEAD_CALLS = (GetToken, GetAuthList)
 HEAD_STATUSES = frozenset({401, 403, 404, 405, 406})
+
+
+def under_prefix(request: Request, prefix: str) -> Request:
+    """``request`` as the API sees it under ``root_prefix`` ``prefix``: ``/api/login``
+    → ``/login``, ``/api`` and ``/api/`` → ``/``; ``request`` itself when its path is
+    not under ``prefix``."""
+    path = request.path
+    if path != prefix and not path.startswith(prefix + "/"):
+        return request
+    rest = path[len(prefix):] or "/"
+    return replace(request, target=rest + request.target[len(path):])
 
 
 def _answer(response: Response) -> Handler:

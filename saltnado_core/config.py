@@ -9,7 +9,6 @@ numbers.
 from __future__ import annotations
 
 import difflib
-import enum
 import hashlib
 import math
 import re
@@ -17,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .access import Addresses, ApiAcl, entries, parse_addresses
+from .blocks import CHERRYPY_KEYS, Block, ConfigError, Dialect, block_notices, cherrypy_warnings, read_block
 from .bounded import Overflow, SlowClientPolicy
 from .formatted import MAX_JOB_MINIONS, MAX_JOBS, MAX_RETURN_BYTES, MAX_VIEW_BYTES, SNAPSHOT_SLACK
 from .kinds import CloseCode
@@ -36,19 +37,6 @@ _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # The headers that carry saltnado's own session token: webhook_headers may not list them
 # (every subscriber of the event bus would see the token).
 SESSION_HEADERS = ("x-auth-token", "cookie")
-
-
-class Dialect(str, enum.Enum):
-    """Which of Salt's API servers a master's config was written for: the name of
-    the block read (``rest_tornado:`` or ``rest_cherrypy:``). Where the two servers
-    answer differently, a handler answers as the one its clients expect."""
-
-    TORNADO = "rest_tornado"
-    CHERRYPY = "rest_cherrypy"
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be served; the message says what to change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +128,16 @@ class Settings:
     # events kept for clients resuming a stream (?ids=1, Last-Event-ID); 0: none
     event_history_max_events: int = 1000
     event_history_max_bytes: int = 4 * 1024 * 1024  # of their JSON; at most outbox_max_bytes
+    # rest_cherrypy's keys, read in either block (saltnado_core.blocks)
+    webhook_url: str = "/hook"  # the hook's path (and every path under it)
+    root_prefix: str = ""  # the whole API and its web apps under this path ("": at /)
+    enable_sessions: bool = True  # False: no /login, /logout, /minions, /jobs (404)
+    api_acl: ApiAcl | None = None  # who may log in from where (saltnado_core.access)
+    authorized_ips: Addresses | None = None  # None: every client; else others get 403 "Bad IP"
+    log_access_file: str | None = None  # the access log, also written to this file
+    log_error_file: str | None = None  # warnings and errors, also written to this file
+    salt_threads: int = 8  # worker threads for Salt calls (rest_cherrypy's thread_pool)
+    backlog: int | None = None  # the listening socket's queue (None: the event loop's default)
 
     @property
     def token_length(self) -> int:
@@ -152,25 +150,27 @@ class Settings:
         return tuple(c for c in SUPPORTED_CLIENTS if c in self.netapi_enable_clients)
 
     @classmethod
-    def from_opts(cls, opts: Mapping[str, Any]) -> Settings:
-        """Build settings from master options holding a ``rest_tornado:`` block.
+    def from_opts(cls, opts: Mapping[str, Any], api_block: Dialect | str | None = None) -> Settings:
+        """Build settings from master options holding a ``rest_tornado:`` or a
+        ``rest_cherrypy:`` block (``api_block`` names the one to read; by default
+        the only one, or ``rest_tornado:`` when both are there: see
+        :mod:`saltnado_core.blocks`).
 
         Raises :class:`ConfigError` when the block is missing, malformed, or asks
-        for TLS without a certificate (salt-api refuses to start in that case too).
+        for TLS without a certificate (salt-api refuses to start in that case too);
+        the message names the key as the block spells it.
         """
-        block = opts.get("rest_tornado")
-        if not isinstance(block, Mapping):
-            raise ConfigError("the master config has no 'rest_tornado:' block")
+        block = read_block(opts, api_block)
         if "port" not in block:
-            raise ConfigError("'rest_tornado: port' is required")
+            raise ConfigError(f"{block.where('port')} is required")
         port = _int(block, "port")
         if not 0 <= port <= 65535:
-            raise ConfigError(f"'rest_tornado: port' must be 0-65535, got {port}")
+            raise ConfigError(f"{block.where('port')} must be 0-65535, got {port}")
         disable_ssl = _bool(block, "disable_ssl")
         ssl_crt = block.get("ssl_crt")
         if not disable_ssl and not ssl_crt:
             raise ConfigError(
-                "TLS is enabled but 'rest_tornado: ssl_crt' is not set; "
+                f"TLS is enabled but {block.where('ssl_crt')} is not set; "
                 "set ssl_crt (and ssl_key) or 'disable_ssl: True'"
             )
         hash_type = str(opts.get("hash_type") or DEFAULT_HASH_TYPE)
@@ -189,7 +189,9 @@ class Settings:
             timeouts=_timeouts(block),
         )
         cors = block.get("cors_origin")
+        backlog = block.get("backlog")
         return cls(
+            dialect=block.dialect,
             port=port,
             address=block.get("address") or None,
             disable_ssl=disable_ssl,
@@ -225,6 +227,15 @@ class Settings:
             static_cache_bytes=_positive_int(block, "static_cache_bytes", 64 * 1024 * 1024),
             event_history_max_events=_history_int(block, "event_history_max_events", 1000),
             event_history_max_bytes=_history_bytes(block, limits),
+            webhook_url=_url_prefix(block, "webhook_url", "/hook"),
+            root_prefix=_root_prefix(block),
+            enable_sessions=_bool(block, "enable_sessions", True),
+            api_acl=ApiAcl.parse(block.get("api_acl"), block.where("api_acl")),
+            authorized_ips=parse_addresses(block.get("authorized_ips"), block.where("authorized_ips")),
+            log_access_file=_file_path(block, "log_access_file", empty_is_none=True),
+            log_error_file=_file_path(block, "log_error_file", empty_is_none=True),
+            salt_threads=_positive_int(block, "salt_threads", 8),
+            backlog=None if backlog is None else _positive_int(block, "backlog", 1),
         ).checked_mounts()
 
     def checked_mounts(self) -> Settings:
@@ -236,19 +247,34 @@ class Settings:
             "favicon": FAVICON_PATH if self.favicon else None,
             "dashboard_path": self.dashboard_path if self.dashboard else None,
         }
-        router = Router(self.token_length, websockets=True)
+        name = self.dialect.value
+        if self.webhook_url != "/hook":
+            route = Router(self.token_length, websockets=True).match(self.webhook_url)
+            if route is not None and route.name != "hook":
+                raise ConfigError(f"'{name}: webhook_url' {self.webhook_url} is the API's {route.name} route")
+        router = self.router(websockets=True)
         seen: dict[str, str] = {}
         for key, prefix in mounts.items():
             if prefix is None:
                 continue
             if prefix in seen:
-                raise ConfigError(f"'rest_tornado: {key}' and '{seen[prefix]}' both serve {prefix}")
+                raise ConfigError(f"'{name}: {key}' and '{seen[prefix]}' both serve {prefix}")
             seen[prefix] = key
             for path in (prefix, f"{prefix}/x", f"{prefix}/{'0' * self.token_length}"):
                 route = router.match(path)
                 if route is not None:
-                    raise ConfigError(f"'rest_tornado: {key}' {prefix} would hide the API's {path} ({route.name})")
+                    raise ConfigError(f"'{name}: {key}' {prefix} would hide the API's {path} ({route.name})")
         return self
+
+    def router(self, websockets: bool | None = None) -> Router:
+        """The API's routes under these settings (``websockets``: override the setting)."""
+        return Router(
+            self.token_length,
+            self.websockets if websockets is None else websockets,
+            cherrypy=self.dialect is Dialect.CHERRYPY,
+            hook_path=self.webhook_url,
+            sessions=self.enable_sessions,
+        )
 
 
 # Settings that come from the master config's top level, not from ``rest_tornado:``
@@ -256,11 +282,15 @@ _MASTER_LEVEL = ("sock_dir", "hash_type", "external_auth", "netapi_enable_client
 
 
 def block_values(settings: Settings) -> dict[str, Any]:
-    """``settings`` as a ``rest_tornado:`` block: every key :meth:`Settings.from_opts`
+    """``settings`` as a ``rest_tornado:`` block (a ``rest_cherrypy:`` block reads the
+    same keys: :mod:`saltnado_core.blocks`): every key :meth:`Settings.from_opts`
     reads → the value that gives ``settings`` (``from_opts`` of it gives them back)."""
     limits = settings.limits
     values = {name: getattr(settings, name) for name in Settings.__dataclass_fields__ if name not in _MASTER_LEVEL}
     values["formatted_max_job_age"] = settings.formatted_max_job_age or 0  # 0: no age limit
+    values["root_prefix"] = settings.root_prefix or "/"
+    values["api_acl"] = settings.api_acl.as_config() if settings.api_acl is not None else None
+    values["authorized_ips"] = entries(settings.authorized_ips)
     values.update(
         {name: getattr(limits, name) for name in Limits.__dataclass_fields__ if name not in ("overflow", "timeouts")}
     )
@@ -273,21 +303,32 @@ def block_values(settings: Settings) -> dict[str, Any]:
     return values
 
 
-def unknown_key_warnings(opts: Mapping[str, Any]) -> list[str]:
-    """One warning per key of the ``rest_tornado:`` block that saltnado does not
-    read (a typo is otherwise silently a default), naming the nearest known key."""
-    block = opts.get("rest_tornado")
-    if not isinstance(block, Mapping):
-        return []
-    warnings = []
+def unknown_key_warnings(opts: Mapping[str, Any], api_block: Dialect | str | None = None) -> list[str]:
+    """What the operator should hear about the block served (``api_block``, as for
+    :meth:`Settings.from_opts`): which block when there are two, obsolete
+    rest_cherrypy keys, and one warning per key saltnado does not read (a typo is
+    otherwise silently a default), naming the nearest known key."""
+    try:
+        block = read_block(opts, api_block)
+    except ConfigError:
+        return []  # from_opts says why
+    warnings = block_notices(opts, api_block)
+    known = KNOWN_KEYS
+    if block.dialect is Dialect.CHERRYPY:
+        warnings += cherrypy_warnings(opts[block.dialect.value])
+        known = KNOWN_KEYS | CHERRYPY_KEYS.keys()
     for key in sorted(str(key) for key in block if key not in KNOWN_KEYS):
-        nearest = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+        written = block.written.get(key, key)
+        if written in CHERRYPY_KEYS and block.dialect is Dialect.CHERRYPY:
+            warnings.append(f"{block.where(key)} is not served by this saltnado and is ignored")
+            continue
+        nearest = difflib.get_close_matches(key, known, n=1)
         hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
-        warnings.append(f"unknown key 'rest_tornado: {key}' is ignored{hint}")
+        warnings.append(f"unknown key {block.where(key)} is ignored{hint}")
     return warnings
 
 
-def _overflow(block: Mapping[str, Any]) -> Overflow:
+def _overflow(block: Block) -> Overflow:
     """The slow-client policy: ``slow_client_policy`` (close | gap),
     ``slow_client_close_code`` (1008 | 1013) and ``slow_client_close_reason``."""
     default = Overflow()
@@ -296,25 +337,26 @@ def _overflow(block: Mapping[str, Any]) -> Overflow:
         policy = SlowClientPolicy(name)
     except ValueError:
         raise ConfigError(
-            f"'rest_tornado: slow_client_policy' must be one of {', '.join(SlowClientPolicy)}, got {name!r}"
+            f"{block.where('slow_client_policy')} must be one of {', '.join(SlowClientPolicy)}, got {name!r}"
         ) from None
     code = _int(block, "slow_client_close_code", default.code)
     if code not in (CloseCode.POLICY_VIOLATION, CloseCode.TRY_AGAIN_LATER):
-        raise ConfigError(f"'rest_tornado: slow_client_close_code' must be 1008 or 1013, got {code}")
+        raise ConfigError(f"{block.where('slow_client_close_code')} must be 1008 or 1013, got {code}")
     reason = str(block.get("slow_client_close_reason", default.reason))
     if len(reason.encode("utf-8")) > 123:  # RFC 6455 §5.5: a control frame's payload <= 125 bytes
-        raise ConfigError("'rest_tornado: slow_client_close_reason' must be at most 123 bytes of UTF-8")
+        raise ConfigError(f"{block.where('slow_client_close_reason')} must be at most 123 bytes of UTF-8")
     return Overflow(code, reason, policy)
 
 
-def _file_path(block: Mapping[str, Any], key: str) -> str | None:
+def _file_path(block: Block, key: str, empty_is_none: bool = False) -> str | None:
     """A filesystem path (``app``, ``static``, ``favicon``): a non-empty string, or
-    None when absent; whether it exists is seen when serving (and by check-config)."""
+    None when absent (or ``''`` when ``empty_is_none``: rest_cherrypy's default for
+    its log files); whether it exists is seen when serving (and by check-config)."""
     value: Any = block.get(key)
-    if value is None:
+    if value is None or (empty_is_none and value == ""):
         return None
     if not isinstance(value, str) or not value.strip() or "\x00" in value:
-        raise ConfigError(f"'rest_tornado: {key}' must be a filesystem path, got {value!r}")
+        raise ConfigError(f"{block.where(key)} must be a filesystem path, got {value!r}")
     return value
 
 
@@ -322,41 +364,50 @@ def _file_path(block: Mapping[str, Any], key: str) -> str | None:
 _URL_PREFIX = re.compile(r"(?:/(?!\.)[A-Za-z0-9._~-]+)+")
 
 
-def _url_prefix(block: Mapping[str, Any], key: str, default: str) -> str:
+def _url_prefix(block: Block, key: str, default: str) -> str:
     """A mount's URL prefix (``app_path`` …): ``/app`` (``app`` and ``/app/`` read the
     same, as rest_cherrypy reads them); never ``/``, which would hide the whole API."""
     value: Any = block.get(key, default)
     prefix = "/" + value.strip("/") if isinstance(value, str) else ""
     if not _URL_PREFIX.fullmatch(prefix):
         raise ConfigError(
-            f"'rest_tornado: {key}' must be a URL path such as {default} (letters, digits, '.', '_', '~', '-' "
+            f"{block.where(key)} must be a URL path such as {default} (letters, digits, '.', '_', '~', '-' "
             f"between slashes; not /), got {value!r}"
         )
     return prefix
 
 
-def _webhook_headers(block: Mapping[str, Any]) -> tuple[str, ...] | None:
+def _root_prefix(block: Block) -> str:
+    """``root_prefix``: ``/`` (rest_cherrypy's default) or absent → ``""``; else a URL
+    path under which the whole API is served (``/api``)."""
+    value: Any = block.get("root_prefix")
+    if value is None or value == "/":
+        return ""
+    return _url_prefix(block, "root_prefix", "/api")
+
+
+def _webhook_headers(block: Block) -> tuple[str, ...] | None:
     """``webhook_headers``: a list of header names → lower-cased (``[]``: no headers);
     absent → None (every header but the credential-like ones)."""
     value: Any = block.get("webhook_headers")
     if value is None:
         return None
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise ConfigError(f"'rest_tornado: webhook_headers' must be a list of header names, got {value!r}")
+        raise ConfigError(f"{block.where('webhook_headers')} must be a list of header names, got {value!r}")
     names = []
     for name in value:
         if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
-            raise ConfigError(f"'rest_tornado: webhook_headers' holds {name!r}, which is not a header name")
+            raise ConfigError(f"{block.where('webhook_headers')} holds {name!r}, which is not a header name")
         if name.lower() in SESSION_HEADERS:
             raise ConfigError(
-                f"'rest_tornado: webhook_headers' may not list {name}: it carries the caller's session token, "
+                f"{block.where('webhook_headers')} may not list {name}: it carries the caller's session token, "
                 "which every event subscriber would see"
             )
         names.append(name.lower())
     return tuple(names)
 
 
-def _view_bytes(block: Mapping[str, Any], limits: Limits) -> int:
+def _view_bytes(block: Block, limits: Limits) -> int:
     """``formatted_max_view_bytes``: a new ``/formatted_events`` client is sent the
     whole view at once, so it must fit the outbox with room to spare (or the
     client is cut off as too slow before it has read a byte). Unset, it is
@@ -364,38 +415,38 @@ def _view_bytes(block: Mapping[str, Any], limits: Limits) -> int:
     room = limits.outbox_max_bytes - SNAPSHOT_SLACK
     if limits.outbox_max_messages < 3 or room < 1:  # the view's two messages and a bus notice
         raise ConfigError(
-            "'rest_tornado: outbox_max_messages' must be at least 3 and 'outbox_max_bytes' more than "
+            f"{block.where('outbox_max_messages')} must be at least 3 and 'outbox_max_bytes' more than "
             f"{SNAPSHOT_SLACK}: a /formatted_events client's first view would not fit its outbox"
         )
     value = _positive_int(block, "formatted_max_view_bytes", min(MAX_VIEW_BYTES, limits.outbox_max_bytes // 4, room))
     if value > room:
         raise ConfigError(
-            f"'rest_tornado: formatted_max_view_bytes' ({value}) must be at most 'outbox_max_bytes' "
+            f"{block.where('formatted_max_view_bytes')} ({value}) must be at most 'outbox_max_bytes' "
             f"less {SNAPSHOT_SLACK} ({room}): a /formatted_events client's first view must fit its outbox"
         )
     return value
 
 
-def _history_int(block: Mapping[str, Any], key: str, default: int) -> int:
+def _history_int(block: Block, key: str, default: int) -> int:
     value = _int(block, key, default)
     if value < 0:
-        raise ConfigError(f"'rest_tornado: {key}' must be 0 (keep none) or more, got {value}")
+        raise ConfigError(f"{block.where(key)} must be 0 (keep none) or more, got {value}")
     return value
 
 
-def _history_bytes(block: Mapping[str, Any], limits: Limits) -> int:
+def _history_bytes(block: Block, limits: Limits) -> int:
     """``event_history_max_bytes``: at most ``outbox_max_bytes``, so a client
     resuming from the oldest kept event can take the whole replay."""
     value = _history_int(block, "event_history_max_bytes", min(4 * 1024 * 1024, limits.outbox_max_bytes // 2))
     if value > limits.outbox_max_bytes:
         raise ConfigError(
-            f"'rest_tornado: event_history_max_bytes' ({value}) must be at most 'outbox_max_bytes' "
+            f"{block.where('event_history_max_bytes')} ({value}) must be at most 'outbox_max_bytes' "
             f"({limits.outbox_max_bytes}): a resuming client is sent what is kept"
         )
     return value
 
 
-def _timeouts(block: Mapping[str, Any]) -> Timeouts:
+def _timeouts(block: Block) -> Timeouts:
     """Every :class:`Timeouts` field from the block: seconds, >= 0 (0: off)."""
     defaults = Timeouts()
     values = {}
@@ -406,19 +457,19 @@ def _timeouts(block: Mapping[str, Any]) -> Timeouts:
         except (TypeError, ValueError):
             seconds = math.nan
         if isinstance(value, bool) or not 0 <= seconds < math.inf:
-            raise ConfigError(f"'rest_tornado: {name}' must be a number of seconds >= 0 (0: off), got {value!r}")
+            raise ConfigError(f"{block.where(name)} must be a number of seconds >= 0 (0: off), got {value!r}")
         values[name] = seconds
     return Timeouts(**values)
 
 
-def _positive_int(block: Mapping[str, Any], key: str, default: int) -> int:
+def _positive_int(block: Block, key: str, default: int) -> int:
     value = _int(block, key, default)
     if value < 1:
-        raise ConfigError(f"'rest_tornado: {key}' must be at least 1, got {value}")
+        raise ConfigError(f"{block.where(key)} must be at least 1, got {value}")
     return value
 
 
-def _bool(block: Mapping[str, Any], key: str, default: bool = False) -> bool:
+def _bool(block: Block, key: str, default: bool = False) -> bool:
     """A YAML boolean; also the strings true/false, yes/no, on/off, 1/0 — never the
     truthiness of any string, so a quoted "false" does not turn TLS off."""
     value: Any = block.get(key)
@@ -430,18 +481,18 @@ def _bool(block: Mapping[str, Any], key: str, default: bool = False) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _BOOLEANS:
         return _BOOLEANS[value.strip().lower()]
-    raise ConfigError(f"'rest_tornado: {key}' must be True or False, got {value!r}")
+    raise ConfigError(f"{block.where(key)} must be True or False, got {value!r}")
 
 
 _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 
-def _int(block: Mapping[str, Any], key: str, default: int | None = None) -> int:
+def _int(block: Block, key: str, default: int | None = None) -> int:
     value: Any = block.get(key, default)
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"'rest_tornado: {key}' must be an integer, got {value!r}") from None
+        raise ConfigError(f"{block.where(key)} must be an integer, got {value!r}") from None
 
 
 # Every key of the ``rest_tornado:`` block saltnado reads

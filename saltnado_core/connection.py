@@ -198,6 +198,7 @@ class ServerConnection:
         overflow: Overflow | None = None,  # default: limits.overflow
         open_connections: int = 0,  # other client connections open; at max_connections → 503
         pacing: Pacing = Pacing(),
+        peer: str | None = None,  # the client's IP address, stamped on each Request as ``client``
     ) -> None:
         self.limits = limits
         self.phase = Phase.HTTP
@@ -207,7 +208,7 @@ class ServerConnection:
         self._close_handshake = pacing.close_handshake
         # HTTP until an upgrade, then None: h11's state is freed (~1 KB per idle websocket)
         self._http: HTTPConnection | None = HTTPConnection(
-            limits.max_header_bytes, limits.max_body_bytes, limits.max_header_count, limits.write_chunk_bytes
+            limits.max_header_bytes, limits.max_body_bytes, limits.max_header_count, limits.write_chunk_bytes, peer
         )
         self._refused = open_connections >= limits.max_connections
         self._rejections: list[Rejection] = []  # the 503 above, once answered

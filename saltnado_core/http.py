@@ -52,6 +52,10 @@ class Request:
     headers: tuple[tuple[str, str], ...]  # names lower-cased
     body: bytes = b""
     http_version: str = "1.1"
+    # the client's IP address, from the socket (the binding's peer; None: unknown,
+    # e.g. a Unix socket or a host that handed the connection over without one).
+    # No header (X-Forwarded-For …) is ever believed for it.
+    client: str | None = None
 
     @property
     def path(self) -> str:
@@ -159,7 +163,9 @@ class HTTPConnection:
         max_body_bytes: int = 1024 * 1024,
         max_header_count: int = 100,
         write_chunk_bytes: int = 256 * 1024,
+        peer: str | None = None,
     ) -> None:
+        self._peer = peer  # stamped on every request as Request.client
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
         self._max_header = max_header_bytes
         self._max_header_count = max_header_count
@@ -257,7 +263,7 @@ class HTTPConnection:
                 self._body += event.data
             elif isinstance(event, h11.EndOfMessage):
                 assert self._pending is not None
-                request = _to_request(self._pending, bytes(self._body))
+                request = _to_request(self._pending, bytes(self._body), self._peer)
                 self._pending = None
                 self._body.clear()
                 self._busy = True
@@ -387,7 +393,7 @@ class HTTPConnection:
             return None
         if not self._h11.they_are_waiting_for_100_continue:
             return None
-        return _to_request(self._pending, b"")
+        return _to_request(self._pending, b"", self._peer)
 
     def send_continue(self) -> None:
         """The request of :attr:`continue_wanted` is accepted: ask for its body
@@ -445,7 +451,7 @@ class HTTPConnection:
 
     def _fail(self, status: int, reason: str) -> None:
         response = error_response(status, reason, CLOSE_HEADER)
-        pending = _to_request(self._pending, b"") if self._pending is not None else UNREADABLE
+        pending = _to_request(self._pending, b"", self._peer) if self._pending is not None else UNREADABLE
         self._rejections.append(Rejection(pending, response))
         self._busy = False
         if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
@@ -526,13 +532,14 @@ def _content_length(event: h11.Request) -> int | None:
     return None
 
 
-def _to_request(event: h11.Request, body: bytes) -> Request:
+def _to_request(event: h11.Request, body: bytes, client: str | None = None) -> Request:
     return Request(
         method=event.method.decode("ascii"),
         target=event.target.decode("latin-1"),
         headers=tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers),
         body=body,
         http_version=event.http_version.decode("ascii"),
+        client=client,
     )
 
 

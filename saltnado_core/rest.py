@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -24,7 +25,9 @@ from .outcomes import (
     Context,
     Handler,
 )
+from .access import ApiAcl
 from .bodies import parse_body
+from .blocks import Dialect
 from .csrf import check_cookie_use
 from .history import FOREIGN_ID, EventId, parse_event_id
 from .http import HTTPError, Request, Response, status_line, websocket_key
@@ -52,6 +55,28 @@ UNAUTHORIZED = Unauthorized
 # X-Hub-Signature-256, X-Session-Id … (a word list: a deny-list of names always misses one).
 # ``webhook_headers`` replaces this with an allow-list.
 CREDENTIAL_WORDS = re.compile("auth|token|key|secret|cookie|session|passw|signature|credential")
+
+
+@dataclass(frozen=True, slots=True)
+class Shapes:
+    """Where rest_tornado and rest_cherrypy answer the same request differently: a
+    master's clients get the answers of the server its config block was written
+    for (``settings.dialect``). Everything not here is answered alike."""
+
+    login_page: bool  # GET /login: 200 {"status": "200 OK", "return": "Please log in"}, else 401
+    token_header: bool  # POST /login: the token in an X-Auth-Token header too, besides the cookie
+    no_perms: Any  # POST /login's "perms" when the user has none
+    job_detail: bool  # GET /jobs/<jid>: {"info": [<the job>], "return": [{<minion>: <its return>}]}
+
+
+SHAPES: Mapping[Dialect, Shapes] = {
+    Dialect.TORNADO: Shapes(login_page=False, token_header=False, no_perms=[], job_detail=False),
+    Dialect.CHERRYPY: Shapes(login_page=True, token_header=True, no_perms={}, job_detail=True),
+}
+
+
+def shapes(ctx: Context) -> Shapes:
+    return SHAPES[ctx.settings.dialect]
 
 
 # -- helpers -----------------------------------------------------------------------
@@ -148,6 +173,8 @@ def run_lowstate(ctx: Context, payload: Any, token: str | None, status: int = 20
 def login(ctx: Context) -> Handler:
     allow(ctx, "GET", "POST")
     if ctx.request.method == "GET":
+        if shapes(ctx).login_page:
+            return ctx.reply(200, {"status": status_line(200), "return": "Please log in"}, _CHALLENGE)
         raise UNAUTHORIZED
     payload = body(ctx)
     if isinstance(payload, list) and len(payload) == 1:  # rest_cherrypy accepts [{...}]
@@ -157,6 +184,8 @@ def login(ctx: Context) -> Handler:
     missing = [k for k in ("username", "password", "eauth") if not isinstance(payload.get(k), str)]
     if missing:
         raise HTTPError(400, f"missing or non-string field(s): {', '.join(missing)}")
+    if not api_acl_allows(ctx.settings.api_acl, payload["username"], ctx.request.client):
+        raise HTTPError(401, "api_acl does not let this user log in from this address", _CHALLENGE)
     record = yield MakeToken(payload["username"], payload["password"], payload["eauth"])
     if not record or "token" not in record:
         raise HTTPError(401, "Could not authenticate using provided credentials", [("www-authenticate", "Session")])
@@ -171,9 +200,20 @@ def login(ctx: Context) -> Handler:
         "start": record["start"],
         "user": record["name"],
         "eauth": record["eauth"],
-        "perms": sorted_permissions(sum_permissions(record, eauth_config)),
+        "perms": sorted_permissions(sum_permissions(record, eauth_config)) or shapes(ctx).no_perms,
     }
-    return ctx.reply(200, {"return": [result]}, (("set-cookie", session_cookie(ctx, record["token"])),))
+    headers: tuple[tuple[str, str], ...] = (("set-cookie", session_cookie(ctx, record["token"])),)
+    if shapes(ctx).token_header:
+        headers += ((AUTH_TOKEN_HEADER, record["token"]),)
+    return ctx.reply(200, {"return": [result]}, headers)
+
+
+_CHALLENGE = (("www-authenticate", "Session"),)
+
+
+def api_acl_allows(acl: ApiAcl | None, username: str, client: str | None) -> bool:
+    """rest_cherrypy's ``salt_api_acl_tool``, checked before the credentials are."""
+    return acl is None or acl.allows(username, client)
 
 
 def session_cookie(ctx: Context, value: str, clear: bool = False) -> str:
@@ -232,7 +272,8 @@ def minions(ctx: Context) -> Handler:
             raise HTTPError(400, "We don't serve your kind here: /minions only runs local_async jobs")
     lowstate.check_clients(chunks, ctx.settings.enabled_clients)
     results = yield from lowstate.run(chunks, token)
-    links = [{"href": f"/jobs/{r['jid']}"} for r in results if isinstance(r, Mapping) and "jid" in r]
+    jobs_path = f"{ctx.settings.root_prefix}/jobs"  # a link a client can follow, behind root_prefix too
+    links = [{"href": f"{jobs_path}/{r['jid']}"} for r in results if isinstance(r, Mapping) and "jid" in r]
     return ctx.reply(202, {"return": results, "_links": {"jobs": links}})
 
 
@@ -243,7 +284,21 @@ def jobs(ctx: Context) -> Handler:
     chunk: dict[str, Any] = {"client": "runner", "fun": "jobs.list_job" if jid else "jobs.list_jobs"}
     if jid:
         chunk["jid"] = jid
-    return (yield from run_lowstate(ctx, chunk, token))
+    if not (jid and shapes(ctx).job_detail):
+        return (yield from run_lowstate(ctx, chunk, token))
+    chunks = lowstate.normalize(chunk)
+    lowstate.check_clients(chunks, ctx.settings.enabled_clients)
+    job = (yield from lowstate.run(chunks, token))[0]
+    return ctx.reply(200, {"info": [job], "return": [minion_returns(job)]})
+
+
+def minion_returns(job: Any) -> dict[str, Any]:
+    """``jobs.list_job``'s ``Result`` as ``{minion: its return}`` (rest_cherrypy's
+    ``/jobs/<jid>``); ``{}`` when the job has none (an unknown jid)."""
+    result = job.get("Result") if isinstance(job, Mapping) else None
+    if not isinstance(result, Mapping):
+        return {}
+    return {mid: ret.get("return") if isinstance(ret, Mapping) else ret for mid, ret in result.items()}
 
 
 def run(ctx: Context) -> Handler:

@@ -35,9 +35,22 @@ class Route:
     params: tuple[str, ...] = ()
 
 
+# The routes that need a session; rest_cherrypy's ``enable_sessions: False`` removes them.
+SESSION_ROUTES = frozenset({"login", "logout", "minions", "jobs"})
+
+
 class Router:
-    def __init__(self, token_length: int = 64, websockets: bool = True, cherrypy: bool = False) -> None:
-        """``cherrypy``: the settings are a ``rest_cherrypy:`` block's (``/ws`` always served)."""
+    def __init__(
+        self,
+        token_length: int = 64,
+        websockets: bool = True,
+        cherrypy: bool = False,
+        hook_path: str = "/hook",
+        sessions: bool = True,
+    ) -> None:
+        """``cherrypy``: the settings are a ``rest_cherrypy:`` block's (``/ws`` always
+        served); ``hook_path``: where the hook is (rest_cherrypy's ``webhook_url``), a
+        URL path of unreserved characters; ``sessions=False``: no :data:`SESSION_ROUTES`."""
         token = rf"([0-9A-Fa-f]{{{token_length}}})"
         table = [
             ("root", r"/"),
@@ -48,11 +61,13 @@ class Router:
             ("run", r"/run"),
             ("keys", r"/keys(?:/(.*))?"),
             ("token", r"/token"),
-            ("hook", r"/hook(/.*)?"),
+            ("hook", re.escape(hook_path) + r"(/.*)?"),
             ("health", r"/health"),
             ("metrics", r"/metrics"),
             ("stats", r"/stats"),
         ]
+        if not sessions:
+            table = [(name, pattern) for name, pattern in table if name not in SESSION_ROUTES]
         for kind in StreamKind:  # websocket routes exist only with ``websockets: True``
             if not kind.routed:
                 continue  # a variant of another kind's route (/ws?format_events)

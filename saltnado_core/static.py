@@ -180,6 +180,7 @@ class Site:
     mounts: tuple[Mount, ...] = ()
     app: Mount | None = None
     max_file_bytes: int = 16 * 1024 * 1024
+    root_prefix: str = ""  # where the whole site is (``root_prefix``): a redirect's location starts with it
 
     @classmethod
     def from_settings(cls, settings: Settings, dashboard_directory: str | None = None) -> Site:
@@ -198,7 +199,7 @@ class Site:
         if settings.dashboard and dashboard_directory is not None:
             mounts.append(Mount(settings.dashboard_path, dashboard_directory, DASHBOARD_INDEX))
         mounts.sort(key=lambda mount: len(mount.prefix), reverse=True)  # a nested mount wins
-        return cls(tuple(mounts), app, settings.static_max_file_bytes)
+        return cls(tuple(mounts), app, settings.static_max_file_bytes, settings.root_prefix)
 
     def mount_for(self, path: str) -> Mount | None:
         return next((mount for mount in self.mounts if mount.covers(path)), None)
@@ -209,7 +210,7 @@ class Site:
         ``route`` is the API route the path matches (None: none)."""
         mount = self.mount_for(request.path)
         if mount is not None and mount.wants_slash(request.path):
-            return _redirect(request, mount.prefix + "/")
+            return _redirect(request, self.root_prefix + mount.prefix + "/")
         if mount is not None:
             return serve_file(request, mount.read_for(request.path, self.max_file_bytes))
         if (

@@ -118,8 +118,8 @@ def static_warnings(settings: Settings) -> list[str]:
     and the start-up log: a typo is otherwise only a 404 in a browser."""
     warnings = []
     if settings.static and not os.path.isdir(settings.static):
-        warnings.append(f"'rest_tornado: static' {settings.static} is not a directory: {settings.static_path} serves nothing")
+        warnings.append(f"'{settings.dialect.value}: static' {settings.static} is not a directory: {settings.static_path} serves nothing")
     for key, path, where in (("app", settings.app, settings.app_path), ("favicon", settings.favicon, "/favicon.ico")):
         if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
-            warnings.append(f"'rest_tornado: {key}' {path} is not a readable file: {where} answers 404")
+            warnings.append(f"'{settings.dialect.value}: {key}' {path} is not a readable file: {where} answers 404")
     return warnings

@@ -14,7 +14,9 @@ writes is masked, whichever logger made it.
 from __future__ import annotations
 
 import logging
+import os
 
+from saltnado_core import ConfigError, Settings
 from saltnado_core.tokens import redact_tokens
 
 LOGGERS = ("saltnado", "saltnado.server", "saltnado.access", "saltnado.feed", "saltnado.demo")
@@ -83,3 +85,48 @@ def redact_handlers(logger: logging.Logger) -> None:
     for handler in logger.handlers:
         if REDACTOR not in handler.filters:
             handler.addFilter(REDACTOR)
+
+
+# What log_error_file gets: saltnado's warnings and errors (rest_cherrypy's error log)
+ERROR_LOGGER = "saltnado"
+ACCESS_LOGGER = "saltnado.access"
+_FILE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def check_log_files(settings: Settings) -> None:
+    """:class:`ConfigError` unless each configured log file can be appended to
+    (its directory exists and is writable, and the file too if it exists)."""
+    for key in ("log_access_file", "log_error_file"):
+        path = getattr(settings, key)
+        if path is None:
+            continue
+        directory = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path) or not os.path.isdir(directory):
+            raise ConfigError(f"'{settings.dialect.value}: {key}' {path}: no such directory, or it is one")
+        if not os.access(path if os.path.exists(path) else directory, os.W_OK):
+            raise ConfigError(f"'{settings.dialect.value}: {key}' {path} is not writable by this user")
+
+
+def attach_log_files(settings: Settings) -> list[logging.Handler]:
+    """Append the access log to ``log_access_file`` and saltnado's warnings and
+    errors to ``log_error_file`` (besides stderr), tokens masked as everywhere;
+    returns the handlers added. Raises :class:`ConfigError` if a file cannot be opened."""
+    check_log_files(settings)
+    added: list[logging.Handler] = []
+    for key, logger_name, level in (
+        ("log_access_file", ACCESS_LOGGER, logging.INFO),
+        ("log_error_file", ERROR_LOGGER, logging.WARNING),
+    ):
+        path = getattr(settings, key)
+        if path is None:
+            continue
+        try:
+            handler = logging.FileHandler(path, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"'{settings.dialect.value}: {key}' {path}: {exc.strerror}") from None
+        handler.setLevel(level)
+        handler.setFormatter(logging.Formatter(_FILE_FORMAT))
+        handler.addFilter(REDACTOR)
+        logging.getLogger(logger_name).addHandler(handler)
+        added.append(handler)
+    return added

@@ -49,6 +49,13 @@ SaltRunner = Callable[[Effect], Awaitable[Any]]  # runs a call (Service.execute)
 Spawn = Callable[[Callable[[], Awaitable[None]]], Any]  # starts a task the binding owns
 
 
+def peer_address(peer: Any) -> str | None:
+    """The IP address in a ``getpeername()`` result; None for anything else."""
+    if isinstance(peer, (tuple, list)) and peer and isinstance(peer[0], str):
+        return peer[0]
+    return None
+
+
 class Service:
     def __init__(self, settings: Settings, master_opts: Mapping[str, Any], pacing: Pacing = Pacing()) -> None:
         self.settings = settings
@@ -82,9 +89,12 @@ class Service:
         self._master_calls: set[Callable[[], None]] = set()
 
     # -- connections -----------------------------------------------------------
-    def open_connection(self, wake: Callable[[], None]) -> ServerConnection:
+    def open_connection(self, wake: Callable[[], None], peer: Any = None) -> ServerConnection:
+        """A connection for a new client; ``peer``: the socket's ``getpeername()``
+        (an ``(address, port, …)`` tuple; a Unix socket's path, or None: no address)."""
         conn = ServerConnection(
-            self.settings.limits, self.streams, wake=wake, open_connections=len(self.connections), pacing=self.pacing
+            self.settings.limits, self.streams, wake=wake, open_connections=len(self.connections),
+            pacing=self.pacing, peer=peer_address(peer),
         )
         self.connections[conn] = wake
         return conn

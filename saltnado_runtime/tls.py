@@ -15,12 +15,12 @@ def load_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     if settings.disable_ssl:
         return None
     if not settings.ssl_crt:
-        raise ConfigError("TLS is enabled but 'rest_tornado: ssl_crt' is not set")
+        raise ConfigError(f"TLS is enabled but '{settings.dialect.value}: ssl_crt' is not set")
     for key, path in (("ssl_crt", settings.ssl_crt), ("ssl_key", settings.ssl_key)):
         if path is not None and not os.path.isfile(path):
-            raise ConfigError(f"'rest_tornado: {key}' {path} does not exist (or is not a file)")
+            raise ConfigError(f"'{settings.dialect.value}: {key}' {path} does not exist (or is not a file)")
         if path is not None and not os.access(path, os.R_OK):
-            raise ConfigError(f"'rest_tornado: {key}' {path} is not readable by this user")
+            raise ConfigError(f"'{settings.dialect.value}: {key}' {path} is not readable by this user")
     files = f"ssl_crt {settings.ssl_crt}" + (f" and ssl_key {settings.ssl_key}" if settings.ssl_key else "")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2+, no client certificates
     try:

@@ -137,7 +137,8 @@ class PrivateSalt:
     username: str = "saltdev"  # listed under external_auth: auto, with full access
     eauth_users: dict = field(default_factory=dict)  # more external_auth: auto users → their permissions
     extra_master_opts: dict = field(default_factory=dict)
-    api_opts: dict = field(default_factory=dict)  # more keys of the rest_tornado: block
+    api_opts: dict = field(default_factory=dict)  # more keys of the API block
+    api_block: str = "rest_tornado"  # or "rest_cherrypy": the block the master config holds
 
     # set by start()
     config_dir: Path = field(init=False, default=None)
@@ -300,8 +301,7 @@ class PrivateSalt:
             "netapi_enable_clients": NETAPI_CLIENTS,
             "external_auth": {"auto": {self.username: [".*", "@runner", "@wheel", "@jobs"], **self.eauth_users}},
             "open_mode": False, "auto_accept": False,
-            "rest_tornado": {"port": self.api_port, "address": "127.0.0.1",
-                             "disable_ssl": True, "websockets": True, **self.api_opts},
+            self.api_block: self.api_block_values(self.api_block, self.api_port, self.api_opts),
             **self.extra_master_opts,
         }
         self.master_config_path.write_text(yaml.safe_dump(master, sort_keys=False))
@@ -326,6 +326,32 @@ class PrivateSalt:
         deepest = self.root / f"minion-{max(self.minion_ids, key=len)}/var/run/salt/minion"
         if len(str(deepest)) + 40 > 107:  # AF_UNIX socket paths are limited to 107 bytes
             raise RuntimeError(f"root {self.root} is too deep for Unix socket paths")
+
+    @staticmethod
+    def api_block_values(block: str, port: int, extra: dict | None = None) -> dict:
+        """A loopback, plain-HTTP API block for ``block`` (rest_tornado or rest_cherrypy),
+        in that server's own key names, with ``extra`` keys."""
+        if block == "rest_cherrypy":
+            return {"port": port, "host": "127.0.0.1", "disable_ssl": True, **(extra or {})}
+        return {"port": port, "address": "127.0.0.1", "disable_ssl": True, "websockets": True, **(extra or {})}
+
+    def write_api_config(self, directory: Path, block: str, port: int, extra: dict | None = None) -> Path:
+        """A copy of the master config in ``directory`` (for ``salt-api -c directory``)
+        whose only API block is ``block`` on ``port``; salt-api's pid and log files
+        go there too, so two salt-apis of one master do not share them. Returns
+        the master file's path."""
+        import yaml
+
+        master = yaml.safe_load(self.master_config_path.read_text())
+        for name in ("rest_tornado", "rest_cherrypy"):
+            master.pop(name, None)
+        directory.mkdir(parents=True, exist_ok=True)
+        master[block] = self.api_block_values(block, port, extra)
+        master["api_pidfile"] = str(directory / "salt-api.pid")
+        master["api_logfile"] = str(directory / "salt-api.log")
+        path = directory / "master"
+        path.write_text(yaml.safe_dump(master, sort_keys=False))
+        return path
 
     def _spawn(self, name: str, script: str, conf: Path) -> None:
         cmd = [_script(script), "-c", str(conf), "-l", "warning"]

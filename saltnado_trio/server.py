@@ -40,10 +40,13 @@ _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLErr
 
 class Server(ServedMaster):
     def __init__(
-        self, settings: Settings, master_opts: Mapping[str, Any], *, salt_threads: int = 8, pacing: Pacing = Pacing()
+        self, settings: Settings, master_opts: Mapping[str, Any], *, salt_threads: int | None = None,
+        pacing: Pacing = Pacing(),
     ) -> None:
+        """``salt_threads``: Salt calls run at once (default: the ``salt_threads`` setting,
+        rest_cherrypy's ``thread_pool``)."""
         super().__init__(settings, master_opts, trio.Event, pacing)
-        self.limiter = trio.CapacityLimiter(salt_threads)
+        self.limiter = trio.CapacityLimiter(salt_threads or settings.salt_threads)
         self._nursery: trio.Nursery | None = None
         self._accepting = trio.CancelScope()
         self.listeners: list[trio.abc.Listener[Any]] = []
@@ -56,9 +59,15 @@ class Server(ServedMaster):
         listeners: list[trio.abc.Listener[Any]] = []
         if listen:
             if self.settings.num_processes != 1:  # several processes share the port
-                listeners = await _reuse_port_listeners(self.settings.port, self.settings.address)
+                listeners = await _reuse_port_listeners(
+                    self.settings.port, self.settings.address, self.settings.backlog
+                )
             else:
-                listeners = list(await trio.open_tcp_listeners(self.settings.port, host=self.settings.address))
+                listeners = list(
+                    await trio.open_tcp_listeners(
+                        self.settings.port, host=self.settings.address, backlog=self.settings.backlog
+                    )
+                )
             context = self.service.ssl_context()
             if context is not None:
                 listeners = [trio.SSLListener(lsn, context, https_compatible=True) for lsn in listeners]
@@ -109,7 +118,7 @@ class Server(ServedMaster):
         """Serve one accepted connection until it ends (also for a host's own listener)."""
         wake = _TaskWake()
         direct = _Direct(self._direct, stream, wake)
-        conn = direct.conn = self.service.open_connection(direct)
+        conn = direct.conn = self.service.open_connection(direct, _peer(stream))
         try:
             async with trio.open_nursery() as nursery:
                 direct.scope = nursery.cancel_scope
@@ -332,7 +341,21 @@ class _Direct:
             self.writer()  # the socket is full, or the rest (HTTP, a close) is the writer's
 
 
-async def _reuse_port_listeners(port: int, host: str | None) -> list[trio.abc.Listener[Any]]:
+def _peer(stream: trio.abc.Stream) -> Any:
+    """The socket's peer address (under TLS, the transport's), or None."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if isinstance(stream, trio.SocketStream):
+        try:
+            return stream.socket.getpeername()
+        except OSError:  # already gone
+            return None
+    return None
+
+
+async def _reuse_port_listeners(
+    port: int, host: str | None, backlog: int | None = None
+) -> list[trio.abc.Listener[Any]]:
     """Like trio.open_tcp_listeners, with SO_REUSEPORT: each of ``num_processes``
     processes listens on the port and the kernel spreads connections over them."""
     listeners: list[trio.abc.Listener[Any]] = []
@@ -345,7 +368,7 @@ async def _reuse_port_listeners(port: int, host: str | None) -> list[trio.abc.Li
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             await sock.bind(sockaddr)
-            sock.listen(socket.SOMAXCONN)
+            sock.listen(backlog or socket.SOMAXCONN)
         except OSError:
             sock.close()
             raise

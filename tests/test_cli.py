@@ -131,10 +131,10 @@ def test_check_config_says_what_it_would_serve_and_warns_of_typos(
         "  TLS: off (disable_ssl)",
         "  websockets: on",
         "  settings that differ from the defaults:",
+        "    backlog: 128 (default None)",  # rest_tornado's listen backlog, honoured
         "    slow_client_policy: 'gap' (default 'close')",
     ]
     assert err.splitlines() == [
-        "saltnado: warning: unknown key 'rest_tornado: backlog' is ignored",
         "saltnado: warning: unknown key 'rest_tornado: max_body_byte' is ignored; did you mean 'max_body_bytes'?",
     ]
 
@@ -249,3 +249,28 @@ def test_demo_turns_the_dashboard_on_and_prints_its_url_first() -> None:
         assert block["dashboard"] is True and block["websockets"] is True and block["disable_ssl"] is True
     finally:
         shutil.rmtree(root)
+
+
+def test_check_config_reads_a_rest_cherrypy_block(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "master").write_text(
+        f"root_dir: {tmp_path}\nrest_cherrypy:\n  port: 8123\n  host: 127.0.0.1\n  disable_ssl: True\n"
+        "  thread_pool: 30\n  root_prefix: /api\n  expire_responses: False\n"
+    )
+    status, out, err = check_config(capsys, "-c", str(tmp_path))
+    assert status == 0
+    assert out.splitlines()[1:3] == ["  reads the 'rest_cherrypy:' block", "  serves http://127.0.0.1:8123/api"]
+    assert "    salt_threads: 30 (default 8)" in out.splitlines()
+    assert err.startswith("saltnado: warning: 'rest_cherrypy: expire_responses' is obsolete and ignored")
+
+
+def test_api_block_chooses_between_two_blocks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "master").write_text(
+        f"root_dir: {tmp_path}\nrest_tornado:\n  port: 8001\n  disable_ssl: True\n"
+        "rest_cherrypy:\n  port: 8002\n  disable_ssl: True\n  max_request_body_size: -1\n"
+    )
+    status, out, err = check_config(capsys, "-c", str(tmp_path))
+    assert status == 0 and "  serves http://*:8001" in out.splitlines()
+    assert "both 'rest_tornado:' and 'rest_cherrypy:' blocks: serving rest_tornado" in err
+    status, out, err = check_config(capsys, "-c", str(tmp_path), "--api-block", "rest_cherrypy")
+    assert status == 2
+    assert err == "saltnado: error: 'rest_cherrypy: max_request_body_size' must be at least 1, got -1\n"

@@ -66,7 +66,7 @@ def test_full_config() -> None:
 
 @pytest.mark.parametrize(
     "opts",
-    [{}, {"rest_tornado": None}, {"rest_tornado": "yes"}, {"rest_tornado": [8000]}, {"rest_cherrypy": {"port": 8000}}],
+    [{}, {"rest_tornado": None}, {"rest_tornado": "yes"}, {"rest_tornado": [8000]}, {"rest_cherrypy": None}],
 )
 def test_missing_block(opts: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="rest_tornado"):
@@ -322,6 +322,10 @@ def test_block_values_name_every_key_from_opts_reads() -> None:
         "slow_client_close_reason": "slow", "app": "/srv/saltgui/index.html", "app_path": "/ui",
         "static": "/srv/saltgui/static", "static_path": "/ui-static", "favicon": "/srv/saltgui/favicon.ico",
         "dashboard": True, "dashboard_path": "/live", "static_max_file_bytes": 1000, "static_cache_bytes": 5000,
+        "webhook_url": "/events-in", "root_prefix": "/api", "enable_sessions": False,
+        "api_acl": {"users": {"alice": ["10.0.0.1"], "*": ["10.0.0.0/8"]}}, "authorized_ips": ["10.0.0.1", "::1"],
+        "log_access_file": "/var/log/saltnado/access.log", "log_error_file": "/var/log/saltnado/error.log",
+        "salt_threads": 100, "backlog": 30,
         **{name: 90_000 + i for i, name in enumerate(Limits.__dataclass_fields__)
                                                if name not in ("overflow", "timeouts")},
         **{name: 1.5 + i for i, name in enumerate(Timeouts.__dataclass_fields__)},
@@ -339,7 +343,7 @@ def test_block_values_name_every_key_from_opts_reads() -> None:
         ("prot", "unknown key 'rest_tornado: prot' is ignored; did you mean 'port'?"),
         ("max_body_size", "unknown key 'rest_tornado: max_body_size' is ignored; did you mean 'max_body_bytes'?"),
         ("ws_pong_timout", "unknown key 'rest_tornado: ws_pong_timout' is ignored; did you mean 'ws_pong_timeout'?"),
-        ("backlog", "unknown key 'rest_tornado: backlog' is ignored"),  # rest_tornado's, not read here
+        ("xyzzy", "unknown key 'rest_tornado: xyzzy' is ignored"),  # nothing near it
     ],
 )
 def test_an_unknown_key_is_a_warning_naming_the_nearest_known_one(key: str, warning: str) -> None:
