@@ -5,6 +5,7 @@ One command runs everything and writes a Markdown + JSON report to
 
     .venv/bin/python benchmarks/fanout.py                 # every run, both servers
     .venv/bin/python benchmarks/fanout.py --runs rate100,burst100 --servers saltnado
+    .venv/bin/python benchmarks/fanout.py --runs rate1000 --servers saltnado --variants plain,ids,ids+filter
 
 Per run, against a real private salt-master (no minion), for each server in turn:
 
@@ -45,6 +46,7 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -266,7 +268,34 @@ def percentile(sorted_values: list[int], q: float) -> float:
 
 
 # -- one run -------------------------------------------------------------------------------
-def measure(run: Run, kind: str, lab: PrivateSalt, args: argparse.Namespace, log: Any) -> dict[str, Any]:
+VARIANTS = ("plain", "ids", "filter", "ids+filter")
+
+
+def connect_clients(clients: Clients, port: int, token: str, n: int, variant: str,
+                    args: argparse.Namespace) -> dict[str, Any]:
+    """Open ``n`` websockets of ``variant``: ``plain`` (the reference's URL), ``ids``
+    (``?ids=1``: each message carries its event id), ``filter`` (``--filtered-share``
+    of them ask ``?tag=`` for each ``--filter`` glob, the others nothing), or both."""
+    path = f"/all_events/{token}"
+    ids = "ids" in variant.split("+")
+    base = path + ("?ids=1" if ids else "")
+    filtered = int(n * args.filtered_share) if "filter" in variant.split("+") else 0
+    groups = []
+    if filtered:
+        tags = "&".join("tag=" + quote(glob, safe="/*?") for glob in args.filter.split(","))
+        groups.append((base + ("&" if ids else "?") + tags, filtered))
+    groups.append((base, n - filtered))
+    total: dict[str, Any] = {"connected": 0, "failed": 0, "errors": [], "seconds": 0.0}
+    for group_path, count in groups:
+        if count:
+            got = clients.call(cmd="connect", port=port, path=group_path, n=count)
+            for key in ("connected", "failed", "errors", "seconds"):
+                total[key] += got[key]
+    return total
+
+
+def measure(run: Run, kind: str, lab: PrivateSalt, args: argparse.Namespace, log: Any,
+            variant: str = "plain") -> dict[str, Any]:
     extra = dict(run.saltnado_opts) if kind == "saltnado" else {}
     server = ServerProcess(kind, lab, extra, log)
     clients = Clients()
@@ -276,7 +305,8 @@ def measure(run: Run, kind: str, lab: PrivateSalt, args: argparse.Namespace, log
         token = server.login(lab.username)
         time.sleep(0.5)
         rss_before = rss_bytes(server.pids)
-        got = clients.call(cmd="connect", port=server.port, path=f"/all_events/{token}", n=run.clients)
+        got = connect_clients(clients, server.port, token, run.clients, variant if kind == "saltnado" else "plain",
+                              args)
         log(f"    {got['connected']} websockets open in {got['seconds']:.1f} s"
             + (f", {got['failed']} failed: {got['errors']}" if got["failed"] else ""))
         time.sleep(1.0 + run.clients / 5000)
@@ -323,7 +353,8 @@ def measure(run: Run, kind: str, lab: PrivateSalt, args: argparse.Namespace, log
     span = max(result["last_ns"] - first, 1) / 1e9 if delivered else float("nan")
     cpu = cpu1 - cpu0
     return {
-        "run": run.name, "server": kind, "what": run.what,
+        "run": run.name if variant == "plain" else f"{run.name}+{variant}", "server": kind,
+        "what": run.what if variant == "plain" else f"{run.what}; {variant}", "variant": variant,
         "clients": run.clients, "connected": n, "events": run.events, "rate": run.rate,
         "fire_seconds": (last_fired - first) / 1e9,
         "delivered": delivered, "delivered_pct": 100.0 * delivered / wanted,
@@ -442,7 +473,17 @@ def main() -> int:
     parser.add_argument("--no-core", action="store_true", help="skip the core-only microbenchmark")
     parser.add_argument("--profile", action="store_true", help="py-spy the saltnado server (raw stacks)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--variants", default="plain",
+                        help="comma-separated, of: plain, ids (?ids=1), filter (a share of the clients ask "
+                             "?tag= globs), ids+filter; all but plain are saltnado only")
+    parser.add_argument("--filter", default="salt/job/*/ret/*,saltnado/be?ch*",
+                        help="the globs filtered clients ask for (comma-separated; the default matches the "
+                             "benchmark's events, so every client still gets every event, through a regex)")
+    parser.add_argument("--filtered-share", type=float, default=0.5, help="the share of filtered clients")
     args = parser.parse_args()
+    variants = args.variants.split(",")
+    if unknown := set(variants) - set(VARIANTS):
+        parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
     args.out.mkdir(parents=True, exist_ok=True)
     raise_nofile()
     wanted = args.runs.split(",")
@@ -462,16 +503,15 @@ def main() -> int:
     lab.start(progress=log)
     results = []
     try:
-        for run in runs:
-            for kind in servers:
-                if kind == "reference" and not run.reference:
-                    continue
-                log(f"{run.name} ({run.what}) · {kind}")
-                r = measure(run, kind, lab, args, log)
-                results.append(r)
-                log(f"    delivered {r['delivered_pct']:.1f} %  {r['delivered_per_s']:,.0f} msgs/s  "
-                    f"p99 {r['latency_ms']['p99']:.2f} ms  {r['server_cpu_us_per_msg']:.2f} µs/msg  "
-                    f"{r['rss_per_conn_kb']:.2f} KB/conn")
+        for run, variant, kind in ((r, v, k) for r in runs for v in variants for k in servers):
+            if kind == "reference" and (not run.reference or variant != "plain"):
+                continue
+            log(f"{run.name} ({run.what}) · {variant} · {kind}")
+            r = measure(run, kind, lab, args, log, variant)
+            results.append(r)
+            log(f"    delivered {r['delivered_pct']:.1f} %  {r['delivered_per_s']:,.0f} msgs/s  "
+                f"p99 {r['latency_ms']['p99']:.2f} ms  {r['server_cpu_us_per_msg']:.2f} µs/msg  "
+                f"{r['rss_per_conn_kb']:.2f} KB/conn")
     finally:
         lab.stop()
     import salt.version

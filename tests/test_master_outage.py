@@ -268,3 +268,37 @@ def test_a_call_running_when_the_master_dies_is_503_and_sigterm_still_stops(
             proc.kill()
             proc.wait()
         lab.start_master(wait_minions=False)
+
+
+async def test_python_client_on_trio_and_asyncio_reports_a_master_restart(
+    outage_lab: Any, outage_opts: dict[str, Any]
+) -> None:
+    """``saltnado_client`` on both loops at once stays connected while the master
+    restarts, says so (``BusDown`` then ``BusUp``: what was fired between is lost),
+    and follows the events fired afterwards."""
+    import saltnado_client
+    from test_salt_resume import Collector
+
+    lab = outage_lab
+    async with running_server("trio", lab, outage_opts) as server:
+        clients = [Collector(library, url=server.base, username="saltdev", password="x", eauth="auto",
+                             tags=["saltnado/test/master-restart/*"]) for library in ("trio", "asyncio")]
+        async with clients[0].running(), clients[1].running():
+            for client in clients:
+                await client.wait_for(lambda i: isinstance(i, saltnado_client.Connected))
+            await trio.sleep(0.2)
+            await in_thread(lab.stop_master)
+            for client in clients:
+                down = await client.wait_for(lambda i: isinstance(i, saltnado_client.BusDown))
+                assert down.reason and down.stamp
+            await in_thread(lab.start_master, wait_minions=False)
+            for client in clients:
+                up = await client.wait_for(lambda i: isinstance(i, saltnado_client.BusUp), timeout=60)
+                assert up.down_since == down.stamp
+            assert await in_thread(lab.fire_event, {"back": True}, "saltnado/test/master-restart/back")
+            for client in clients:
+                back = await client.wait_for(lambda i: i.tag == "saltnado/test/master-restart/back", timeout=60)
+                assert back.data["back"] is True and back.id
+    for client in clients:
+        kinds = [type(i).__name__ for i in client.items]
+        assert kinds == ["Connected", "BusDown", "BusUp", "Event"], (client.library, kinds)
