@@ -27,6 +27,14 @@ the sampled clients), server CPU (utime+stime of the server's process tree from
 /proc/<pid>/stat, over the fire→done window) per delivered message, server RSS and
 RSS per idle websocket. Ratios compare saltnado with the reference on the same run.
 The core-only hot-path microbenchmark (``core_fanout.py``) is included.
+
+Variants (``--variants``, saltnado only but ``plain``): ``ids`` (``?ids=1``),
+``filter`` (a share of the clients ask ``?tag=`` globs that match the events),
+``filtered-out`` (a share ask globs the events never match, ``--filter-out``: they
+must receive none, and the server's CPU per delivered message shows what they
+cost), ``resume-storm`` (every client, with ids, leaves; the run's events are fired;
+every client reconnects at once with ``?last_event_id=`` and must be replayed
+exactly those events: the storm's length is reported).
 """
 
 from __future__ import annotations
@@ -268,7 +276,7 @@ def percentile(sorted_values: list[int], q: float) -> float:
 
 
 # -- one run -------------------------------------------------------------------------------
-VARIANTS = ("plain", "ids", "filter", "ids+filter")
+VARIANTS = ("plain", "ids", "filter", "ids+filter", "filtered-out", "resume-storm")
 
 
 def connect_clients(clients: Clients, port: int, token: str, n: int, variant: str,
@@ -294,19 +302,74 @@ def connect_clients(clients: Clients, port: int, token: str, n: int, variant: st
     return total
 
 
+def connect_bystanders(port: int, token: str, n: int, args: argparse.Namespace) -> tuple[Clients, int]:
+    """``filtered-out``: ``n`` clients (their own client process) whose ``?tag=`` globs
+    (``--filter-out``) the benchmark's events never match: they cost the server only
+    the filter check, and must receive none of them."""
+    bystanders = Clients()
+    tags = "&".join("tag=" + quote(glob, safe="/*?") for glob in args.filter_out.split(","))
+    got = bystanders.call(cmd="connect", port=port, path=f"/all_events/{token}?{tags}", n=n)
+    return bystanders, got["connected"]
+
+
+def last_event_id(port: int, token: str, sock_dir: Path) -> str:
+    """The id of a marker event fired now, as an ``?ids=1`` client reads it: the
+    point a resume storm's clients resume after."""
+    import websocket  # websocket-client, in the test extras
+
+    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/all_events/{token}?ids=1", timeout=30)
+    try:
+        ws.send("websocket client ready")
+        time.sleep(0.5)
+        push(sock_dir, WARM_TAG + "/marker", 1, 0)
+        while True:
+            message = json.loads(ws.recv())
+            if message.get("tag") == WARM_TAG + "/marker":
+                return str(message["id"])
+    finally:
+        ws.close()
+
+
+def storm(clients: Clients, server: ServerProcess, lab: PrivateSalt, token: str, run: Run,
+          args: argparse.Namespace, log: Any) -> tuple[Clients, dict[str, Any], int, int]:
+    """``resume-storm``: every client leaves, ``run.events`` events are fired while
+    none is connected (kept in the history), then every client reconnects at once
+    with the last id it saw and must get exactly those events, in order. Returns the
+    new client process, the connect answer, and the storm's start (ns) as ``first``."""
+    marker = last_event_id(server.port, token, lab.sock_dir)
+    clients.close()  # every websocket gone
+    time.sleep(0.5)
+    push(lab.sock_dir, TAG, run.events, 0)
+    time.sleep(1.0)  # relayed into the history
+    log(f"    {run.events} events fired while away; {run.clients} clients resume after {marker}")
+    clients = Clients()
+    start = time.monotonic_ns()
+    got = clients.call(cmd="connect", port=server.port,
+                       path=f"/all_events/{token}?last_event_id={quote(marker)}", n=run.clients)
+    return clients, got, start, time.monotonic_ns()
+
+
 def measure(run: Run, kind: str, lab: PrivateSalt, args: argparse.Namespace, log: Any,
             variant: str = "plain") -> dict[str, Any]:
     extra = dict(run.saltnado_opts) if kind == "saltnado" else {}
     server = ServerProcess(kind, lab, extra, log)
     clients = Clients()
+    bystanders: Clients | None = None
+    filtered_out = filtered_out_received = 0
     profiler = None
     try:
         server.wait_ready()
         token = server.login(lab.username)
         time.sleep(0.5)
         rss_before = rss_bytes(server.pids)
-        got = connect_clients(clients, server.port, token, run.clients, variant if kind == "saltnado" else "plain",
-                              args)
+        measured = run.clients
+        if variant == "filtered-out":
+            filtered_out = int(run.clients * args.filtered_share)
+            measured = run.clients - filtered_out
+            bystanders, filtered_out = connect_bystanders(server.port, token, filtered_out, args)
+        plain_or_ids = "ids" if variant == "resume-storm" else variant
+        got = connect_clients(clients, server.port, token, measured,
+                              plain_or_ids if kind == "saltnado" and variant != "filtered-out" else "plain", args)
         log(f"    {got['connected']} websockets open in {got['seconds']:.1f} s"
             + (f", {got['failed']} failed: {got['errors']}" if got["failed"] else ""))
         time.sleep(1.0 + run.clients / 5000)
@@ -329,33 +392,50 @@ def measure(run: Run, kind: str, lab: PrivateSalt, args: argparse.Namespace, log
             time.sleep(1.0)
         master_pids = tree(lab._procs["master"].pid)
         load0 = os.getloadavg()[0]
-        cpu0, master0, client0 = cpu_seconds(pids), cpu_seconds(master_pids), cpu_seconds([clients.proc.pid])
+        cpu0, master0 = cpu_seconds(pids), cpu_seconds(master_pids)
+        if variant == "resume-storm":
+            clients, got, first, last_fired = storm(clients, server, lab, token, run, args, log)
+            log(f"    {got['connected']} resumed websockets open in {got['seconds']:.1f} s")
+        client0 = cpu_seconds([clients.proc.pid])
         clients.send(cmd="run", tag=TAG, events=run.events, sample_every=sample_every,
                      idle=args.idle, deadline=args.deadline)
         clients.reply()  # running
-        first, last_fired = push(lab.sock_dir, TAG, run.events, run.rate)
+        if variant != "resume-storm":
+            first, last_fired = push(lab.sock_dir, TAG, run.events, run.rate)
         result = clients.reply()
         cpu1, master1, client1 = cpu_seconds(pids), cpu_seconds(master_pids), cpu_seconds([clients.proc.pid])
+        if bystanders is not None:  # none of the benchmark's events may have reached them
+            bystanders.send(cmd="run", tag=TAG, events=1, sample_every=10**9, idle=1.0, deadline=5)
+            bystanders.reply()
+            filtered_out_received = bystanders.reply()["delivered"]
         rss_after = rss_bytes(server.pids)
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(30)
     finally:
         clients.close()
+        if bystanders is not None:
+            bystanders.close()
         server.stop()
         if profiler is not None and profiler.poll() is None:
             profiler.kill()
     n = got["connected"]
+    # a storm's events were fired before its clients came back: no latency to speak of
     lat = sorted(result.pop("latencies_ns"))
+    if variant == "resume-storm":
+        lat = []
     bus = sorted(result.pop("bus_latencies_ns"))
     delivered = result["delivered"]
-    wanted = run.clients * run.events
+    wanted = measured * run.events
     span = max(result["last_ns"] - first, 1) / 1e9 if delivered else float("nan")
     cpu = cpu1 - cpu0
     return {
         "run": run.name if variant == "plain" else f"{run.name}+{variant}", "server": kind,
         "what": run.what if variant == "plain" else f"{run.what}; {variant}", "variant": variant,
-        "clients": run.clients, "connected": n, "events": run.events, "rate": run.rate,
+        "clients": run.clients, "connected": n + filtered_out, "events": run.events, "rate": run.rate,
+        "filtered_out_clients": filtered_out, "filtered_out_received": filtered_out_received,
+        # resume-storm: reconnect of every client → the last replayed frame read
+        "storm_seconds": (result["last_ns"] - first) / 1e9 if variant == "resume-storm" and delivered else None,
         "fire_seconds": (last_fired - first) / 1e9,
         "delivered": delivered, "delivered_pct": 100.0 * delivered / wanted,
         "complete_clients": result["complete_clients"], "closed_by_server": result["closed_by_server"],
@@ -375,7 +455,7 @@ def measure(run: Run, kind: str, lab: PrivateSalt, args: argparse.Namespace, log
         "rss_before_mb": rss_before / 2**20,
         "rss_idle_mb": rss_idle / 2**20,
         "rss_after_mb": rss_after / 2**20,
-        "rss_per_conn_kb": (rss_idle - rss_before) / max(n, 1) / 1024,
+        "rss_per_conn_kb": (rss_idle - rss_before) / max(n + filtered_out, 1) / 1024,
     }
 
 
@@ -446,6 +526,20 @@ def markdown(results: list[dict[str, Any]], core: list[dict[str, Any]], meta: di
             f"{fmt(r['bus_latency_ms']['p50'], 2)} / {fmt(r['bus_latency_ms']['p99'], 2)} | "
             f"{r['loadavg_1min'][0]:.1f} → {r['loadavg_1min'][1]:.1f} |"
         )
+    extras = [r for r in results if r.get("filtered_out_clients") or r.get("storm_seconds") is not None]
+    if extras:
+        lines += [
+            "",
+            "Filtered-out clients (connected, asking `?tag=` globs the events never match: delivered % "
+            "and CPU count the others) and resume storms (every client reconnects at once with "
+            "`?last_event_id=` and is replayed what it missed; msgs/s over the storm):",
+            "",
+            "| run | filtered-out clients | events they received | storm s (reconnect → last replayed frame) |",
+            "|---|---:|---:|---:|",
+        ]
+        for r in extras:
+            storm_s = fmt(r["storm_seconds"], 2) if r.get("storm_seconds") is not None else "–"
+            lines.append(f"| {r['run']} | {r['filtered_out_clients']:,} | {r['filtered_out_received']:,} | {storm_s} |")
     if core:
         lines += [
             "",
@@ -475,11 +569,17 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--variants", default="plain",
                         help="comma-separated, of: plain, ids (?ids=1), filter (a share of the clients ask "
-                             "?tag= globs), ids+filter; all but plain are saltnado only")
+                             "?tag= globs), ids+filter, filtered-out (a share ask globs the events never "
+                             "match), resume-storm (every client reconnects at once with ?last_event_id= "
+                             "after the events were fired); all but plain are saltnado only")
     parser.add_argument("--filter", default="salt/job/*/ret/*,saltnado/be?ch*",
                         help="the globs filtered clients ask for (comma-separated; the default matches the "
                              "benchmark's events, so every client still gets every event, through a regex)")
     parser.add_argument("--filtered-share", type=float, default=0.5, help="the share of filtered clients")
+    parser.add_argument("--clients", type=int, default=0, help="override the runs' number of clients")
+    parser.add_argument("--filter-out", default="salt/job/*/ret/*",
+                        help="filtered-out: the globs the share of bystander clients asks for, which the "
+                             "benchmark's events never match (delivered %% counts the other clients)")
     args = parser.parse_args()
     variants = args.variants.split(",")
     if unknown := set(variants) - set(VARIANTS):
@@ -488,6 +588,9 @@ def main() -> int:
     raise_nofile()
     wanted = args.runs.split(",")
     runs = [r for r in RUNS if r.name in wanted]
+    if args.clients:  # the same runs with another number of clients (e.g. a plain run beside filtered-out)
+        runs = [dataclasses.replace(r, name=f"{r.name}@{args.clients}", clients=args.clients,
+                                    what=f"{args.clients:,} clients; " + r.what.split(", ", 1)[-1]) for r in runs]
     servers = args.servers.split(",")
 
     def log(message: str) -> None:
