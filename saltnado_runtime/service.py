@@ -272,7 +272,7 @@ class Service:
             log.warning("%r failed: %s: %s", call, type(exc).__name__, exc)
 
     @contextlib.contextmanager
-    def master_call(self, call: SaltCall, abandon: Callable[[], None]) -> Iterator[None]:
+    def master_call(self, call: Effect, abandon: Callable[[], None]) -> Iterator[None]:
         """Around a Salt call that needs its master (``needs_master``): raises
         MasterUnavailable at once while that master is down (its event bus), and calls
         ``abandon`` if it goes down during the call (which must then raise
@@ -287,7 +287,7 @@ class Service:
         finally:
             self._master_calls.pop(abandon, None)
 
-    def master_unavailable(self, call: SaltCall) -> MasterUnavailable:
+    def master_unavailable(self, call: Effect) -> MasterUnavailable:
         """The exception for ``call`` when its master is down (it names the master on
         a node with ``masters:``)."""
         return MasterUnavailable(self.masters.shown(call_master(call)))
