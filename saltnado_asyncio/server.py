@@ -28,7 +28,7 @@ from typing import Any
 from saltnado_core import ServerConnection, Settings
 from saltnado_core.outcomes import Effect
 from saltnado_core.pacing import Pacing
-from saltnado_core.salt_calls import MasterUnavailable, needs_master
+from saltnado_core.salt_calls import needs_master
 from saltnado_runtime import ServedMaster, Wakeup
 from saltnado_runtime.feed import follow_event_bus
 
@@ -84,7 +84,7 @@ class Server(ServedMaster):
             self._tasks = tasks
             tasks.create_task(follow_event_bus(self.service, _BusSocket.connect, asyncio.sleep, self._salt, self._spawn))
             tasks.create_task(self._ticker())
-            tasks.create_task(self._threads.run(self.service.bridge.load_auth))  # warm up eauth
+            tasks.create_task(self._threads.run(self.service.warm_up))  # warm up eauth
             for listener in self.listeners:
                 await listener.start_serving()
             ready.set()
@@ -188,9 +188,9 @@ class Server(ServedMaster):
 
         def abandon() -> None:  # called from the event feed, while this awaits ``future``
             if not future.done():
-                future.set_exception(MasterUnavailable())
+                future.set_exception(self.service.master_unavailable(call))
 
-        with self.service.master_call(abandon):
+        with self.service.master_call(call, abandon):
             future = self._threads.start(self.service.execute, call)
             return await future
 

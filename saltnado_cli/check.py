@@ -13,11 +13,14 @@ from saltnado_core import ConfigError, Settings
 from saltnado_core.config import Dialect, block_values, unknown_key_warnings
 from saltnado_runtime.files import static_warnings
 from saltnado_runtime.logs import check_log_files
+from saltnado_runtime.masters import load_command_masters
 from saltnado_runtime.tls import load_ssl_context
 from saltnado_salt import load_master_opts
 
 # Shown on lines of their own by describe(), not among the settings that differ
-_LISTENING = ("port", "address", "disable_ssl", "ssl_crt", "ssl_key", "websockets")
+_LISTENING = (
+    "port", "address", "disable_ssl", "ssl_crt", "ssl_key", "websockets", "masters", "default_master", "commands",
+)
 
 
 def load_settings(path: str, api_block: str | None = None) -> tuple[dict[str, Any], Settings]:
@@ -28,6 +31,7 @@ def load_settings(path: str, api_block: str | None = None) -> tuple[dict[str, An
     opts = load_master_opts(path)
     settings = Settings.from_opts(opts, api_block)
     load_ssl_context(settings)  # unreadable certificate or key: say so before serving
+    load_command_masters(settings, opts)  # every master's config file readable, tokens of one shape
     return opts, settings
 
 
@@ -42,11 +46,23 @@ def describe(settings: Settings) -> list[str]:
     else:
         lines.append(f"TLS: ssl_crt {settings.ssl_crt}" + (f", ssl_key {settings.ssl_key}" if settings.ssl_key else ""))
     lines.append(f"websockets: {'on' if settings.websockets else 'off'}")
+    lines.append(commands_line(settings))
     ours, defaults = block_values(settings), block_values(Settings())
     changed = [key for key in sorted(ours) if key not in _LISTENING and ours[key] != defaults[key]]
     lines.append("settings that differ from the defaults:" if changed else "every other setting: its default")
     lines += [f"  {key}: {ours[key]!r} (default {defaults[key]!r})" for key in changed]
     return lines
+
+
+def commands_line(settings: Settings) -> str:
+    """Where commands go: the masters by name (the default first), the loaded one, or none."""
+    if not settings.commands:
+        return "commands: none (commands: false): this node serves events only, command endpoints answer 503"
+    if settings.masters is None:
+        return "commands: the master of this config (one master: no masters:)"
+    named = [f"{name} ({path})" for name, path in settings.masters.items() if name == settings.default_master]
+    named += [f"{name} ({path})" for name, path in settings.masters.items() if name != settings.default_master]
+    return f"commands: masters {named[0]} [default]" + "".join(f", {entry}" for entry in named[1:])
 
 
 def check_config(path: str, out: TextIO, err: TextIO, api_block: str | None = None) -> int:

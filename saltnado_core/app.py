@@ -50,7 +50,7 @@ ALLOWED_METHODS = "OPTIONS, GET, POST"
 # could not make a single call (the reference allows it by echoing what was asked).
 # A fixed list, never the preflight's Access-Control-Request-Headers echoed back: that
 # is client bytes in our head.
-ALLOWED_HEADERS = "Accept, Cache-Control, Content-Type, X-Auth-Token, X-Requested-With"
+ALLOWED_HEADERS = "Accept, Cache-Control, Content-Type, X-Auth-Token, X-Requested-With, X-Salt-Master"
 
 # The CORS preflight: 204 naming ALLOWED_HEADERS whatever the request's
 # Access-Control-Request-Headers says (the reference echoes it, and answers 500

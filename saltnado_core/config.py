@@ -32,6 +32,12 @@ SUPPORTED_CLIENTS = ("local", "local_async", "runner", "runner_async", "wheel", 
 
 FAVICON_PATH = "/favicon.ico"  # where rest_cherrypy serves its favicon key
 
+# The name of the one master a node serves when its block has no ``masters:`` (the
+# master whose config was loaded): what ``X-Salt-Master`` and a chunk's ``master`` may name
+IMPLICIT_MASTER = "default"
+# A master's name, as ``masters:`` keys, ``X-Salt-Master`` and chunks' ``master`` spell it
+MASTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
 # RFC 9110 §5.1: field-name = token; §5.6.2: token = 1*tchar
 _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # The headers that carry saltnado's own session token: webhook_headers may not list them
@@ -138,11 +144,40 @@ class Settings:
     log_error_file: str | None = None  # warnings and errors, also written to this file
     salt_threads: int = 8  # worker threads for Salt calls (rest_cherrypy's thread_pool)
     backlog: int | None = None  # the listening socket's queue (None: the event loop's default)
+    # The masters commands go to (saltnado_core.masters): name → its master config file;
+    # None (no ``masters:`` key): the one master whose config was loaded, IMPLICIT_MASTER
+    masters: Mapping[str, str] | None = None
+    default_master: str | None = None  # the one a request names none goes to (set with masters)
+    commands: bool = True  # False: no master for commands (a node that serves events only)
+    # each named master's external_auth (its config's), filled in by the runtime when it
+    # loads them: /login's "perms" as the chosen master's config lists them
+    master_external_auth: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def token_length(self) -> int:
         """Hex digest length of ``hash_type``: the only token shape the master makes."""
         return len(hashlib.new(self.hash_type).hexdigest())
+
+    @property
+    def command_masters(self) -> tuple[str, ...]:
+        """The names of the masters commands may go to; empty: none (``commands: false``)."""
+        if not self.commands:
+            return ()
+        return tuple(self.masters) if self.masters is not None else (IMPLICIT_MASTER,)
+
+    @property
+    def default_command_master(self) -> str | None:
+        """The master a request that names none goes to; None when there is no master."""
+        if not self.commands:
+            return None
+        return self.default_master if self.masters is not None else IMPLICIT_MASTER
+
+    def external_auth_of(self, master: str | None) -> Mapping[str, Any]:
+        """``external_auth`` of ``master`` (None: the default), as its config says."""
+        name = master if master is not None else self.default_master
+        if name is not None and name in self.master_external_auth:
+            return self.master_external_auth[name]
+        return self.external_auth
 
     @property
     def enabled_clients(self) -> tuple[str, ...]:
@@ -190,6 +225,7 @@ class Settings:
         )
         cors = block.get("cors_origin")
         backlog = block.get("backlog")
+        masters, default_master, commands = _masters(block)
         return cls(
             dialect=block.dialect,
             port=port,
@@ -236,6 +272,9 @@ class Settings:
             log_error_file=_file_path(block, "log_error_file", empty_is_none=True),
             salt_threads=_positive_int(block, "salt_threads", 8),
             backlog=None if backlog is None else _positive_int(block, "backlog", 1),
+            masters=masters,
+            default_master=default_master,
+            commands=commands,
         ).checked_mounts()
 
     def checked_mounts(self) -> Settings:
@@ -278,7 +317,9 @@ class Settings:
 
 
 # Settings that come from the master config's top level, not from ``rest_tornado:``
-_MASTER_LEVEL = ("sock_dir", "hash_type", "external_auth", "netapi_enable_clients", "limits", "dialect")
+_MASTER_LEVEL = (
+    "sock_dir", "hash_type", "external_auth", "netapi_enable_clients", "limits", "dialect", "master_external_auth",
+)
 
 
 def block_values(settings: Settings) -> dict[str, Any]:
@@ -291,6 +332,7 @@ def block_values(settings: Settings) -> dict[str, Any]:
     values["root_prefix"] = settings.root_prefix or "/"
     values["api_acl"] = settings.api_acl.as_config() if settings.api_acl is not None else None
     values["authorized_ips"] = entries(settings.authorized_ips)
+    values["masters"] = dict(settings.masters) if settings.masters is not None else None
     values.update(
         {name: getattr(limits, name) for name in Limits.__dataclass_fields__ if name not in ("overflow", "timeouts")}
     )
@@ -326,6 +368,60 @@ def unknown_key_warnings(opts: Mapping[str, Any], api_block: Dialect | str | Non
         hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
         warnings.append(f"unknown key {block.where(key)} is ignored{hint}")
     return warnings
+
+
+def _masters(block: Block) -> tuple[dict[str, str] | None, str | None, bool]:
+    """``masters:`` (name → master config file), ``default_master:`` and ``commands:``
+    → (masters or None when absent, the default's name, commands). A node without a
+    master for commands says so twice (``commands: false``, no or empty ``masters:``),
+    so an empty mapping written by mistake is an error, not an API that answers 503."""
+    commands = _bool(block, "commands", True)
+    raw: Any = block.get("masters")
+    default: Any = block.get("default_master")
+    if default is not None and (not isinstance(default, str) or not default):
+        raise ConfigError(f"{block.where('default_master')} must be the name of one of 'masters:', got {default!r}")
+    if raw is None:
+        if default is not None:
+            raise ConfigError(
+                f"{block.where('default_master')} names one of 'masters:', and the block has no 'masters:'"
+            )
+        return None, None, commands
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"{block.where('masters')} must map names to master config files "
+            f"(masters: {{site1: /etc/salt/master}}), got {raw!r}"
+        )
+    masters: dict[str, str] = {}
+    for name, path in raw.items():
+        if not isinstance(name, str) or not MASTER_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{block.where('masters')}: {name!r} is not a master name (a letter or digit, then letters, "
+                "digits, '.', '_' or '-'; at most 64)"
+            )
+        if not isinstance(path, str) or not path.strip() or "\x00" in path:
+            raise ConfigError(f"{block.where('masters')}: {name} must be the path of a master config file, got {path!r}")
+        masters[name] = path
+    if not commands:
+        if masters:
+            raise ConfigError(
+                f"{block.where('commands')} is false (no master for commands), yet 'masters:' names "
+                f"{', '.join(masters)}: remove one of the two"
+            )
+        if default is not None:
+            raise ConfigError(f"{block.where('default_master')} is set, yet 'commands:' is false")
+        return masters, None, False
+    if not masters:
+        raise ConfigError(
+            f"{block.where('masters')} is empty: name at least one master, or set 'commands: false' for a node "
+            "that serves events only"
+        )
+    if default is None:
+        if len(masters) > 1:
+            raise ConfigError(f"{block.where('default_master')} is required with several masters: one of {', '.join(masters)}")
+        default = next(iter(masters))
+    if default not in masters:
+        raise ConfigError(f"{block.where('default_master')} {default!r} is not one of 'masters:' ({', '.join(masters)})")
+    return masters, default, True
 
 
 def _overflow(block: Block) -> Overflow:

@@ -57,17 +57,22 @@ def has_credentials(chunk: Mapping[str, Any]) -> bool:
     return "token" in chunk or all(key in chunk for key in CREDENTIALS)
 
 
-def run(chunks: list[dict[str, Any]], token: str | None) -> Generator[SaltCall, Any, list[Any]]:
-    """Run every chunk through Salt (``RunLowstate``); return the results list."""
+def run(
+    chunks: list[dict[str, Any]], token: str | None, masters: Sequence[str | None] | None = None
+) -> Generator[SaltCall, Any, list[Any]]:
+    """Run every chunk through Salt (``RunLowstate``), each on its master in
+    ``masters`` (:func:`saltnado_core.masters.chunk_masters`; None: every chunk on
+    the default one); return the results list."""
     results: list[Any] = []
-    for chunk in chunks:
+    for index, chunk in enumerate(chunks):
+        master = masters[index] if masters is not None else None
         if token is not None and "token" not in chunk:
             chunk["token"] = token
         if not has_credentials(chunk):
             results.append(FAILED_AUTH)
             break
         try:
-            results.append((yield RunLowstate(chunk)))
+            results.append((yield RunLowstate(chunk, master)))
         except Exception as exc:
             names = {cls.__name__ for cls in type(exc).__mro__}
             if names & AUTH_FAILURES:

@@ -32,6 +32,7 @@ from .csrf import check_cookie_use
 from .history import FOREIGN_ID, EventId, parse_event_id
 from .http import HTTPError, Request, Response, status_line, websocket_key
 from .kinds import StreamKind, Transport, stream_kind
+from .masters import MASTERS_PARAM, NO_MASTER, chunk_masters, masters_listing, request_master
 from .negotiation import EXPOSITION_OFFERED, PROMETHEUS_TEXT, choose_media, websocket_origin_allowed
 from .permissions import EVENTS_FORBIDDEN, may_read_events
 from .salt_calls import FireEvent, GetAuthList, GetToken, MakeToken, RemoveToken, RunLowstate, SaltCall
@@ -116,18 +117,21 @@ def request_token(ctx: Context) -> str | None:
     return token
 
 
-def authenticate(ctx: Context) -> Generator[SaltCall, Any, tuple[str, Mapping[str, Any]]]:
-    """The request's token if Salt's token store says it is valid → (token, its record); else 401
-    (403 for a forged cookie, see :func:`request_token`)."""
+def authenticate(
+    ctx: Context, master: str | None = None
+) -> Generator[SaltCall, Any, tuple[str, Mapping[str, Any]]]:
+    """The request's token if the token store of ``master`` (None: the default)
+    says it is valid → (token, its record); else 401 (403 for a forged cookie, see
+    :func:`request_token`)."""
     token = request_token(ctx)
     if not token or not is_token_shaped(token, ctx.settings.token_length):
         raise UNAUTHORIZED
-    return token, (yield from token_record(ctx, token))
+    return token, (yield from token_record(ctx, token, master))
 
 
-def token_record(ctx: Context, token: str) -> Generator[SaltCall, Any, Mapping[str, Any]]:
-    """Salt's record of ``token`` if it is valid at ``ctx.now``; else 401."""
-    record = yield GetToken(token)
+def token_record(ctx: Context, token: str, master: str | None = None) -> Generator[SaltCall, Any, Mapping[str, Any]]:
+    """Salt's record of ``token`` (in ``master``'s token store) if it is valid at ``ctx.now``; else 401."""
+    record = yield GetToken(token, master)
     if check_token(record, ctx.now) is not TokenStatus.VALID:
         raise UNAUTHORIZED
     return record  # type: ignore[no-any-return]
@@ -157,16 +161,22 @@ def query_args(request: Request) -> dict[str, Any]:
 def root(ctx: Context) -> Handler:
     allow(ctx, "GET", "POST")
     if ctx.request.method == "GET":
-        return ctx.reply(200, {"clients": list(ctx.settings.enabled_clients), "return": "Welcome"})
-    token, _ = yield from authenticate(ctx)
-    return (yield from run_lowstate(ctx, body(ctx), token))
+        answer: dict[str, Any] = {"clients": list(ctx.settings.enabled_clients), "return": "Welcome"}
+        if query_args(ctx.request).get(MASTERS_PARAM) in YES:  # opt-in: the reference's shape otherwise
+            answer.update(masters_listing(ctx.settings))
+        return ctx.reply(200, answer)
+    master = request_master(ctx.request, ctx.settings)
+    token, _ = yield from authenticate(ctx, master)
+    return (yield from run_lowstate(ctx, body(ctx), token, master))
 
 
-def run_lowstate(ctx: Context, payload: Any, token: str | None, status: int = 200) -> Handler:
+def run_lowstate(ctx: Context, payload: Any, token: str | None, master: str | None = None) -> Handler:
+    """Run a lowstate, each chunk on its master (its ``master`` key, else ``master``)."""
     chunks = lowstate.normalize(payload)
     lowstate.check_clients(chunks, ctx.settings.enabled_clients)
-    results = yield from lowstate.run(chunks, token)
-    return ctx.reply(status, {"return": results})
+    masters = chunk_masters(chunks, ctx.settings, master)
+    results = yield from lowstate.run(chunks, token, masters)
+    return ctx.reply(200, {"return": results})
 
 
 # -- /login, /logout ---------------------------------------------------------------
@@ -176,6 +186,7 @@ def login(ctx: Context) -> Handler:
         if shapes(ctx).login_page:
             return ctx.reply(200, {"status": status_line(200), "return": "Please log in"}, _CHALLENGE)
         raise UNAUTHORIZED
+    master = request_master(ctx.request, ctx.settings)  # the master whose token store keeps the token
     payload = body(ctx)
     if isinstance(payload, list) and len(payload) == 1:  # rest_cherrypy accepts [{...}]
         payload = payload[0]
@@ -186,10 +197,10 @@ def login(ctx: Context) -> Handler:
         raise HTTPError(400, f"missing or non-string field(s): {', '.join(missing)}")
     if not api_acl_allows(ctx.settings.api_acl, payload["username"], ctx.request.client):
         raise HTTPError(401, "api_acl does not let this user log in from this address", _CHALLENGE)
-    record = yield MakeToken(payload["username"], payload["password"], payload["eauth"])
+    record = yield MakeToken(payload["username"], payload["password"], payload["eauth"], master)
     if not record or "token" not in record:
         raise HTTPError(401, "Could not authenticate using provided credentials", [("www-authenticate", "Session")])
-    eauth_config = ctx.settings.external_auth.get(record.get("eauth"))
+    eauth_config = ctx.settings.external_auth_of(master).get(record.get("eauth"))
     if not isinstance(eauth_config, Mapping):
         raise HTTPError(
             401, f"eauth {record.get('eauth')!r} is not configured in external_auth", [("www-authenticate", "Session")]
@@ -227,8 +238,9 @@ def session_cookie(ctx: Context, value: str, clear: bool = False) -> str:
 
 def logout(ctx: Context) -> Handler:
     allow(ctx, "POST")
-    token, _ = yield from authenticate(ctx)
-    yield RemoveToken(token)
+    master = request_master(ctx.request, ctx.settings)
+    token, _ = yield from authenticate(ctx, master)
+    yield RemoveToken(token, master)
     return ctx.reply(
         200, {"return": "Your token has been cleared"}, (("set-cookie", session_cookie(ctx, "", clear=True)),)
     )
@@ -262,16 +274,17 @@ def minions(ctx: Context) -> Handler:
     if mid and ctx.request.method == "POST":
         raise HTTPError(405, "POST to /minions, not /minions/<id>", [("allow", "GET")])
     allow(ctx, "GET") if mid else allow(ctx, "GET", "POST")
-    token, _ = yield from authenticate(ctx)
+    master = request_master(ctx.request, ctx.settings)
+    token, _ = yield from authenticate(ctx, master)
     if ctx.request.method == "GET":
         chunk = {"client": "local", "tgt": mid or "*", "fun": "grains.items"}
-        return (yield from run_lowstate(ctx, chunk, token))
+        return (yield from run_lowstate(ctx, chunk, token, master))
     chunks = lowstate.normalize(body(ctx))
     for chunk in chunks:
         if chunk.setdefault("client", "local_async") != "local_async":
             raise HTTPError(400, "We don't serve your kind here: /minions only runs local_async jobs")
     lowstate.check_clients(chunks, ctx.settings.enabled_clients)
-    results = yield from lowstate.run(chunks, token)
+    results = yield from lowstate.run(chunks, token, chunk_masters(chunks, ctx.settings, master))
     jobs_path = f"{ctx.settings.root_prefix}/jobs"  # a link a client can follow, behind root_prefix too
     links = [{"href": f"{jobs_path}/{r['jid']}"} for r in results if isinstance(r, Mapping) and "jid" in r]
     return ctx.reply(202, {"return": results, "_links": {"jobs": links}})
@@ -279,16 +292,17 @@ def minions(ctx: Context) -> Handler:
 
 def jobs(ctx: Context) -> Handler:
     allow(ctx, "GET")
-    token, _ = yield from authenticate(ctx)
+    master = request_master(ctx.request, ctx.settings)
+    token, _ = yield from authenticate(ctx, master)
     jid = ctx.route.params[0] if ctx.route.params else ""
     chunk: dict[str, Any] = {"client": "runner", "fun": "jobs.list_job" if jid else "jobs.list_jobs"}
     if jid:
         chunk["jid"] = jid
     if not (jid and shapes(ctx).job_detail):
-        return (yield from run_lowstate(ctx, chunk, token))
+        return (yield from run_lowstate(ctx, chunk, token, master))
     chunks = lowstate.normalize(chunk)
     lowstate.check_clients(chunks, ctx.settings.enabled_clients)
-    job = (yield from lowstate.run(chunks, token))[0]
+    job = (yield from lowstate.run(chunks, token, [master]))[0]
     return ctx.reply(200, {"info": [job], "return": [minion_returns(job)]})
 
 
@@ -304,7 +318,8 @@ def minion_returns(job: Any) -> dict[str, Any]:
 def run(ctx: Context) -> Handler:
     """Lowstate with credentials in each chunk; no session needed."""
     allow(ctx, "POST")
-    return (yield from run_lowstate(ctx, body(ctx), request_token(ctx)))
+    master = request_master(ctx.request, ctx.settings)
+    return (yield from run_lowstate(ctx, body(ctx), request_token(ctx), master))
 
 
 # -- stream options ------------------------------------------------------------------
@@ -372,20 +387,21 @@ def keys(ctx: Context) -> Handler:
     if mid and ctx.request.method == "POST":
         raise HTTPError(405, "POST to /keys, not /keys/<id>", [("allow", "GET")])
     allow(ctx, "GET") if mid else allow(ctx, "GET", "POST")
+    master = request_master(ctx.request, ctx.settings)
     if ctx.request.method == "POST":
-        return (yield from generate_keys(ctx))
-    token, _ = yield from authenticate(ctx)
+        return (yield from generate_keys(ctx, master))
+    token, _ = yield from authenticate(ctx, master)
     chunk: dict[str, Any] = {"client": "wheel", "fun": "key.finger", "match": mid} if mid else {
         "client": "wheel", "fun": "key.list_all"}
     lowstate.check_clients([chunk], ctx.settings.enabled_clients)
     chunk["token"] = token
     # Salt's errors (an ACL that refuses, a master that is down) are thrown in here
     # and answered by the Exchange, as rest_cherrypy's hypermedia_handler does.
-    result = yield RunLowstate(chunk)
+    result = yield RunLowstate(chunk, master)
     return ctx.reply(200, {"return": keyfiles.wheel_return(result)})
 
 
-def generate_keys(ctx: Context) -> Handler:
+def generate_keys(ctx: Context, master: str | None = None) -> Handler:
     """``POST /keys``: ``mid`` and eauth credentials (``username``, ``password``,
     ``eauth``) in the body, optional ``keysize`` and ``force`` → wheel
     ``key.gen_accept`` run with those credentials (no session, as in rest_cherrypy)
@@ -409,7 +425,7 @@ def generate_keys(ctx: Context) -> Handler:
     chunk = {"client": "wheel", "fun": "key.gen_accept", "id_": mid, **options}
     lowstate.check_clients([chunk], ctx.settings.enabled_clients)
     chunk.update({k: payload[k] for k in lowstate.CREDENTIALS})
-    result = yield RunLowstate(chunk)
+    result = yield RunLowstate(chunk, master)
     pair = keyfiles.wheel_return(result)
     if keyfiles.wheel_failed(result):
         raise HTTPError(500, "key.gen_accept failed: " + redact_tokens(str(pair))[:500])
@@ -429,6 +445,7 @@ def make_tokens(ctx: Context) -> Handler:
     user needs ``@runner`` rights and ``runner`` in ``netapi_enable_clients``) →
     ``[{"start", "token", "expire", "name", "eauth"}, …]``, without a ``return`` wrapper."""
     allow(ctx, "POST")
+    master = request_master(ctx.request, ctx.settings)
     payload = body(ctx)
     chunks = payload if isinstance(payload, list) else [payload]
     if not chunks or not all(
@@ -440,7 +457,7 @@ def make_tokens(ctx: Context) -> Handler:
     for chunk in chunks:
         credentials = {k: chunk[k] for k in lowstate.CREDENTIALS}
         results.append((yield RunLowstate({"client": "runner", "fun": "auth.mk_token", **credentials,
-                                           "kwarg": dict(credentials)})))
+                                           "kwarg": dict(credentials)}, master)))
     return ctx.reply(200, results)
 
 
@@ -461,8 +478,9 @@ def events(ctx: Context) -> Handler:
 
 def hook(ctx: Context) -> Handler:
     allow(ctx, "POST")
+    master = request_master(ctx.request, ctx.settings)  # whose event bus gets the event
     if not ctx.settings.webhook_disable_auth:
-        yield from authenticate(ctx)
+        yield from authenticate(ctx, master)
     suffix = ctx.route.params[0] if ctx.route.params else ""
     payload = parse_body(ctx.request)
     headers = {
@@ -471,7 +489,7 @@ def hook(ctx: Context) -> Handler:
         if hook_may_carry(name, ctx.settings.webhook_headers)
     }
     data = {"post": payload if payload is not None else {}, "get": query_args(ctx.request), "headers": headers}
-    sent = yield FireEvent(f"salt/netapi/hook{suffix}", data)
+    sent = yield FireEvent(f"salt/netapi/hook{suffix}", data, master)
     return ctx.reply(200, {"success": bool(sent)})
 
 
@@ -486,12 +504,14 @@ def hook_may_carry(name: str, allowed: tuple[str, ...] | None) -> bool:
 # -- /health ----------------------------------------------------------------------
 def health(ctx: Context) -> Handler:
     """200 while the event bus is followed and the master counts as available,
-    else 503 with why; no token, no Salt call (a load balancer polls it).
+    else 503 with why; no token, no Salt call (a load balancer polls it). A node
+    with no master for commands says so (its streams are what it serves).
     Never cached: RFC 9111 §5.2.2.5, "no-store"."""
     allow(ctx, "GET", "HEAD")
     state = ctx.health()
     status = 200 if state.ok else 503
-    return ctx.reply(status, {"status": status_line(status), "return": state.reason}, (("cache-control", "no-store"),))
+    reason = state.reason if ctx.settings.command_masters else f"{state.reason}; {NO_MASTER}"
+    return ctx.reply(status, {"status": status_line(status), "return": reason}, (("cache-control", "no-store"),))
     yield  # pragma: no cover - makes this a generator
 
 

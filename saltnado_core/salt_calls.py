@@ -4,6 +4,10 @@ A handler yields one of these; the binding runs it with Salt's own classes
 (``salt.auth.LoadAuth`` …) and sends the result back in, or the exception, which
 :func:`classify_salt_error` maps to an HTTP status so bindings never decide one.
 Secrets are kept out of ``repr`` so a logged call leaks nothing.
+
+A call a request makes carries ``master``: the name of the master it runs on
+(:mod:`saltnado_core.masters`), None for the default one, so a node serving
+several masters runs each call with the right master's options and token store.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class MakeToken:
     username: str
     password: str = field(repr=False)
     eauth: str
+    master: str | None = None  # the master whose token store keeps the token (None: the default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +35,7 @@ class GetToken:
     """``LoadAuth.get_tok(token)`` → token record, ``{}`` if unknown or expired."""
 
     token: str = field(repr=False)
+    master: str | None = None  # the master that issued it (None: the default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,7 @@ class GetAuthList:
     (a list), or None when its eauth is not configured."""
 
     record: Mapping[str, Any] = field(repr=False)
+    master: str | None = None  # the master whose external_auth applies (None: the default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +73,7 @@ class RemoveToken:
     """``LoadAuth.rm_token(token)``: revoke it in Salt's token store."""
 
     token: str = field(repr=False)
+    master: str | None = None  # the master that issued it (None: the default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +82,11 @@ class RunLowstate:
     client dispatch, which enforces ``netapi_enable_clients`` and eauth."""
 
     low: Mapping[str, Any] = field(repr=False)
+    master: str | None = None  # the master that runs it (None: the default)
 
     def __repr__(self) -> str:  # never show credentials
-        return f"RunLowstate(client={self.low.get('client')!r}, fun={self.low.get('fun')!r})"
+        on = "" if self.master is None else f", master={self.master!r}"
+        return f"RunLowstate(client={self.low.get('client')!r}, fun={self.low.get('fun')!r}{on})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +95,7 @@ class FireEvent:
 
     tag: str
     data: Mapping[str, Any] = field(repr=False)
+    master: str | None = None  # the master whose event bus gets it (None: the default)
 
 
 SaltCall = (
@@ -103,12 +114,32 @@ def needs_master(call: SaltCall | ReadFile) -> bool:
     return isinstance(call, _NEEDS_MASTER)
 
 
+def call_master(call: SaltCall | ReadFile) -> str | None:
+    """The name of the master ``call`` runs on; None: the default one (or no master
+    in particular: a file read, a call every stream shares)."""
+    return getattr(call, "master", None)
+
+
 class MasterUnavailable(Exception):
     """The master is known to be down (its event bus is gone): a call that needs it
-    is not attempted, or no longer awaited. Classified as 503."""
+    is not attempted, or no longer awaited. Classified as 503; ``master``: its name
+    when the node serves several (named in the answer: it comes from the config)."""
+
+    def __init__(self, master: str | None = None) -> None:
+        super().__init__(master or "")
+        self.master = master
 
 
 MASTER_DOWN = "The Salt master is unavailable (its event bus is down); try again later"
+
+
+def master_down(master: str | None) -> str:
+    """The 503's reason for a master that is down, named when it has a name."""
+    if master is None:
+        return MASTER_DOWN
+    return f"The Salt master {master!r} is unavailable (its event bus is down); try again later"
+
+
 UNREACHABLE = "The Salt master could not be reached; try again later"
 
 # Salt exception class names (matched along the MRO: the core cannot import salt).
@@ -142,7 +173,7 @@ def classify_salt_error(exc: BaseException) -> tuple[int, str]:
     if names & _BAD_REQUEST:
         return 400, _message(inner)
     if "MasterUnavailable" in names:
-        return 503, MASTER_DOWN
+        return 503, master_down(getattr(inner, "master", None))
     if (
         names & _UNAVAILABLE
         or ("SaltClientError" in names and _not_contacted(inner))

@@ -33,8 +33,9 @@ from .driving import DriveStep, Served, serve_requests
 from .files import FileAnswer, ReadFile
 from .http import Request
 from .outcomes import Effect, Outcome
+from .salt_calls import call_master
 
-__all__ = ["Answers", "Driver", "ScriptedSalt", "Unanswered", "handle"]
+__all__ = ["Answers", "Driver", "ScriptedSalt", "Unanswered", "handle", "per_master"]
 
 Answers = Mapping[type, Any] | Callable[[Effect], Any]
 FileReader = Callable[[ReadFile], FileAnswer]
@@ -43,6 +44,28 @@ R = TypeVar("R")
 
 class Unanswered(LookupError):
     """A Salt call the test's answers do not cover (a callable may raise it too)."""
+
+
+def per_master(answers: Mapping[str | None, Answers]) -> Callable[[Effect], Any]:
+    """Several masters, each scripted apart: a call is answered from the answers of
+    the master it names (``call.master``; None: the default), as a table or a
+    callable; a master with no answers, or a call its table lacks, is :class:`Unanswered`."""
+
+    def answer(call: Effect) -> Any:
+        master = call_master(call)
+        if master not in answers:
+            raise Unanswered(call)
+        table = answers[master]
+        if not isinstance(table, Mapping):
+            return table(call)
+        if type(call) not in table:
+            raise Unanswered(call)
+        result = table[type(call)]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    return answer
 
 
 class ScriptedSalt:

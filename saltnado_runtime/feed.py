@@ -13,6 +13,7 @@ calls that need the master meanwhile. The binding supplies only the I/O:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Protocol
 
 from saltnado_core import EventBusError
@@ -36,7 +37,12 @@ async def follow_event_bus(
     salt: SaltRunner,
     spawn: Spawn,
 ) -> None:
-    """Stay subscribed to the event bus until cancelled."""
+    """Stay subscribed to the event bus until cancelled; start (through ``spawn``)
+    one watch of each other master commands go to (:mod:`saltnado_runtime.masters`)."""
+    from .masters import watch_master
+
+    for liveness in service.masters.watched.values():
+        spawn(partial(watch_master, liveness, connect, sleep, service.masters_changed, service.pacing.bus_read_bytes))
     link = service.link
     while True:
         try:

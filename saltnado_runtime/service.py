@@ -28,16 +28,17 @@ from saltnado_core.history import EventHistory
 from saltnado_core.outcomes import Effect
 from saltnado_core.pacing import Pacing
 from saltnado_core.revocation import RecheckCall, TokenRecheck
-from saltnado_core.salt_calls import MasterUnavailable
+from saltnado_core.salt_calls import MasterUnavailable, call_master
 from saltnado_core.static import Site
 from saltnado_core.subscriptions import Subscriptions
 from saltnado_core.tokens import redact_path
 from saltnado_dashboard import DIRECTORY as DASHBOARD_DIRECTORY
-from saltnado_salt import SaltBridge
+from saltnado_salt import load_master_opts
 
 from .files import StaticFiles
 from .hub import EventHub
 from .logs import redact_salt_logs, redact_saltnado_logs
+from .masters import CommandMasters, MasterLoader
 from .metrics import ServiceMetrics
 from .tls import load_ssl_context
 
@@ -57,8 +58,13 @@ def peer_address(peer: Any) -> str | None:
 
 
 class Service:
-    def __init__(self, settings: Settings, master_opts: Mapping[str, Any], pacing: Pacing = Pacing()) -> None:
-        self.settings = settings
+    def __init__(
+        self, settings: Settings, master_opts: Mapping[str, Any], pacing: Pacing = Pacing(),
+        load_master: MasterLoader = load_master_opts,
+    ) -> None:
+        """``master_opts``: the loaded config's options (its event bus is streamed);
+        ``load_master``: reads the config file of each other master ``masters:`` names
+        (raises ConfigError: a file that is missing)."""
         self.pacing = pacing
         self.streams = EventStreams(
             FormattedView(
@@ -73,20 +79,23 @@ class Service:
         self.link = EventBusLink(
             settings.sock_dir, self.streams, self.subscriptions, settings.limits.max_event_bytes, pacing
         )
+        redact_saltnado_logs()  # tokens never reach a log (idempotent)
+        # the masters commands go to (saltnado_core.masters), and the loaded config's bridge
+        self.masters = CommandMasters(settings, master_opts, self.link, pacing, redact_salt_logs, load_master)
+        self.settings = settings = self.masters.settings
+        self.bridge = self.masters.stream_bridge
         self.connections: dict[ServerConnection, Callable[[], None]] = {}  # → its writer's wake
         # GET /metrics and /stats: the core's figures read when asked, and this
         # service's own counts of requests and Salt calls
         self.metrics = ServiceMetrics(self.streams, self.link, self.subscriptions, self.connections, time.time())
         self.app = App(
-            settings, health=self.link.health, metrics=self.metrics.exposition, stats=self.metrics.stats,
+            settings, health=self.masters.health, metrics=self.metrics.exposition, stats=self.metrics.stats,
             site=Site.from_settings(settings, str(DASHBOARD_DIRECTORY)),
         )
-        redact_saltnado_logs()  # tokens never reach a log (idempotent)
-        self.bridge = SaltBridge(master_opts, on_salt_loaded=redact_salt_logs)
         self.files = StaticFiles(settings.static_cache_bytes)
         self.recheck = TokenRecheck()
-        # Salt calls in progress that need the master, each with how to give up on it
-        self._master_calls: set[Callable[[], None]] = set()
+        # Salt calls in progress that need their master: how to give up on each → its master
+        self._master_calls: dict[Callable[[], None], str | None] = {}
 
     # -- connections -----------------------------------------------------------
     def open_connection(self, wake: Callable[[], None], peer: Any = None) -> ServerConnection:
@@ -154,6 +163,8 @@ class Service:
         and slow connections."""
         now, monotonic = time.time(), time.monotonic()
         self.link.tick(now)  # the master counts as back once a new bus connection settles
+        self.masters.tick(now)  # … and so does any other master commands go to
+        self.masters_changed()
         for conn, wake in list(self.connections.items()):  # one pass: 10,000 streams cost ~2 ms
             expired = conn.expire(now)
             if conn.tick(monotonic) or expired:  # timeouts and pings (limits.timeouts)
@@ -190,7 +201,13 @@ class Service:
         Salt bridge: it needs no master (``needs_master`` is False for it)."""
         if isinstance(call, ReadFile):
             return self.files.read(call)
-        return self.bridge.execute(call)
+        return self.masters.bridge(call_master(call)).execute(call)
+
+    def warm_up(self) -> None:
+        """Load every master's eauth modules (blocking: in a worker thread), so the
+        first request does not wait for it."""
+        for bridge in {id(bridge): bridge for bridge in [self.bridge, *self.masters.bridges.values()]}.values():
+            bridge.load_auth()
 
     async def respond(self, conn: ServerConnection, salt: SaltRunner) -> None:
         """Answer every complete request ``conn`` holds, in order: the core's loop
@@ -255,18 +272,35 @@ class Service:
             log.warning("%r failed: %s: %s", call, type(exc).__name__, exc)
 
     @contextlib.contextmanager
-    def master_call(self, abandon: Callable[[], None]) -> Iterator[None]:
-        """Around a Salt call that needs the master (``needs_master``): raises
-        MasterUnavailable at once while the event bus is down, and calls ``abandon``
-        if it goes down during the call (which must then raise MasterUnavailable
-        instead of waiting out Salt's own timeouts, minutes for a vanished master)."""
-        if not self.link.master_available:
-            raise MasterUnavailable()
-        self._master_calls.add(abandon)
+    def master_call(self, call: Effect, abandon: Callable[[], None]) -> Iterator[None]:
+        """Around a Salt call that needs its master (``needs_master``): raises
+        MasterUnavailable at once while that master is down (its event bus), and calls
+        ``abandon`` if it goes down during the call (which must then raise
+        :meth:`master_unavailable` instead of waiting out Salt's own timeouts,
+        minutes for a vanished master)."""
+        master = call_master(call)
+        if not self.masters.available(master):
+            raise self.master_unavailable(call)
+        self._master_calls[abandon] = master
         try:
             yield
         finally:
-            self._master_calls.discard(abandon)
+            self._master_calls.pop(abandon, None)
+
+    def master_unavailable(self, call: Effect) -> MasterUnavailable:
+        """The exception for ``call`` when its master is down (it names the master on
+        a node with ``masters:``)."""
+        return MasterUnavailable(self.masters.shown(call_master(call)))
+
+    def masters_changed(self) -> None:
+        """A master's health may have changed: log it, and give up on the calls
+        waiting for a master that is down."""
+        for liveness in self.masters.watched.values():
+            for notice in liveness.notices():
+                feed_log.log(notice.level, notice.message)
+        for abandon, master in list(self._master_calls.items()):
+            if not self.masters.available(master):
+                abandon()
 
     # -- the event feed, TLS, logs -------------------------------------------------
     def bus_unavailable(self, error: OSError) -> float:
@@ -286,9 +320,7 @@ class Service:
 
     def _bus_changed(self) -> None:
         self.log_feed()
-        if not self.link.master_available:
-            for abandon in list(self._master_calls):
-                abandon()
+        self.masters_changed()
 
     def feed_data(self, data: bytes, salt: SaltRunner, spawn: Spawn) -> None:
         """Bytes read from the event bus; raises EventBusError if they are garbled."""

@@ -30,7 +30,7 @@ import trio
 from saltnado_core import ServerConnection, Settings
 from saltnado_core.outcomes import Effect
 from saltnado_core.pacing import Pacing
-from saltnado_core.salt_calls import MasterUnavailable, needs_master
+from saltnado_core.salt_calls import needs_master
 from saltnado_runtime import ServedMaster, Wakeup
 from saltnado_runtime.feed import follow_event_bus
 
@@ -77,7 +77,7 @@ class Server(ServedMaster):
             nursery.start_soon(follow_event_bus, self.service, _BusSocket.connect, trio.sleep, self._salt, nursery.start_soon)
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._direct.run)
-            warm_up = partial(trio.to_thread.run_sync, self.service.bridge.load_auth, abandon_on_cancel=True)
+            warm_up = partial(trio.to_thread.run_sync, self.service.warm_up, abandon_on_cancel=True)
             nursery.start_soon(warm_up)  # eauth modules load once, before the first request
             if listeners:
                 await nursery.start(self._accept, listeners, nursery)
@@ -185,9 +185,9 @@ class Server(ServedMaster):
         )
         if not needs_master(call):
             return await run()
-        with trio.CancelScope() as scope, self.service.master_call(scope.cancel):
+        with trio.CancelScope() as scope, self.service.master_call(call, scope.cancel):
             return await run()
-        raise MasterUnavailable()  # the event bus went down during the call
+        raise self.service.master_unavailable(call)  # its event bus went down during the call
 
 
 class _BusSocket:

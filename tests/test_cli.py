@@ -130,6 +130,7 @@ def test_check_config_says_what_it_would_serve_and_warns_of_typos(
         "  serves http://127.0.0.1:8123",
         "  TLS: off (disable_ssl)",
         "  websockets: on",
+        "  commands: the master of this config (one master: no masters:)",
         "  settings that differ from the defaults:",
         "    backlog: 128 (default None)",  # rest_tornado's listen backlog, honoured
         "    slow_client_policy: 'gap' (default 'close')",
@@ -153,10 +154,33 @@ def test_check_config_with_tls_and_limits(tmp_path: Path, capsys: pytest.Capture
         "  serves https://*:8443",
         f"  TLS: ssl_crt {crt}, ssl_key {key}",
         "  websockets: off",
+        "  commands: the master of this config (one master: no masters:)",
         "  settings that differ from the defaults:",
         "    keepalive_timeout: 0.0 (default 60.0)",
         "    max_body_bytes: 2048 (default 1048576)",
     ]
+
+
+def test_check_config_names_the_masters_and_reads_each_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site2 = tmp_path / "site2"
+    site2.mkdir()
+    (site2 / "master").write_text(f"root_dir: {site2}\n")
+    block = f"  port: 8000\n  disable_ssl: True\n  masters:\n    site1: {tmp_path / 'master'}\n    site2: {site2 / 'master'}\n"
+    master_config(tmp_path, block + "  default_master: site2\n")
+    status, out, err = check_config(capsys, "-c", str(tmp_path))
+    assert (status, err) == (0, "")
+    assert f"  commands: masters site2 ({site2 / 'master'}) [default], site1 ({tmp_path / 'master'})" in out.splitlines()
+    (site2 / "master").unlink()
+    status, out, err = check_config(capsys, "-c", str(tmp_path))
+    assert status == 2 and err == (
+        f"saltnado: error: 'rest_tornado: masters' site2: master config {site2 / 'master'} does not exist\n"
+    )
+    master_config(tmp_path, "  port: 8000\n  disable_ssl: True\n  commands: false\n")
+    status, out, err = check_config(capsys, "-c", str(tmp_path))
+    assert status == 0 and "  commands: none (commands: false): this node serves events only, command endpoints " \
+        "answer 503" in out.splitlines()
 
 
 def test_check_config_warns_of_web_app_files_it_cannot_serve(

@@ -326,6 +326,9 @@ def test_block_values_name_every_key_from_opts_reads() -> None:
         "api_acl": {"users": {"alice": ["10.0.0.1"], "*": ["10.0.0.0/8"]}}, "authorized_ips": ["10.0.0.1", "::1"],
         "log_access_file": "/var/log/saltnado/access.log", "log_error_file": "/var/log/saltnado/error.log",
         "salt_threads": 100, "backlog": 30,
+        # commands: false is only for a node without masters (test_core_masters.py)
+        "masters": {"site1": "/etc/salt/master", "site2": "/etc/salt/site2/master"}, "default_master": "site2",
+        "commands": True,
         **{name: 90_000 + i for i, name in enumerate(Limits.__dataclass_fields__)
                                                if name not in ("overflow", "timeouts")},
         **{name: 1.5 + i for i, name in enumerate(Timeouts.__dataclass_fields__)},

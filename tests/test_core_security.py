@@ -320,7 +320,7 @@ def test_preflight_for_an_allowed_origin_is_literal() -> None:
     )
     assert out == (
         b"HTTP/1.1 204 No Content\r\nserver: saltnado\r\n"
-        b"access-control-allow-headers: Accept, Cache-Control, Content-Type, X-Auth-Token, X-Requested-With\r\n"
+        b"access-control-allow-headers: Accept, Cache-Control, Content-Type, X-Auth-Token, X-Requested-With, X-Salt-Master\r\n"
         b"access-control-allow-methods: OPTIONS, GET, POST\r\n"
         b"access-control-expose-headers: X-Auth-Token\r\n"
         b"access-control-max-age: 1400\r\n"
@@ -346,7 +346,7 @@ def test_preflight_names_a_fixed_list_never_what_was_asked(asked: bytes) -> None
     )
     assert out.startswith(
         b"HTTP/1.1 204 No Content\r\nserver: saltnado\r\n"
-        b"access-control-allow-headers: Accept, Cache-Control, Content-Type, X-Auth-Token, X-Requested-With\r\n"
+        b"access-control-allow-headers: Accept, Cache-Control, Content-Type, X-Auth-Token, X-Requested-With, X-Salt-Master\r\n"
         b"access-control-allow-methods: OPTIONS, GET, POST\r\n"
     )
     assert b"Evil" not in out and b"Pad" not in out and len(out) < 400
