@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from saltnado_core import ConfigError, Settings
 from saltnado_core.config import Dialect, block_values, unknown_key_warnings
+from saltnado_core.kinds import StreamKind, TokenPlace, Transport
 from saltnado_runtime.files import static_warnings
 from saltnado_runtime.logs import check_log_files
 from saltnado_runtime.masters import load_command_masters
@@ -36,7 +37,7 @@ def load_settings(path: str, api_block: str | None = None) -> tuple[dict[str, An
 
 
 def describe(settings: Settings) -> list[str]:
-    """What would be served: where, TLS or not, websockets, and every setting that
+    """What would be served: where, TLS or not, which event streams, and every setting that
     differs from its default."""
     scheme = "http" if settings.disable_ssl else "https"
     lines = [] if settings.dialect is Dialect.TORNADO else [f"reads the '{settings.dialect.value}:' block"]
@@ -45,7 +46,7 @@ def describe(settings: Settings) -> list[str]:
         lines.append("TLS: off (disable_ssl)")
     else:
         lines.append(f"TLS: ssl_crt {settings.ssl_crt}" + (f", ssl_key {settings.ssl_key}" if settings.ssl_key else ""))
-    lines.append(f"websockets: {'on' if settings.websockets else 'off'}")
+    lines += stream_lines(settings)
     lines.append(commands_line(settings))
     ours, defaults = block_values(settings), block_values(Settings())
     changed = [key for key in sorted(ours) if key not in _LISTENING and ours[key] != defaults[key]]
@@ -63,6 +64,29 @@ def commands_line(settings: Settings) -> str:
     named = [f"{name} ({path})" for name, path in settings.masters.items() if name == settings.default_master]
     named += [f"{name} ({path})" for name, path in settings.masters.items() if name != settings.default_master]
     return f"commands: masters {named[0]} [default]" + "".join(f", {entry}" for entry in named[1:])
+
+
+def stream_path(kind: StreamKind, root_prefix: str) -> str:
+    """Where a client opens ``kind``: ``/api/ws/<token>``, ``/events``."""
+    token = "" if kind.token_place is TokenPlace.HEADER else "/<token>"
+    return f"{root_prefix}/{kind.route}{token}"
+
+
+def stream_lines(settings: Settings) -> list[str]:
+    """The event streams ``serve`` would answer, at their paths (``root_prefix``
+    included), read off the routes it would build — under a ``rest_cherrypy:``
+    block ``/ws`` is served whatever ``websockets`` says — and those
+    ``websockets: False`` leaves out."""
+    names = settings.router().names
+    kinds = [kind for kind in StreamKind if kind.routed]
+    shown = {Transport.SSE: "SSE", Transport.WEBSOCKET: "websocket"}
+    served = [f"{stream_path(kind, settings.root_prefix)} ({shown[kind.transport]})"
+              for kind in kinds if kind.value in names]
+    lines = [f"event streams: {', '.join(served)}"]
+    missing = [stream_path(kind, settings.root_prefix) for kind in kinds if kind.value not in names]
+    if missing:
+        lines.append(f"not served (websockets: False): {', '.join(missing)}")
+    return lines
 
 
 def check_config(path: str, out: TextIO, err: TextIO, api_block: str | None = None) -> int:

@@ -33,7 +33,7 @@ from .outcomes import (
 )
 from .router import Route, Router
 from .salt_calls import GetAuthList, GetToken, classify_salt_error
-from .static import Site
+from .static import VARY_ACCEPT, Site
 from .tokens import redact_path, redact_tokens
 
 __all__ = [
@@ -205,6 +205,8 @@ class App:
         files = self.site.handler(request, name)
         if files is not None:  # a path under a mount, or a browser navigation to the app
             return Exchange(files, choose_media(accept) or JSON, cors, FILES_ROUTE)
+        if self.site.overridable(request, name):
+            cors += VARY_ACCEPT  # a browser navigation here would have got the app
         if route is None:
             # RFC 9110 §15.5.5: no such resource is 404 whatever the Accept (SaltGUI
             # asks for optional /static/salt-motd.txt with Accept: text/plain and

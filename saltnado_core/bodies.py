@@ -47,8 +47,10 @@ def media_type(request: Request) -> str:
     return (request.header("content-type") or "").split(";", 1)[0].strip().lower()
 
 
-def parse_body(request: Request) -> Any:
-    """The decoded body, or None when there is none."""
+def parse_body(request: Request, merge_query: bool = True) -> Any:
+    """The decoded body, or None when there is none. A form body has the query
+    string's arguments merged in unless ``merge_query`` is False (rest_cherrypy's
+    hook reads the body alone)."""
     if not request.body:
         return None
     content_type = media_type(request)
@@ -57,7 +59,7 @@ def parse_body(request: Request) -> Any:
     except UnicodeDecodeError:
         raise HTTPError(400, "request body is not UTF-8") from None
     if content_type == "application/x-www-form-urlencoded":
-        return parse_form(text, parse_form(request.query))
+        return parse_form(text, parse_form(request.query) if merge_query else None)
     if content_type in ("application/json", "text/plain"):
         try:
             return json.loads(text)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 
 import h11
@@ -451,7 +451,10 @@ class HTTPConnection:
 
     def _fail(self, status: int, reason: str) -> None:
         response = error_response(status, reason, CLOSE_HEADER)
-        pending = _to_request(self._pending, b"", self._peer) if self._pending is not None else UNREADABLE
+        if self._pending is not None:
+            pending = _to_request(self._pending, b"", self._peer)
+        else:  # still whose it was, for the access log
+            pending = replace(UNREADABLE, client=self._peer)
         self._rejections.append(Rejection(pending, response))
         self._busy = False
         if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):

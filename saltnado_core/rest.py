@@ -68,11 +68,12 @@ class Shapes:
     token_header: bool  # POST /login: the token in an X-Auth-Token header too, besides the cookie
     no_perms: Any  # POST /login's "perms" when the user has none
     job_detail: bool  # GET /jobs/<jid>: {"info": [<the job>], "return": [{<minion>: <its return>}]}
+    hook_body: bool  # /hook's event: {"body": <the body as text>, "post", "headers"}, else {"post", "get", "headers"}
 
 
 SHAPES: Mapping[Dialect, Shapes] = {
-    Dialect.TORNADO: Shapes(login_page=False, token_header=False, no_perms=[], job_detail=False),
-    Dialect.CHERRYPY: Shapes(login_page=True, token_header=True, no_perms={}, job_detail=True),
+    Dialect.TORNADO: Shapes(login_page=False, token_header=False, no_perms=[], job_detail=False, hook_body=False),
+    Dialect.CHERRYPY: Shapes(login_page=True, token_header=True, no_perms={}, job_detail=True, hook_body=True),
 }
 
 
@@ -482,15 +483,37 @@ def hook(ctx: Context) -> Handler:
     if not ctx.settings.webhook_disable_auth:
         yield from authenticate(ctx, master)
     suffix = ctx.route.params[0] if ctx.route.params else ""
-    payload = parse_body(ctx.request)
-    headers = {
-        "-".join(word.capitalize() for word in name.split("-")): value
-        for name, value in ctx.request.headers
-        if hook_may_carry(name, ctx.settings.webhook_headers)
-    }
-    data = {"post": payload if payload is not None else {}, "get": query_args(ctx.request), "headers": headers}
+    data = hook_event(ctx.request, shapes(ctx).hook_body, ctx.settings.webhook_headers)
     sent = yield FireEvent(f"salt/netapi/hook{suffix}", data, master)
     return ctx.reply(200, {"success": bool(sent)})
+
+
+def hook_event(request: Request, with_body: bool, allowed: tuple[str, ...] | None) -> dict[str, Any]:
+    """The data of the event ``POST /hook`` fires for ``request``.
+
+    rest_tornado's: ``{"post": <the parsed body, {} without one>, "get": <the query's
+    arguments>, "headers"}``. rest_cherrypy's (``with_body``, its ``Webhook.POST``):
+    ``{"body": <the body as text, "" without one>, "post": <the body alone parsed,
+    {} when that is empty or false>, "headers"}``, the headers with the
+    ``Remote-Addr`` CherryPy adds from the socket (here the socket's peer: a
+    client's own ``Remote-Addr`` is not passed on). Either way ``headers`` leaves out
+    credentials (:func:`hook_may_carry`); the body is within ``max_body_bytes``, and
+    UTF-8 (parse_body refuses it otherwise with 400, where rest_cherrypy fails with 500).
+    """
+    payload = parse_body(request, merge_query=not with_body)
+    fields = list(request.headers)
+    if with_body:
+        fields = [(name, value) for name, value in fields if name != "remote-addr"]
+        if request.client is not None:
+            fields.append(("remote-addr", request.client))
+    headers = {
+        "-".join(word.capitalize() for word in name.split("-")): value
+        for name, value in fields
+        if hook_may_carry(name, allowed)
+    }
+    if with_body:
+        return {"body": request.body.decode("utf-8"), "post": payload or {}, "headers": headers}
+    return {"post": payload if payload is not None else {}, "get": query_args(request), "headers": headers}
 
 
 def hook_may_carry(name: str, allowed: tuple[str, ...] | None) -> bool:

@@ -93,6 +93,7 @@ OCTET_STREAM = "application/octet-stream"
 # Stream routes are never answered with the app's HTML (an EventSource or a
 # websocket handshake is no navigation, whatever its Accept says).
 _STREAM_ROUTES = frozenset(kind.route for kind in StreamKind)
+VARY_ACCEPT = (("vary", "Accept"),)
 # An encoded separator or NUL, in the still-encoded part of a path
 _ENCODED_FORBIDDEN = re.compile(r"%(?:2f|5c|00)", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -213,16 +214,20 @@ class Site:
             return _redirect(request, self.root_prefix + mount.prefix + "/")
         if mount is not None:
             return serve_file(request, mount.read_for(request.path, self.max_file_bytes))
-        if (
-            self.app is not None
-            and request.method == "GET"
-            and route not in _STREAM_ROUTES
-            and prefers_html(request.header("accept"))
-        ):
+        if self.overridable(request, route) and prefers_html(request.header("accept")):
             # The same URL answers JSON to an API client: caches must key on Accept.
+            assert self.app is not None
             read = self.app.read_for(self.app.prefix, self.max_file_bytes)
-            return serve_file(request, read, (("vary", "Accept"),))
+            return serve_file(request, read, VARY_ACCEPT)
         return None
+
+    def overridable(self, request: Request, route: str | None) -> bool:
+        """Whether ``request`` (not under a mount) gets the app or the API by its
+        ``Accept`` alone (``html_override``): then the API's answer, too, must carry
+        ``Vary: Accept``, or a cache that stored the JSON for ``/minions`` would hand
+        it to the next browser that navigates there (and the HTML to the next API
+        client)."""
+        return self.app is not None and request.method == "GET" and route not in _STREAM_ROUTES
 
 
 def _redirect(request: Request, location: str) -> Generator[ReadFile, Any, Response]:

@@ -238,7 +238,10 @@ class Service:
         target = redact_path(request.target, self.settings.token_length)
         if served.error is not None:
             log.error("error handling %s %s", request.method, target, exc_info=served.error)
-        access_log.info("%s %s %d %.1fms", request.method, target, served.status, seconds * 1000)
+        # The client's address is the socket's peer (never a header a client or proxy sets);
+        # "-" when the binding has none (a Unix socket, an embedding host that gave none).
+        access_log.info("%s %s %s %d %.1fms", request.client or "-", request.method, target, served.status,
+                        seconds * 1000)
 
     async def _salt(self, call: Effect, salt: SaltRunner) -> Any:
         """``await salt(call)``; a Salt call is counted and timed for /metrics (the

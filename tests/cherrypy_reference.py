@@ -25,9 +25,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 HAS_WS4PY = importlib.util.find_spec("ws4py") is not None
+
+
+def require_ws4py() -> None:
+    """Skip a test of salt-api's ``/ws`` without ws4py (a developer's machine), fail
+    under ``CI``: it is in the ``test`` extra, so a CI run without it is misconfigured."""
+    if HAS_WS4PY:
+        return
+    reason = "salt-api serves /ws only with ws4py installed (pip install -e '.[test]')"
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"{reason} (CI is set: the /ws differential tests must run)", pytrace=False)
+    pytest.skip(reason)
 
 
 def free_port() -> int:

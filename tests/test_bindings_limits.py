@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import select
 import socket
 import ssl
@@ -340,12 +341,14 @@ async def test_100_continue_only_for_an_accepted_head(server: RunningServer, tok
 
 async def test_refused_requests_are_in_the_access_log(server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
     """Requests the connection answers on its own are logged with their status,
-    tokens masked, as the app's are."""
+    tokens masked, and the client's address, as the app's are."""
     secret = "0123456789abcdef" * 4
     requests = [
         b"GET /x?token=" + secret.encode() + b" HTTP/1.1 x\r\nHost: t\r\n\r\n",  # no request line to show
         b"GET /all_events/" + secret.encode() + b" HTTP/2.0\r\nHost: t\r\n\r\n",
-        b"POST /login HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /login HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 10.6.6.6\r\nRemote-Addr: 10.6.6.6\r\n"
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 10.6.6.6\r\nConnection: close\r\n\r\n",  # answered by the app
     ]
     caplog.set_level(logging.INFO, logger="saltnado.access")
     for raw in requests:
@@ -353,8 +356,15 @@ async def test_refused_requests_are_in_the_access_log(server: RunningServer, cap
     with trio.fail_after(WAIT):
         while len([r for r in caplog.records if r.name == "saltnado.access"]) < len(requests):
             await trio.sleep(0.02)
-    lines = [r.getMessage().rsplit(" ", 1)[0] for r in caplog.records if r.name == "saltnado.access"]
-    assert lines == ["- - 400", "GET /all_events/<token> 505", "POST /login 400"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "saltnado.access"]
+    # "<client address> <method> <target> <status> <milliseconds>ms": the address is the
+    # socket's peer, a spoofed X-Forwarded-For or Remote-Addr is not believed
+    parsed = [re.fullmatch(r"(\S+) (\S+) (\S+) (\d{3}) \d+\.\dms", line) for line in lines]
+    assert all(parsed), lines
+    assert [match.groups() for match in parsed if match] == [
+        ("127.0.0.1", "-", "-", "400"), ("127.0.0.1", "GET", "/all_events/<token>", "505"),
+        ("127.0.0.1", "POST", "/login", "400"), ("127.0.0.1", "GET", "/", "200"),
+    ]
 
 
 async def test_oversized_websocket_message_is_closed_1009(server: RunningServer, token: str) -> None:

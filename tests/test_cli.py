@@ -129,7 +129,8 @@ def test_check_config_says_what_it_would_serve_and_warns_of_typos(
         f"{tmp_path / 'master'}: valid",
         "  serves http://127.0.0.1:8123",
         "  TLS: off (disable_ssl)",
-        "  websockets: on",
+        "  event streams: /all_events/<token> (websocket), /formatted_events/<token> (websocket), "
+        "/events (SSE), /ws/<token> (websocket)",
         "  commands: the master of this config (one master: no masters:)",
         "  settings that differ from the defaults:",
         "    backlog: 128 (default None)",  # rest_tornado's listen backlog, honoured
@@ -153,7 +154,8 @@ def test_check_config_with_tls_and_limits(tmp_path: Path, capsys: pytest.Capture
     assert out.splitlines()[1:] == [
         "  serves https://*:8443",
         f"  TLS: ssl_crt {crt}, ssl_key {key}",
-        "  websockets: off",
+        "  event streams: /events (SSE)",
+        "  not served (websockets: False): /all_events/<token>, /formatted_events/<token>, /ws/<token>",
         "  commands: the master of this config (one master: no masters:)",
         "  settings that differ from the defaults:",
         "    keepalive_timeout: 0.0 (default 60.0)",
@@ -283,6 +285,11 @@ def test_check_config_reads_a_rest_cherrypy_block(tmp_path: Path, capsys: pytest
     status, out, err = check_config(capsys, "-c", str(tmp_path))
     assert status == 0
     assert out.splitlines()[1:3] == ["  reads the 'rest_cherrypy:' block", "  serves http://127.0.0.1:8123/api"]
+    # rest_cherrypy's /ws is served without websockets: True; saltnado's own websockets are not
+    assert out.splitlines()[4:6] == [
+        "  event streams: /api/events (SSE), /api/ws/<token> (websocket)",
+        "  not served (websockets: False): /api/all_events/<token>, /api/formatted_events/<token>",
+    ]
     assert "    salt_threads: 30 (default 8)" in out.splitlines()
     assert err.startswith("saltnado: warning: 'rest_cherrypy: expire_responses' is obsolete and ignored")
 

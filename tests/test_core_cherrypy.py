@@ -4,6 +4,7 @@ two servers differ. No Salt: calls are answered by the test."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -270,6 +271,52 @@ def test_webhook_url_moves_the_hook() -> None:
     call = exchange.start()
     assert isinstance(call, FireEvent) and call.tag == "salt/netapi/hook/build/done"
     assert api.handle(request("POST", "/hook", b"{}", "application/json"), NOW).start().status == 404  # type: ignore[union-attr]
+
+
+def fired(api: App, req: Request) -> dict[str, Any]:
+    """The data of the event ``req`` to the hook fires (no auth asked)."""
+    call = api.handle(req, NOW).start()
+    assert isinstance(call, FireEvent), call
+    return call.data
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "post"),
+    [
+        (b'{"revision": "aa22", "result": true}', "application/json", {"revision": "aa22", "result": True}),
+        (b"a=1&a=2&b=", "application/x-www-form-urlencoded", {"a": ["1", "2"], "b": ""}),  # the query stays out
+        (b"result: true\n", "application/x-yaml", {"result": True}),
+        (b"[]", "application/json", {}),  # rest_cherrypy: "if not data: data = {}"
+        (b"", None, {}),
+    ],
+)
+def test_hook_events_have_rest_cherrypys_shape_under_its_block(body: bytes, content_type: str | None,
+                                                                post: Any) -> None:
+    headers = {"x-auth-token": TOKEN, "cookie": f"session_id={TOKEN}", "x-build": "42",
+               "remote-addr": "10.9.9.9"}  # a client's own Remote-Addr is not believed
+    req = dataclasses.replace(request("POST", "/hook/ci/done?x=1", body, content_type, headers), client="192.0.2.7")
+    data = fired(app(webhook_disable_auth=True), req)
+    assert data == {"body": body.decode(), "post": post, "headers": {
+        "Host": "salt.example", **({"Content-Type": content_type} if content_type else {}),
+        "X-Build": "42", "Remote-Addr": "192.0.2.7"}}  # no credential goes onto the bus
+    # the same request under rest_tornado: its own shape, the query in "get"
+    tornado = fired(tornado_app(webhook_disable_auth=True), req)
+    assert set(tornado) == {"post", "get", "headers"} and tornado["get"] == {"x": "1"}
+    # rest_tornado passes the headers as sent (its own Remote-Addr too), credentials aside
+    assert tornado["headers"]["Remote-Addr"] == "10.9.9.9" and "X-Auth-Token" not in tornado["headers"]
+
+
+def test_hook_event_headers_follow_webhook_headers_under_rest_cherrypy() -> None:
+    req = dataclasses.replace(request("POST", "/hook", b"{}", "application/json", {"x-build": "1"}),
+                              client="192.0.2.7")
+    assert fired(app(webhook_disable_auth=True, webhook_headers=["X-Build"]), req)["headers"] == {"X-Build": "1"}
+
+
+def test_a_hook_body_that_is_not_utf8_is_400_under_rest_cherrypy() -> None:
+    req = request("POST", "/hook", b"\xff\xfe", "text/plain")
+    response = app(webhook_disable_auth=True).handle(req, NOW).start()
+    assert isinstance(response, Response) and response.status == 400
+    assert response_json(response)["return"] == "request body is not UTF-8"
 
 
 @pytest.mark.parametrize("path", ["/login", "/logout", "/minions", "/jobs/1"])

@@ -341,8 +341,20 @@ def test_api_clients_get_what_they_always_got(site: Path, accept: str | None) ->
     headers = [f"Accept: {accept}"] if accept is not None else []
     with_app = new_driver(site).feed(get("/", *headers))
     without = new_driver(site, app=None).feed(get("/", *headers))
-    assert with_app == without
+    # … but say that the URL answers by Accept: a cache must not hand this JSON to a
+    # browser's navigation (nor the app's HTML to the next API client)
+    assert parse_response(with_app)[1]["vary"] == "Accept" and "vary" not in parse_response(without)[1]
+    assert with_app.replace(b"vary: Accept\r\n", b"", 1) == without
     assert parse_response(with_app)[0] == 200 and INDEX not in with_app
+
+
+def test_only_answers_html_override_could_replace_vary_by_accept(site: Path) -> None:
+    login = get("/login", "Accept: application/json", "Content-Length: 0", method="POST")
+    assert "vary" not in parse_response(new_driver(site).feed(login))[1]  # a POST is never overridden
+    events = get("/events", "Accept: text/event-stream")
+    assert "vary" not in parse_response(new_driver(site).feed(events))[1]  # nor a stream
+    missing = get("/nowhere", "Accept: application/json")
+    assert parse_response(new_driver(site).feed(missing))[1]["vary"] == "Accept"  # a 404 here: the app to a browser
 
 
 def test_streams_and_posts_are_never_overridden(site: Path) -> None:

@@ -219,3 +219,38 @@ async def test_root_prefix_and_authorized_ips_on_a_real_socket(salt_lab: Any, ma
                 if status == 200:
                     outside = await trio.to_thread.run_sync(lambda: call(srv.port, "GET", "/")[0])
                     assert outside == 404
+
+
+async def test_hook_events_have_rest_cherrypys_shape(cherry: RunningServer, reference: int, master_opts: dict[str, Any]) -> None:
+    """The same POST /hook to both servers, each event read off the master's bus: the
+    same fields and values, except the headers saltnado keeps off the bus (credentials)."""
+    import salt.utils.event
+
+    body = "revision=aa22&result=ok&result=again"
+
+    def both() -> dict[str, dict[str, Any]]:
+        bus = salt.utils.event.get_master_event(master_opts, master_opts["sock_dir"], listen=True)
+        try:
+            got: dict[str, dict[str, Any]] = {}
+            for name, port in (("ours", cherry.port), ("theirs", reference)):
+                token = login(port)[0]
+                status, _, answer = call(port, "POST", f"/hook/diff/{name}?q=1", body, token, content_type=FORM,
+                                         headers={"X-Build": "42", "X-Hub-Signature-256": "sha256=ab"})
+                assert (status, answer) == (200, {"success": True}), (name, answer)
+                event = bus.get_event(wait=30, tag=f"salt/netapi/hook/diff/{name}", full=True)
+                assert event is not None, name
+                got[name] = {key: value for key, value in event["data"].items() if key != "_stamp"}
+            return got
+        finally:
+            bus.destroy()
+
+    got = await trio.to_thread.run_sync(both)
+    ours, theirs = got["ours"], got["theirs"]
+    assert set(ours) == set(theirs) == {"body", "post", "headers"}
+    assert ours["body"] == theirs["body"] == body
+    assert ours["post"] == theirs["post"] == {"revision": "aa22", "result": ["ok", "again"]}  # the query stays out
+    assert ours["headers"]["Remote-Addr"] == theirs["headers"]["Remote-Addr"] == "127.0.0.1"
+    assert ours["headers"]["X-Build"] == theirs["headers"]["X-Build"] == "42"
+    # the one difference: rest_cherrypy broadcasts the caller's credentials to every reader of the bus
+    assert {"X-Auth-Token", "X-Hub-Signature-256"} <= set(theirs["headers"])
+    assert set(theirs["headers"]) - set(ours["headers"]) == {"X-Auth-Token", "X-Hub-Signature-256"}

@@ -18,7 +18,7 @@ import pytest
 import trio
 import websocket
 
-from cherrypy_reference import HAS_WS4PY, cherrypy_api
+from cherrypy_reference import cherrypy_api, require_ws4py
 from conftest import RunningServer
 from test_salt_reference_diff import shape
 from test_salt_rest import call
@@ -216,8 +216,8 @@ async def test_documented_differences_from_rest_cherrypy(server: RunningServer, 
     assert diff["keys_without_mid"] == (400, 500)
 
 
-@pytest.mark.skipif(not HAS_WS4PY, reason="salt-api serves /ws only with ws4py installed")
 async def test_ws_same_framing_as_rest_cherrypy(server: RunningServer, reference: int) -> None:
+    require_ws4py()
     def first_messages(port: int) -> list[str]:
         token = login_token(port)
         def is_event(message: str, jid: str) -> bool:
@@ -230,8 +230,8 @@ async def test_ws_same_framing_as_rest_cherrypy(server: RunningServer, reference
     assert ours[1].startswith("data: {") and theirs[1].startswith("data: {")
 
 
-@pytest.mark.skipif(not HAS_WS4PY, reason="salt-api serves /ws only with ws4py installed")
 async def test_ws_format_events_same_job_shape_as_rest_cherrypy(server: RunningServer, reference: int) -> None:
+    require_ws4py()
     def job_keys(port: int) -> tuple[str, list[str]]:
         token = login_token(port)
 
