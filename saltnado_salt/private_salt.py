@@ -140,13 +140,13 @@ class PrivateSalt:
     api_opts: dict = field(default_factory=dict)  # more keys of the API block
     api_block: str = "rest_tornado"  # or "rest_cherrypy": the block the master config holds
 
-    # set by start()
-    config_dir: Path = field(init=False, default=None)
-    master_config_path: Path = field(init=False, default=None)
-    sock_dir: Path = field(init=False, default=None)
+    # set by start() (an empty path until then)
+    config_dir: Path = field(init=False, default=Path())
+    master_config_path: Path = field(init=False, default=Path())
+    sock_dir: Path = field(init=False, default=Path())
     publish_port: int = field(init=False, default=0)
     ret_port: int = field(init=False, default=0)
-    _pki_dir: Path = field(init=False, default=None, repr=False)
+    _pki_dir: Path = field(init=False, default=Path(), repr=False)
     _created_root: bool = field(init=False, default=False, repr=False)
     _procs: dict = field(init=False, default_factory=dict, repr=False)
     _minion_conf: dict = field(init=False, default_factory=dict, repr=False)
@@ -359,6 +359,7 @@ class PrivateSalt:
             # otherwise salt-minion runs the minion in a "keepalive" child process
             # and does not exit on SIGTERM at all
             cmd.append("--disable-keepalive")
+        assert self.root is not None, "start() sets the root first"
         with open(self.root / "logs" / f"{name}.out", "ab") as out:
             self._procs[name] = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

@@ -147,9 +147,10 @@ class Server(ServedMaster):
                 await self.service.receive(conn, None, self._salt, spawn)
                 continue
             try:
-                data = await (_read_fd(fd, read_bytes) if fd >= 0 else stream.receive_some(read_bytes))
+                got = await (_read_fd(fd, read_bytes) if fd >= 0 else stream.receive_some(read_bytes))
             except _GONE:
-                data = b""
+                got = b""
+            data = got if isinstance(got, bytes) else bytes(got)  # trio types a read as bytes | bytearray
             await self.service.receive(conn, data, self._salt, spawn)
             if not data:  # the client has closed its side (or vanished): the core ends it
                 return
