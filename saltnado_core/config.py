@@ -19,6 +19,7 @@ from typing import Any
 from .access import Addresses, ApiAcl, entries, parse_addresses
 from .blocks import CHERRYPY_KEYS, Block, ConfigError, Dialect, block_notices, cherrypy_warnings, read_block
 from .bounded import Overflow, SlowClientPolicy
+from .eventlog import EventLogSettings
 from .formatted import MAX_JOB_MINIONS, MAX_JOBS, MAX_RETURN_BYTES, MAX_VIEW_BYTES, SNAPSHOT_SLACK
 from .kinds import CloseCode
 from .router import Router
@@ -138,6 +139,8 @@ class Settings:
     log_error_file: str | None = None  # warnings and errors, also written to this file
     salt_threads: int = 8  # worker threads for Salt calls (rest_cherrypy's thread_pool)
     backlog: int | None = None  # the listening socket's queue (None: the event loop's default)
+    # several masters and nodes on NATS JetStream (saltnado_core.eventlog); None: none
+    event_log: EventLogSettings | None = None
 
     @property
     def token_length(self) -> int:
@@ -236,6 +239,8 @@ class Settings:
             log_error_file=_file_path(block, "log_error_file", empty_is_none=True),
             salt_threads=_positive_int(block, "salt_threads", 8),
             backlog=None if backlog is None else _positive_int(block, "backlog", 1),
+            # the master's own id (salt's default: <hostname>_master) names it unless set
+            event_log=EventLogSettings.parse(block.get("event_log"), block.where("event_log"), str(opts.get("id") or "")),
         ).checked_mounts()
 
     def checked_mounts(self) -> Settings:
@@ -291,6 +296,7 @@ def block_values(settings: Settings) -> dict[str, Any]:
     values["root_prefix"] = settings.root_prefix or "/"
     values["api_acl"] = settings.api_acl.as_config() if settings.api_acl is not None else None
     values["authorized_ips"] = entries(settings.authorized_ips)
+    values["event_log"] = settings.event_log.as_config() if settings.event_log is not None else None
     values.update(
         {name: getattr(limits, name) for name in Limits.__dataclass_fields__ if name not in ("overflow", "timeouts")}
     )

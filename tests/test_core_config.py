@@ -326,6 +326,11 @@ def test_block_values_name_every_key_from_opts_reads() -> None:
         "api_acl": {"users": {"alice": ["10.0.0.1"], "*": ["10.0.0.0/8"]}}, "authorized_ips": ["10.0.0.1", "::1"],
         "log_access_file": "/var/log/saltnado/access.log", "log_error_file": "/var/log/saltnado/error.log",
         "salt_threads": 100, "backlog": 30,
+        "event_log": {
+            "servers": ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"], "master": "m1", "role": "edge",
+            "stream": "EV", "subject_prefix": "salt.ev", "max_msgs": 10, "max_bytes": 100, "max_age": 60.0,
+            "replicas": 3, "duplicate_window": 30.0, "max_in_flight": 8, "creds": "/etc/nats/x.creds",
+        },
         **{name: 90_000 + i for i, name in enumerate(Limits.__dataclass_fields__)
                                                if name not in ("overflow", "timeouts")},
         **{name: 1.5 + i for i, name in enumerate(Timeouts.__dataclass_fields__)},
