@@ -345,11 +345,11 @@ def _overlap(a: str, b: str) -> bool:
 # -- what the runtime fetches for a resuming client --------------------------------------
 @dataclass(frozen=True, slots=True)
 class LoggedEvent:
-    """One message of the stream: its sequence, master, tag and body as read from the bus."""
+    """One message of the stream: its sequence, master and body as read from the
+    bus (``<tag>\n\n<msgpack data>``, decoded by the core)."""
 
     sequence: int
     master: str
-    tag: str
     raw: bytes = field(repr=False)
 
 

@@ -179,12 +179,12 @@ class EventStreams:
             for logged in events:
                 if not call.first <= logged.sequence <= call.last:
                     continue
-                if tags is not None and not tags.matches(logged.tag, logged.master):
-                    continue
                 try:
                     event = decode_body(logged.raw)
                 except EventBusError:
                     continue  # not an event: skipped, as the bus reader skips it
+                if tags is not None and not tags.matches(event.tag, logged.master):
+                    continue
                 text_id = str(EventId(epoch, logged.sequence))
                 if not outbox.offer(frame(text_id, event.tag, event_json(event), logged.master)):
                     return  # cut off: it closes when it next writes
