@@ -54,6 +54,7 @@ RunSoon = Callable[[Callable[[], None]], Any]  # the binding loop's thread-safe 
 
 EDGE_QUEUE = 10_000  # events handed to the binding's loop and not yet dispatched
 PUBLISH_TIMEOUT = 5.0  # seconds for one publish's ack before it is sent again
+PUBLISH_WINDOW = 256  # publishes sent before their acks are awaited
 RETRY_MAX = 2.0  # seconds between attempts at most (connecting, publishing)
 FETCH_TIMEOUT = 10.0  # seconds a resume fetch may take in all
 FETCH_IDLE = 0.5  # seconds without a message after which a fetch asks whether more will come
@@ -75,6 +76,9 @@ class EventLogNode:
         self.fetches = 0  # resuming clients' ranges read from the log
         self._next_sequence = 0  # edge: the sequence expected next
         self._room = threading.Semaphore(settings.max_in_flight)
+        self._pending: collections.deque[tuple[str, bytes, str]] = collections.deque()  # NATS loop only
+        # (asyncio's Events bind to the loop that first waits on them: the NATS loop's)
+        self._wake_publisher = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._nc: Any = None
@@ -88,7 +92,7 @@ class EventLogNode:
         self._on_epoch: Callable[[str, int], None] | None = None
         self._inbox: collections.deque[LoggedEvent] = collections.deque()
         self._inbox_lock = threading.Lock()
-        self._inbox_room: asyncio.Event | None = None
+        self._inbox_room = asyncio.Event()
 
     # -- lifecycle (the binding's thread) --------------------------------------------
     def start(
@@ -125,7 +129,6 @@ class EventLogNode:
         loop = self._loop
         assert loop is not None
         asyncio.set_event_loop(loop)
-        self._inbox_room = asyncio.Event()
         loop.create_task(self._connect())
         try:
             loop.run_forever()
@@ -138,7 +141,7 @@ class EventLogNode:
         (``sleep``-polling) while ``max_in_flight`` publishes await their ack."""
         settings, loop = self.settings, self._loop
         assert loop is not None
-        batch = []
+        batch: list[tuple[str, bytes, str]] = []
         for event in events:
             while not self._room.acquire(blocking=False):
                 if batch:
@@ -153,34 +156,59 @@ class EventLogNode:
             loop.call_soon_threadsafe(self._publish_batch, batch)
 
     def _publish_batch(self, batch: list[tuple[str, bytes, str]]) -> None:
-        for item in batch:  # tasks start in this order, so the publishes go out in it
-            asyncio.get_running_loop().create_task(self._publish(*item))
+        """On the NATS loop: queue ``batch`` behind what awaits its ack."""
+        self._pending.extend(batch)
+        self._wake_publisher.set()
 
-    async def _publish(self, subject_: str, raw: bytes, msg_id: str) -> None:
-        headers = {MSG_ID_HEADER: msg_id, MASTER_HEADER: self.settings.master}
+    async def _publisher(self) -> None:
+        """Publish the queue in order, ``PUBLISH_WINDOW`` at a time awaiting their
+        acks (sent in order on the one connection: JetStream stores them in it).
+        When one is not acked, the window's later ones are not counted either, and
+        after a pause everything from it is sent again, in order, under the same
+        ``Nats-Msg-Id``: a later event never overtakes an earlier one that is
+        still being retried (one sent again that had been stored is acked as a
+        duplicate). What can still reorder: an event whose first send was lost
+        with the connection while a later one, sent meanwhile, was kept in the
+        client's buffer and stored once it reconnected."""
+        headers_for = {MASTER_HEADER: self.settings.master}
         delay = 0.05
-        try:
-            while not self._closing:
-                if not self._ready.is_set():
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX)
-                    continue
+        while not self._closing:
+            if not self._pending:
+                self._wake_publisher.clear()
+                await self._wake_publisher.wait()
+                continue
+            window = [self._pending[i] for i in range(min(PUBLISH_WINDOW, len(self._pending)))]
+            sends = [
+                asyncio.ensure_future(self._js.publish(
+                    subject_, raw, timeout=PUBLISH_TIMEOUT, stream=self.settings.stream,
+                    headers={**headers_for, MSG_ID_HEADER: msg_id},
+                ))
+                for subject_, raw, msg_id in window
+            ]
+            acked = 0
+            failed: BaseException | None = None
+            for send in sends:
                 try:
-                    ack = await self._js.publish(
-                        subject_, raw, timeout=PUBLISH_TIMEOUT, stream=self.settings.stream, headers=headers
-                    )
+                    ack = await send
                 except Exception as exc:
-                    self.retries += 1
-                    log.debug("publishing to the event log failed (%s); sending it again", type(exc).__name__)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX)
-                    continue
-                self.published += 1
+                    failed = exc
+                    break
+                acked += 1
                 if ack.duplicate:
                     self.duplicates += 1
-                return
-        finally:
-            self._room.release()
+            if failed is not None:  # let the rest settle: they are sent again anyway
+                await asyncio.gather(*sends, return_exceptions=True)
+            for _ in range(acked):
+                self._pending.popleft()
+                self._room.release()
+            self.published += acked
+            if failed is None:
+                delay = 0.05
+                continue
+            self.retries += 1
+            log.debug("publishing to the event log failed (%s); sending again from there", _why(failed))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
 
     # -- fetch (a worker thread) ------------------------------------------------------
     def fetch(self, call: FetchEvents) -> tuple[tuple[LoggedEvent, ...], bool]:
@@ -272,6 +300,8 @@ class EventLogNode:
         self._ready.set()
         log.info("connected to the event log %s, stream %s", settings.describe(), settings.stream)
         self._tell_state(True, "")
+        if self.settings.role.ingests:
+            asyncio.get_running_loop().create_task(self._publisher())
         if self._deliver is not None:
             await self._follow()
 
@@ -348,7 +378,6 @@ class EventLogNode:
             self._call_soon(self._drain)
         if full:
             room = self._inbox_room
-            assert room is not None
             room.clear()
             with self._inbox_lock:
                 still_full = len(self._inbox) >= EDGE_QUEUE
@@ -363,7 +392,7 @@ class EventLogNode:
         if events and self._deliver is not None:
             self._deliver(events)
         loop, room = self._loop, self._inbox_room
-        if loop is not None and room is not None and not loop.is_closed():
+        if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(room.set)
 
     def _call_soon(self, callback: Callable[[], Any]) -> None:

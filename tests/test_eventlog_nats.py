@@ -293,11 +293,14 @@ async def test_a_nats_node_restarted_keeps_clients_connected_and_loses_nothing(
         got = await trio.to_thread.run_sync(ws_read_until, ws, "test/nr/299")
         ws.close()
         tags = [m["tag"] for m in got]
-        print([(m.get("id"), m["tag"]) for m in got][:5], [(m.get("id"), m["tag"]) for m in got if not m["tag"].startswith("test/nr")])
         assert "saltnado/bus/down" in tags and "saltnado/bus/up" in tags
         events = [m for m in got if m["tag"].startswith("test/nr/")]
-        assert [m["data"]["n"] for m in events] == list(range(300))
         assert await stream_count(cluster, stream) == 300
+        # each once, nothing lost; publishes retried across the lost connection may be
+        # stored after later ones (see the README), so not the order
+        assert sorted(m["data"]["n"] for m in events) == list(range(300))
+        positions = [position(m) for m in events]
+        assert positions == sorted(set(positions))  # in the stream's order, each id once
 
 
 async def test_a_real_masters_events_reach_an_edge_node(
