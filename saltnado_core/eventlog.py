@@ -108,6 +108,8 @@ class EventLogSettings:
         if not isinstance(servers, (list, tuple)) or not servers:
             raise ConfigError(f"{where} servers must be a list of nats:// (or tls://) URLs")
         for url in servers:
+            if isinstance(url, str) and "@" in url:  # never quoted: it holds a secret
+                raise ConfigError(f"{where} servers holds a URL with credentials; put them in user/password or token")
             if not isinstance(url, str) or not re.fullmatch(r"(nats|tls)://[^\s/]+", url):
                 raise ConfigError(f"{where} servers holds {url!r}, not a nats://host:port URL")
         role_name = str(value.get("role", Role.BOTH.value))
