@@ -30,12 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import importlib.util
 import logging
+import os
 import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from saltnado_core import ConfigError
 from saltnado_core.eventbus import SaltEvent
 from saltnado_core.eventlog import (
     MASTER_HEADER,
@@ -61,10 +64,28 @@ FETCH_IDLE = 0.5  # seconds without a message after which a fetch asks whether m
 GAP_FETCH_MAX = 100_000  # events an edge reads back to fill a gap in its consumer's delivery
 
 
+def event_log_problems(settings: EventLogSettings) -> tuple[list[str], list[str]]:
+    """``(errors, warnings)`` about ``settings`` that only the machine can tell:
+    nats-py missing (an error: the node could not run), files named that are not
+    readable (warnings: they may appear before the node starts)."""
+    errors = []
+    if importlib.util.find_spec("nats") is None:
+        errors.append("event_log: needs the NATS client nats-py (pip install 'saltnado[nats]')")
+    warnings = [
+        f"event_log: {key} {path} is not a readable file"
+        for key in ("creds", "tls_ca", "tls_cert", "tls_key")
+        if (path := getattr(settings, key)) is not None and not os.access(path, os.R_OK)
+    ]
+    return errors, warnings
+
+
 class EventLogNode:
     """One server's link to the event log: a NATS connection in its own thread."""
 
     def __init__(self, settings: EventLogSettings) -> None:
+        errors, _ = event_log_problems(settings)
+        if errors:
+            raise ConfigError(errors[0])
         self.settings = settings
         self.epoch: str | None = None  # the stream's, once known
         self.first_sequence = 0  # the edge's first: the stream's last sequence at start + 1

@@ -321,3 +321,21 @@ async def test_a_real_masters_events_reach_an_edge_node(
         ws.close()
         assert [(m["master"], m["tag"], m["data"]["n"]) for m in got] == [
             ("lab", f"saltnado/test/real/{i}", i) for i in range(5)]
+
+
+async def test_a_node_with_both_roles_serves_its_masters_events_once_through_the_log(
+    salt_lab: Any, master_opts: dict[str, Any], cluster: NatsCluster, buses: dict[str, FakeBus], stream: str
+) -> None:
+    bus = buses["m1"]
+    async with running_server(
+        "asyncio", salt_lab, master_opts, node(master_opts, cluster, stream, "both", "m1", bus.directory)
+    ) as both:
+        await wait_following(both)
+        token = (await trio.to_thread.run_sync(login, both.port))["token"]
+        ws = await trio.to_thread.run_sync(ws_open, both.port, token, "ids=1&tag=test/*")
+        await trio.sleep(0.3)
+        bus.fire_many([(f"test/both/{i}", {"n": i}) for i in range(50)])
+        got = await trio.to_thread.run_sync(ws_read, ws, 50)
+        ws.close()
+        assert [(m["master"], m["data"]["n"]) for m in got] == [("m1", i) for i in range(50)]
+        assert both.server.service.event_log.published == 50
