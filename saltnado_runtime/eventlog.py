@@ -323,8 +323,15 @@ class EventLogNode:
         self._tell_state(True, "")
         if self.settings.role.ingests:
             asyncio.get_running_loop().create_task(self._publisher())
-        if self._deliver is not None:
-            await self._follow()
+        delay = 0.1
+        while self._deliver is not None and not self._closing:
+            try:
+                await self._follow()
+                return
+            except Exception as exc:
+                log.warning("event log: cannot read stream %s (%s); retrying", settings.stream, _why(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
 
     async def _ensure_stream(self) -> None:
         """Create the stream, or bring its settings to these (idempotent: every
@@ -417,10 +424,19 @@ class EventLogNode:
             loop.call_soon_threadsafe(room.set)
 
     def _call_soon(self, callback: Callable[[], Any]) -> None:
+        """``callback`` on the binding's loop; what it raises is logged there, never
+        let loose in the loop (an exception in trio's run_sync_soon ends the run)."""
         if self._run_soon is None:
             return
+
+        def guarded() -> None:
+            try:
+                callback()
+            except Exception:
+                log.exception("event log: handing events over failed")
+
         try:
-            self._run_soon(callback)
+            self._run_soon(guarded)
         except Exception:  # the binding's loop has ended: shutting down
             pass
 
