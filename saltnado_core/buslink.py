@@ -111,6 +111,7 @@ class EventBusLink:
         # EventBusLink too, fed decoded events by :meth:`receive_event`.
         self.relay = True
         self.ingest = False
+        self.master: str | None = None  # the master's name in the event log, said with each event relayed
         self._ingest: list[SaltEvent] = []
 
     @property
@@ -160,7 +161,7 @@ class EventBusLink:
                 self._ingest.append(event)
             if not self.relay:
                 continue
-            calls += dispatch(event, now)
+            calls += dispatch(event, now, None, self.master)
             if self.subscriptions:
                 publish(event)
         return calls

@@ -107,6 +107,7 @@ class Service:
         self.event_log = EventLogNode(log_settings)
         role = log_settings.role
         self.link.ingest = role.ingests
+        self.link.master = log_settings.master or None  # ingest-only: its own clients see it too
         if role.serves:
             self.streams.log_prefix = log_settings.subject_prefix
             if role.ingests:  # both: the bus's events come back through the log

@@ -284,3 +284,20 @@ def test_a_client_gone_while_its_range_is_read_is_forgotten() -> None:
     streams.detach("all_events", client, "t")
     streams.fetched(fetch, (_logged(101, "s"),))
     assert len(client) == 0 and streams.subscribers == 0
+
+
+def test_an_ingest_only_node_names_its_master_to_its_own_clients() -> None:
+    from saltnado_core.buslink import EventBusLink
+    from saltnado_core.eventbus import encode_pub_message
+
+    streams = EventStreams(history=EventHistory("local1"))
+    link = EventBusLink("/run/salt", streams)
+    link.master, link.ingest = "m1", True
+    client, other = Outbox(10, 1 << 20), Outbox(10, 1 << 20)
+    streams.attach("all_events", client, "t", ids=True)
+    streams.attach("all_events", other, "t", ids=True, tags=master_filter(None, ["m2"]))
+    link.connected()
+    link.receive_data(encode_pub_message("s/1", {"n": 1}), 0.0)
+    assert _messages(client) == [{"id": "local1-1", "master": "m1", "data": {"n": 1}, "tag": "s/1"}]
+    assert len(other) == 0
+    assert [event.tag for event in link.take_ingest()] == ["s/1"]

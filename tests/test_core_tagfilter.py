@@ -235,6 +235,7 @@ def test_events_filters_or_together_and_notices_pass_them() -> None:
         ("?" + "&".join(["tag=a"] * 33), f"bad tag filter: at most {MAX_PATTERNS} tag patterns, got 33"),
         ("?tags=salt/key", "/events takes only tag=<glob>, ids=1, last_event_id=<id> and master=<name> in the query string"),
         ("?tag=salt/key&<script>=1", "/events takes only tag=<glob>, ids=1, last_event_id=<id> and master=<name> in the query string"),
+        ("?master=m1", "master=<name> is for a server on an event log (event_log:), which this is not"),
     ],
 )
 def test_events_bad_filter_is_400_with_the_reason(query: str, reason: str) -> None:
