@@ -458,6 +458,8 @@ class EventLogNode:
         log.debug("event log: %s", _why(exc))
 
     async def _close(self) -> None:
+        """Drain the connection, then end every task left on this loop (none is
+        left pending when the loop closes)."""
         if self._nc is not None:
             try:
                 await self._nc.drain()
@@ -466,6 +468,11 @@ class EventLogNode:
                     await self._nc.close()
                 except Exception:
                     pass
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
 
 
 class StreamRefused(Exception):
