@@ -30,7 +30,7 @@ from saltnado_core.outcomes import Effect
 from saltnado_core.pacing import Pacing
 from saltnado_core.salt_calls import needs_master
 from saltnado_runtime import ServedMaster, Wakeup
-from saltnado_runtime.feed import follow_event_bus
+from saltnado_runtime.feed import follow_events
 
 from .threads import SaltThreads
 
@@ -82,7 +82,10 @@ class Server(ServedMaster):
     async def _run(self, ready: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tasks:  # owns every task but host-handed connections
             self._tasks = tasks
-            tasks.create_task(follow_event_bus(self.service, _BusSocket.connect, asyncio.sleep, self._salt, self._spawn))
+            tasks.create_task(follow_events(
+                self.service, _BusSocket.connect, asyncio.sleep, self._salt, self._spawn,
+                asyncio.get_running_loop().call_soon_threadsafe,  # how the event log's thread hands events over
+            ))
             tasks.create_task(self._ticker())
             tasks.create_task(self._threads.run(self.service.warm_up))  # warm up eauth
             for listener in self.listeners:

@@ -93,13 +93,20 @@ def check_config(path: str, out: TextIO, err: TextIO, api_block: str | None = No
     """Validate the config at ``path`` (its ``api_block`` block, as ``serve`` would
     choose it): 0 when ``serve`` would start with it (warnings allowed), 2 on an
     error; the report goes to ``out``, problems to ``err``."""
+    log_warnings: list[str] = []
     try:
         opts, settings = load_settings(path, api_block)
         check_log_files(settings)
+        if settings.event_log is not None:
+            from saltnado_runtime.eventlog import event_log_problems
+
+            errors, log_warnings = event_log_problems(settings.event_log)
+            if errors:
+                raise ConfigError(errors[0])
     except ConfigError as exc:
         print(f"saltnado: error: {exc}", file=err)
         return 2
-    for warning in unknown_key_warnings(opts, api_block) + static_warnings(settings):
+    for warning in unknown_key_warnings(opts, api_block) + static_warnings(settings) + log_warnings:
         print(f"saltnado: warning: {warning}", file=err)
     print(f"{path}: valid", file=out)
     for line in describe(settings):

@@ -173,36 +173,37 @@ class Fanout(Generic[T]):
         self._filters.clear()
         self._count = 0
 
-    def publish(self, message: T, tag: str | None = None) -> int:
+    def publish(self, message: T, tag: str | None = None, master: str | None = None) -> int:
         """Offer ``message`` to every subscriber whose filter passes ``tag``;
         returns how many were cut off now.
 
         ``tag`` is the event's; None (a server notice, a keep-alive) passes every
-        filter. Cut-off subscribers (close policy) are removed: a connection
+        filter; ``master``: the master it came from (an event log's, for
+        ``?master=`` filters). Cut-off subscribers (close policy) are removed: a connection
         closes with the :class:`Overflow` code when it next writes. A subscriber
         whose ``max_bytes`` is below the message's size is offered the dropped
         notice instead: it could never take the message, so the policy is not for it.
         """
         size = self.size_of(message)
         if size > self._smallest:
-            return self._publish_too_big(message, size, tag)
+            return self._publish_too_big(message, size, tag, master)
         cut_off = []
         for wanted, group in self._groups.items():
-            if wanted is not None and tag is not None and not wanted.matches(tag):
+            if wanted is not None and tag is not None and not wanted.matches(tag, master):
                 continue  # not wanted: no queue of the group is touched
             for queue in group:
                 if not queue.put(message, size):
                     cut_off.append(queue)
         return self._cut_off(cut_off)
 
-    def _publish_too_big(self, message: T, size: int, tag: str | None) -> int:
+    def _publish_too_big(self, message: T, size: int, tag: str | None, master: str | None = None) -> int:
         """:meth:`publish` for a message bigger than some subscriber's bound
         (rare: the queue bounds are checked one by one)."""
         notice: T | None = None  # made once, for all the subscribers it is for
         notice_size = 0
         cut_off = []
         for wanted, group in self._groups.items():
-            if wanted is not None and tag is not None and not wanted.matches(tag):
+            if wanted is not None and tag is not None and not wanted.matches(tag, master):
                 continue
             for queue in group:
                 if size <= queue.max_bytes:

@@ -104,6 +104,15 @@ class EventBusLink:
         self._backoff = Backoff(pacing.reconnect_min, pacing.reconnect_max)
         self._decoder = EventBusDecoder(max_event_bytes)
         self._notices: list[Notice] = []
+        # With an event log (saltnado_core.eventlog): ``relay`` False — the bus's
+        # events reach the streams through the log, not from here — and
+        # ``ingest`` True — decoded events are kept for the runtime to publish
+        # (:meth:`take_ingest`). The link of an edge node's log feed is an
+        # EventBusLink too, fed decoded events by :meth:`receive_event`.
+        self.relay = True
+        self.ingest = False
+        self.master: str | None = None  # the master's name in the event log, said with each event relayed
+        self._ingest: list[SaltEvent] = []
 
     @property
     def master_available(self) -> bool:
@@ -148,9 +157,28 @@ class EventBusLink:
             if isinstance(event, UndecodableEvent):
                 self._skip(event)
                 continue
-            calls += dispatch(event, now)
+            if self.ingest:
+                self._ingest.append(event)
+            if not self.relay:
+                continue
+            calls += dispatch(event, now, None, self.master)
             if self.subscriptions:
                 publish(event)
+        return calls
+
+    def take_ingest(self) -> list[SaltEvent]:
+        """The events decoded since the last call, for the event log (``ingest``)."""
+        events, self._ingest = self._ingest, []
+        return events
+
+    def receive_event(self, event: SaltEvent, now: float, position: int, master: str) -> list[SaltCall]:
+        """One event read from an event log: its stream sequence and master."""
+        if self._connected_at is not None:
+            self._settled(now)
+        self.bytes_read += len(event.raw)
+        calls = self.streams.dispatch(event, now, position, master)
+        if self.subscriptions:
+            self.subscriptions.publish(event)
         return calls
 
     def lost(self, error: BaseException | None, now: float = 0.0) -> None:

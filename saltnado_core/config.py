@@ -19,6 +19,7 @@ from typing import Any
 from .access import Addresses, ApiAcl, entries, parse_addresses
 from .blocks import CHERRYPY_KEYS, Block, ConfigError, Dialect, block_notices, cherrypy_warnings, read_block
 from .bounded import Overflow, SlowClientPolicy
+from .eventlog import EventLogSettings
 from .formatted import MAX_JOB_MINIONS, MAX_JOBS, MAX_RETURN_BYTES, MAX_VIEW_BYTES, SNAPSHOT_SLACK
 from .kinds import CloseCode
 from .router import Router
@@ -152,6 +153,8 @@ class Settings:
     # each named master's external_auth (its config's), filled in by the runtime when it
     # loads them: /login's "perms" as the chosen master's config lists them
     master_external_auth: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # several masters and nodes on NATS JetStream (saltnado_core.eventlog); None: none
+    event_log: EventLogSettings | None = None
 
     @property
     def token_length(self) -> int:
@@ -275,6 +278,8 @@ class Settings:
             masters=masters,
             default_master=default_master,
             commands=commands,
+            # the master's own id (salt's default: <hostname>_master) names it unless set
+            event_log=EventLogSettings.parse(block.get("event_log"), block.where("event_log"), str(opts.get("id") or "")),
         ).checked_mounts()
 
     def checked_mounts(self) -> Settings:
@@ -333,6 +338,7 @@ def block_values(settings: Settings) -> dict[str, Any]:
     values["api_acl"] = settings.api_acl.as_config() if settings.api_acl is not None else None
     values["authorized_ips"] = entries(settings.authorized_ips)
     values["masters"] = dict(settings.masters) if settings.masters is not None else None
+    values["event_log"] = settings.event_log.as_config() if settings.event_log is not None else None
     values.update(
         {name: getattr(limits, name) for name in Limits.__dataclass_fields__ if name not in ("overflow", "timeouts")}
     )

@@ -26,7 +26,9 @@ Verbs (what the binding tells the connection):
   waits for ``100 Continue``, and the app's verdict on it (the 100, or a refusal
   sent before the body); :func:`~saltnado_core.driving.serve_requests` does both;
 * ``take_salt_calls()`` / ``salt_call_done(call, error)`` — Salt calls a stream
-  needs (the formatted view's grains request);
+  needs (the formatted view's grains request), and an event log's range a
+  resuming client missed (:class:`~saltnado_core.eventlog.FetchEvents`, answered
+  to :meth:`EventStreams.fetched` instead);
 * ``tick(now)`` — timeouts and websocket pings on the monotonic clock; ``expire(now)``
   — end a stream whose token expired, on the wall clock; both about once a second;
 * ``close(code, reason)`` — e.g. 1001 at shutdown (a request being answered gets
@@ -83,6 +85,7 @@ from dataclasses import dataclass, field
 from .bounded import Overflow
 from .broadcast import Outbox
 from .config import Limits
+from .eventlog import FetchEvents
 from .history import EventId
 from .http import CLOSE_HEADER, HTTPConnection, Rejection, Request, Response, error_response, status_line
 from .kinds import CloseCode, StreamKind, Transport, stream_kind
@@ -213,7 +216,7 @@ class ServerConnection:
         self._refused = open_connections >= limits.max_connections
         self._rejections: list[Rejection] = []  # the 503 above, once answered
         self._ws: WebSocketSession | None = None  # after an upgrade
-        self._salt_calls: list[SaltCall] = []
+        self._salt_calls: list[SaltCall | FetchEvents] = []
         self.outbox = Outbox(limits.outbox_max_messages, limits.outbox_max_bytes, wake, self._overflow)
         self._request: Request | None = None  # the request awaiting respond()
         self._prefix = b""  # output that must precede the rest (101, head, frames before a close)
@@ -588,7 +591,7 @@ class ServerConnection:
         return True
 
     # -- Salt calls a stream needs (e.g. /formatted_events' grains request) ----
-    def take_salt_calls(self) -> list[SaltCall]:
+    def take_salt_calls(self) -> list[SaltCall | FetchEvents]:
         """Salt calls to run for this connection; report each with :meth:`salt_call_done`."""
         calls, self._salt_calls = self._salt_calls, []
         return calls

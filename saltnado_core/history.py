@@ -71,6 +71,7 @@ class Entry:
     id: EventId
     tag: str
     payload: bytes
+    master: str | None = None  # the master it came from, when an event log says (saltnado_core.eventlog)
 
 
 class ResumeOutcome(enum.Enum):
@@ -135,11 +136,28 @@ class EventHistory:
     def kept_bytes(self) -> int:
         return self._bytes
 
-    def append(self, tag: str, payload: bytes | None) -> EventId:
-        """The next id, and ``payload`` kept under it (unless the history keeps
-        nothing, or the payload alone is over ``max_bytes``); the oldest events go
-        to make room."""
-        self.position += 1
+    def rebase(self, epoch: str, position: int) -> None:
+        """Go on in another ``epoch`` whose last position given is ``position`` (an
+        event log's stream, :mod:`saltnado_core.eventlog`); nothing kept so far is kept."""
+        if not re.fullmatch(r"[0-9A-Za-z]{1,%d}" % MAX_EPOCH_CHARS, epoch):
+            raise ValueError(f"an epoch is 1-{MAX_EPOCH_CHARS} letters and digits")
+        self.epoch, self.position = epoch, position
+        self._entries.clear()
+        self._bytes = 0
+
+    def append(
+        self, tag: str, payload: bytes | None, position: int | None = None, master: str | None = None
+    ) -> EventId:
+        """The next id (or ``position``: an event log's sequence, which may skip
+        some), and ``payload`` kept under it (unless the history keeps nothing, or
+        the payload alone is over ``max_bytes``); the oldest events go to make room.
+        A skip forgets what is kept: what is kept stays consecutive."""
+        if position is None or position == self.position + 1:
+            self.position += 1
+        else:
+            self._entries.clear()
+            self._bytes = 0
+            self.position = position
         event_id = EventId(self.epoch, self.position)
         if not self.keeps:
             return event_id
@@ -150,7 +168,7 @@ class EventHistory:
             return event_id
         size = len(payload)
         entries = self._entries
-        entries.append(Entry(event_id, tag, payload))
+        entries.append(Entry(event_id, tag, payload, master))
         self._bytes += size
         while len(entries) > self.max_events or self._bytes > self.max_bytes:
             self._bytes -= len(entries.popleft().payload)

@@ -55,8 +55,8 @@ def _websocket_message(tag: str, payload: bytes) -> bytes:
     return text_frame(payload)
 
 
-def _websocket_message_with_id(event_id: str, tag: str, payload: bytes) -> bytes:
-    return text_frame(with_id(event_id, payload))
+def _websocket_message_with_id(event_id: str, tag: str, payload: bytes, master: str | None = None) -> bytes:
+    return text_frame(with_id(event_id, payload, master))
 
 
 def _cherrypy_message(tag: str, payload: bytes) -> bytes:
@@ -115,9 +115,10 @@ class StreamKind(str, enum.Enum):
         return _cherrypy_message if self is StreamKind.WS else _websocket_message
 
     @property
-    def frame_with_id(self) -> Callable[[str, str, bytes], bytes]:
+    def frame_with_id(self) -> Callable[[str, str, bytes, str | None], bytes]:
         """``frame`` for a client that asked for event ids (``?ids=1``): an SSE
-        ``id:`` line, or the websocket envelope ``{"id": …, "data": …, "tag": …}``."""
+        ``id:`` line, or the websocket envelope ``{"id": …, "data": …, "tag": …}``;
+        the last argument is the event's master (an event log's; None: none said)."""
         return sse_chunk_with_id if self.transport is Transport.SSE else _websocket_message_with_id
 
     def __str__(self) -> str:

@@ -130,20 +130,30 @@ def sse_chunk(tag: str, payload: bytes) -> bytes:
     return http_chunk(b"tag: " + tag_line + b"\ndata: " + payload + b"\n\n")
 
 
-def sse_chunk_with_id(event_id: str, tag: str, payload: bytes) -> bytes:
+def sse_chunk_with_id(event_id: str, tag: str, payload: bytes, master: str | None = None) -> bytes:
     """:func:`sse_chunk` with an ``id:`` line first (``/events?ids=1``): the
     browser's ``EventSource`` sends the last one back as ``Last-Event-ID`` when it
-    reconnects. ``event_id`` is the server's own (letters, digits and a dash)."""
+    reconnects. ``event_id`` is the server's own (letters, digits and a dash);
+    ``master`` (an event log's), when given, is the data's first key."""
+    if master is not None:
+        payload = with_master(master, payload)
     tag_line = tag.replace("\n", " ").replace("\r", " ").encode("utf-8")
     return http_chunk(b"id: " + event_id.encode("ascii") + b"\ntag: " + tag_line + b"\ndata: " + payload + b"\n\n")
 
 
-def with_id(event_id: str, payload: bytes) -> bytes:
+def with_id(event_id: str, payload: bytes, master: str | None = None) -> bytes:
     """The ``/all_events?ids=1`` envelope, ``{"id": "<id>", "data": …, "tag": …}``,
     made from :func:`event_json`'s bytes without decoding them: the id is put
-    before the object's first key."""
+    before the object's first key. With an event log, ``"master"`` follows the id."""
     assert payload[:1] == b"{"
+    if master is not None:
+        payload = with_master(master, payload)
     return b'{"id": "' + event_id.encode("ascii") + b'", ' + payload[1:]
+
+
+def with_master(master: str, payload: bytes) -> bytes:
+    """:func:`event_json`'s bytes with ``"master": <master>`` as the first key."""
+    return b'{"master": ' + dumps(master).encode("utf-8") + b", " + payload[1:]
 
 
 SSE_PREAMBLE = b"retry: 400\n"  # first bytes of every /events stream, as the reference

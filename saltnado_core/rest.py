@@ -36,7 +36,7 @@ from .masters import MASTERS_PARAM, NO_MASTER, chunk_masters, masters_listing, r
 from .negotiation import EXPOSITION_OFFERED, PROMETHEUS_TEXT, choose_media, websocket_origin_allowed
 from .permissions import EVENTS_FORBIDDEN, may_read_events
 from .salt_calls import FireEvent, GetAuthList, GetToken, MakeToken, RemoveToken, RunLowstate, SaltCall
-from .tagfilter import BadTagPattern, TagFilter, glob_filter
+from .tagfilter import MAX_PATTERNS, BadTagPattern, TagFilter, glob_filter, master_filter
 from .tokens import SECRET_QUERY_KEYS, TokenStatus, check_token, is_token_shaped, redact_tokens
 
 
@@ -325,6 +325,7 @@ def run(ctx: Context) -> Handler:
 
 # -- stream options ------------------------------------------------------------------
 TAG_PARAM = "tag"  # ?tag=<glob>, repeatable: the events a stream's client wants
+MASTER_PARAM = "master"  # ?master=<name>, repeatable: only these masters' events (an event log's)
 NO_QUERY_TOKENS = (
     "no token in the query string (it would reach logs and proxies); "
     "send X-Auth-Token or the session_id cookie"
@@ -367,17 +368,23 @@ def stream_ids(params: Mapping[str, list[str]], last_event_id_header: str | None
     return True, last
 
 
-def stream_tags(params: Mapping[str, list[str]]) -> TagFilter | None:
-    """The filter the ``tag`` parameters ask for (None: every event); 400 with
-    the reason for a bad pattern, which is not quoted back
-    (:mod:`saltnado_core.tagfilter`)."""
+def stream_tags(params: Mapping[str, list[str]], settings: Any = None) -> TagFilter | None:
+    """The filter the ``tag`` parameters ask for (None: every event), narrowed to
+    the ``master`` parameters' masters (with an event log only); 400 with the
+    reason for a bad pattern, which is not quoted back (:mod:`saltnado_core.tagfilter`)."""
     patterns = params.get(TAG_PARAM)
-    if patterns is None:
-        return None
+    masters = params.get(MASTER_PARAM)
     try:
-        return glob_filter(patterns)
+        tags = None if patterns is None else glob_filter(patterns)
     except BadTagPattern as exc:
         raise HTTPError(400, f"bad tag filter: {exc}") from None
+    if masters is None:
+        return tags
+    if settings is None or settings.event_log is None:
+        raise HTTPError(400, f"{MASTER_PARAM}=<name> is for a server on an event log (event_log:), which this is not")
+    if len(masters) > MAX_PATTERNS or any(not m or len(m) > 128 or not m.isprintable() for m in masters):
+        raise HTTPError(400, f"bad {MASTER_PARAM} filter: at most {MAX_PATTERNS} names of 1-128 printable characters")
+    return master_filter(tags, masters)
 
 
 # -- /keys, /token (rest_cherrypy's) ----------------------------------------------------
@@ -466,14 +473,15 @@ def make_tokens(ctx: Context) -> Handler:
 def events(ctx: Context) -> Handler:
     allow(ctx, "GET")
     params = stream_query(ctx.request)
-    if params.keys() - {TAG_PARAM, IDS_PARAM, LAST_EVENT_ID_PARAM}:
+    if params.keys() - {TAG_PARAM, IDS_PARAM, LAST_EVENT_ID_PARAM, MASTER_PARAM}:
         raise HTTPError(
-            400, f"/events takes only {TAG_PARAM}=<glob>, {IDS_PARAM}=1 and {LAST_EVENT_ID_PARAM}=<id> in the query string"
+            400, f"/events takes only {TAG_PARAM}=<glob>, {IDS_PARAM}=1, {LAST_EVENT_ID_PARAM}=<id> and "
+            f"{MASTER_PARAM}=<name> in the query string"
         )
     ids, last = stream_ids(params, ctx.request.header("last-event-id"))
     token, record = yield from authenticate(ctx)
     yield from require_event_access(record)
-    tags = stream_tags(params)  # compiled only for a client allowed to stream
+    tags = stream_tags(params, ctx.settings)  # compiled only for a client allowed to stream
     return AcceptEventStream(float(record["expire"]), token=token, tags=tags, ids=ids, last_event_id=last)
 
 
@@ -632,7 +640,7 @@ def websocket(ctx: Context) -> Handler:
         raise UNAUTHORIZED
     record = yield from token_record(ctx, token)
     yield from require_event_access(record)
-    tags = stream_tags(params)  # compiled only for a client allowed to stream
+    tags = stream_tags(params, ctx.settings)  # compiled only for a client allowed to stream
     if not ctx.request.wants_websocket:
         raise HTTPError(400, 'Can "Upgrade" only to "WebSocket".')
     websocket_key(ctx.request)  # validates the handshake (400/426)

@@ -35,6 +35,7 @@ Patterns come from clients, so each is bounded and checked
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
 import re
@@ -61,8 +62,12 @@ class TagFilter:
     prefixes: tuple[str, ...]
     exact: frozenset[str] = frozenset()
     globs: re.Pattern[str] | None = None
+    # only events of these masters (``?master=``, with an event log: saltnado_core.eventlog)
+    masters: frozenset[str] | None = None
 
-    def matches(self, tag: str) -> bool:
+    def matches(self, tag: str, master: str | None = None) -> bool:
+        if self.masters is not None and master not in self.masters:
+            return False
         if tag.startswith(self.prefixes) or tag in self.exact:
             return True
         return self.globs is not None and self.globs.match(tag) is not None
@@ -79,6 +84,14 @@ def tag_filter(prefixes: str | tuple[str, ...]) -> TagFilter | None:
     checked at all."""
     wanted = (prefixes,) if isinstance(prefixes, str) else tuple(prefixes)
     return None if "" in wanted else TagFilter(wanted)
+
+
+def master_filter(tags: TagFilter | None, masters: Iterable[str]) -> TagFilter:
+    """``tags`` (None: every tag) narrowed to the events of ``masters``."""
+    wanted = frozenset(masters)
+    if tags is None:
+        return TagFilter(("",), masters=wanted)
+    return dataclasses.replace(tags, masters=wanted)
 
 
 def check_pattern(pattern: str) -> None:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from .app import App
 from .connection import ServerConnection
 from .driving import DriveStep, Served, serve_requests
+from .eventlog import FetchEvents
 from .files import FileAnswer, ReadFile
 from .http import Request
 from .outcomes import Effect, Outcome
@@ -172,6 +173,8 @@ class Driver:
         self.served += served
         if self.stream_calls:
             for call in self.conn.take_salt_calls():
+                if isinstance(call, FetchEvents):  # an event log's range: not a Salt call
+                    continue
                 self.conn.salt_call_done(call, self.salt.ask(call)[1])
         return served
 

@@ -30,6 +30,34 @@ class BusSocket(Protocol):
     async def aclose(self) -> None: ...
 
 
+async def follow_events(
+    service: Service,
+    connect: Callable[[str], Awaitable[BusSocket]],
+    sleep: Callable[[float], Awaitable[object]],
+    salt: SaltRunner,
+    spawn: Spawn,
+    run_soon: Callable[[Callable[[], None]], object],
+) -> None:
+    """What the binding runs until cancelled: :func:`follow_event_bus`, and with an
+    event log (``event_log:``) the log's client too — ingest publishes the bus's
+    events, an edge node's streams are fed from the log (an edge-only node reads
+    no bus). ``run_soon``: the binding loop's thread-safe call_soon, by which the
+    log's thread hands events over."""
+    node = service.event_log
+    if node is None:
+        await follow_event_bus(service, connect, sleep, salt, spawn)
+        return
+    service.start_event_log(run_soon, salt, spawn)
+    try:
+        if node.settings.role.ingests:
+            await follow_event_bus(service, connect, sleep, salt, spawn)
+        else:
+            while True:
+                await sleep(3600)
+    finally:
+        node.close()
+
+
 async def follow_event_bus(
     service: Service,
     connect: Callable[[str], Awaitable[BusSocket]],
@@ -55,6 +83,8 @@ async def follow_event_bus(
         try:
             while data := await bus.receive(service.pacing.bus_read_bytes):
                 service.feed_data(data, salt, spawn)
+                if link.ingest and service.event_log is not None:  # this master's events → the event log
+                    await service.event_log.ingest(link.take_ingest(), sleep)
         except (OSError, EventBusError) as exc:
             error = exc
         finally:

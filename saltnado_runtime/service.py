@@ -17,11 +17,13 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from saltnado_core import App, EventStreams, SaltCall, ServerConnection, Settings
 from saltnado_core.buslink import EventBusLink
 from saltnado_core.driving import Served, serve_requests
+from saltnado_core.eventbus import BodyFault, EventBusError, decode_body
+from saltnado_core.eventlog import EventLogSettings, FetchEvents, LoggedEvent
 from saltnado_core.files import ReadFile
 from saltnado_core.formatted import FormattedView
 from saltnado_core.history import EventHistory
@@ -41,6 +43,9 @@ from .logs import redact_salt_logs, redact_saltnado_logs
 from .masters import CommandMasters, MasterLoader
 from .metrics import ServiceMetrics
 from .tls import load_ssl_context
+
+if TYPE_CHECKING:
+    from .eventlog import EventLogNode
 
 log = logging.getLogger("saltnado.server")
 access_log = logging.getLogger("saltnado.access")
@@ -96,6 +101,75 @@ class Service:
         self.recheck = TokenRecheck()
         # Salt calls in progress that need their master: how to give up on each → its master
         self._master_calls: dict[Callable[[], None], str | None] = {}
+        # several masters and nodes on an event log (saltnado_runtime.eventlog); the
+        # link of the log's feed is ``link`` itself on an edge-only node
+        self.event_log: EventLogNode | None = None
+        self.log_link: EventBusLink | None = None
+        if settings.event_log is not None:
+            self._join_event_log(settings.event_log)
+
+    def _join_event_log(self, log_settings: EventLogSettings) -> None:
+        """Roles (saltnado_core.eventlog.Role): ingest keeps the bus's events for
+        the log; edge feeds the streams from the log instead of the bus."""
+        from .eventlog import EventLogNode  # imports nats only when it connects
+
+        self.event_log = EventLogNode(log_settings)
+        role = log_settings.role
+        self.link.ingest = role.ingests
+        self.link.master = log_settings.master or None  # ingest-only: its own clients see it too
+        if role.serves:
+            self.streams.log_prefix = log_settings.subject_prefix
+            if role.ingests:  # both: the bus's events come back through the log
+                self.link.relay = False
+                self.log_link = EventBusLink("", self.streams, self.subscriptions, self.settings.limits.max_event_bytes, self.pacing)
+            else:
+                self.log_link = self.link
+            self.log_link.path = f"the event log ({log_settings.describe()})"
+
+    def start_event_log(self, run_soon: Callable[[Callable[[], None]], Any], salt: SaltRunner, spawn: Spawn) -> None:
+        """Connect to the event log (its own thread); ``run_soon``: the binding
+        loop's thread-safe call_soon, by which the log hands events over."""
+        assert self.event_log is not None
+        serves = self.log_link is not None
+        self.event_log.start(
+            run_soon,
+            deliver=partial(self.log_events, salt=salt, spawn=spawn) if serves else None,
+            on_state=self.log_state if serves else None,
+            on_epoch=self.log_epoch if serves else None,
+        )
+
+    def log_epoch(self, epoch: str, last: int) -> None:
+        """The log's stream: ids from here on are its epoch and sequences."""
+        history = self.streams.history
+        if history.epoch != epoch:
+            history.rebase(epoch, last)
+
+    def log_events(self, events: list[LoggedEvent], salt: SaltRunner, spawn: Spawn) -> None:
+        """Events from the log, in stream order (an edge node): each dispatched
+        under its sequence; one seen already (a consumer re-created after a
+        lost server) is not sent twice."""
+        link, history, now = self.log_link, self.streams.history, time.time()
+        assert link is not None
+        for logged in events:
+            if logged.sequence <= history.position:
+                continue
+            try:
+                event = decode_body(logged.raw)
+            except EventBusError:
+                link.skipped[BodyFault.NOT_MSGPACK] = link.skipped.get(BodyFault.NOT_MSGPACK, 0) + 1
+                continue
+            for call in link.receive_event(event, now, logged.sequence, logged.master):
+                spawn(partial(self.background_salt_call, call, salt))
+
+    def log_state(self, up: bool, reason: str) -> None:
+        """The log's connection went down (``reason``) or came back."""
+        link = self.log_link
+        assert link is not None
+        if up:
+            link.connected(time.time())
+        else:
+            link.lost(ConnectionError(reason), time.time())
+        self._bus_changed()
 
     # -- connections -----------------------------------------------------------
     def open_connection(self, wake: Callable[[], None], peer: Any = None) -> ServerConnection:
@@ -165,6 +239,8 @@ class Service:
         self.link.tick(now)  # the master counts as back once a new bus connection settles
         self.masters.tick(now)  # … and so does any other master commands go to
         self.masters_changed()
+        if self.log_link is not None and self.log_link is not self.link:
+            self.log_link.tick(now)
         for conn, wake in list(self.connections.items()):  # one pass: 10,000 streams cost ~2 ms
             expired = conn.expire(now)
             if conn.tick(monotonic) or expired:  # timeouts and pings (limits.timeouts)
@@ -201,6 +277,9 @@ class Service:
         Salt bridge: it needs no master (``needs_master`` is False for it)."""
         if isinstance(call, ReadFile):
             return self.files.read(call)
+        if isinstance(call, FetchEvents):
+            assert self.event_log is not None
+            return self.event_log.fetch(call)
         return self.masters.bridge(call_master(call)).execute(call)
 
     def warm_up(self) -> None:
@@ -246,7 +325,7 @@ class Service:
     async def _salt(self, call: Effect, salt: SaltRunner) -> Any:
         """``await salt(call)``; a Salt call is counted and timed for /metrics (the
         worker-thread queue included: the time the caller waits), a file read is not."""
-        if isinstance(call, ReadFile):
+        if isinstance(call, (ReadFile, FetchEvents)):
             return await salt(call)
         started = time.perf_counter()
         try:
@@ -257,7 +336,16 @@ class Service:
         self.metrics.salt_call(call, time.perf_counter() - started, ok=True)
         return result
 
-    async def _stream_salt_call(self, conn: ServerConnection, call: SaltCall, salt: SaltRunner) -> None:
+    async def _stream_salt_call(self, conn: ServerConnection, call: SaltCall | FetchEvents, salt: SaltRunner) -> None:
+        if isinstance(call, FetchEvents):  # a resuming client's range of the event log
+            try:
+                events, complete = await salt(call)
+            except Exception as exc:
+                log.warning("reading the event log for a resuming client failed: %s", type(exc).__name__)
+                events, complete = None, False
+            self.streams.fetched(call, events, complete)
+            self.connections.get(conn, _nothing)()
+            return
         try:
             await self._salt(call, salt)
         except Exception as exc:
@@ -331,8 +419,10 @@ class Service:
             spawn(partial(self.background_salt_call, call, salt))
 
     def log_feed(self) -> None:
-        for notice in self.link.notices():
-            feed_log.log(notice.level, notice.message)
+        links = [self.link] if self.log_link in (None, self.link) else [self.link, self.log_link]
+        for link in links:
+            for notice in link.notices():
+                feed_log.log(notice.level, notice.message)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         return load_ssl_context(self.settings)

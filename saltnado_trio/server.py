@@ -32,7 +32,7 @@ from saltnado_core.outcomes import Effect
 from saltnado_core.pacing import Pacing
 from saltnado_core.salt_calls import needs_master
 from saltnado_runtime import ServedMaster, Wakeup
-from saltnado_runtime.feed import follow_event_bus
+from saltnado_runtime.feed import follow_events
 
 # The peer vanished: nothing is left to tell it.
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError)
@@ -74,7 +74,10 @@ class Server(ServedMaster):
         self.listeners = listeners
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(follow_event_bus, self.service, _BusSocket.connect, trio.sleep, self._salt, nursery.start_soon)
+            nursery.start_soon(
+                follow_events, self.service, _BusSocket.connect, trio.sleep, self._salt, nursery.start_soon,
+                trio.lowlevel.current_trio_token().run_sync_soon,  # how the event log's thread hands events over
+            )
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._direct.run)
             warm_up = partial(trio.to_thread.run_sync, self.service.warm_up, abandon_on_cancel=True)

@@ -197,9 +197,23 @@ def test_check_config_warns_of_web_app_files_it_cannot_serve(
     assert err == f"saltnado: warning: 'rest_tornado: app' {tmp_path / 'ui' / 'index.html'} is not a readable file: /app answers 404\n"
 
 
+def test_check_config_shows_the_event_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    master_config(tmp_path, (
+        "  port: 8000\n  disable_ssl: True\n  event_log:\n    servers: [nats://10.0.0.1:4222]\n    role: edge\n"
+        f"    token: s3cret\n    tls_ca: {tmp_path / 'ca.pem'}\n"
+    ))
+    status, out, err = check_config(capsys, "-c", str(tmp_path))
+    assert status == 0 and "s3cret" not in out + err
+    [line] = [line for line in out.splitlines() if line.startswith("    event_log:")]
+    assert "'servers': ['nats://10.0.0.1:4222']" in line and "'role': 'edge'" in line and "'token': '********'" in line
+    assert err == f"saltnado: warning: event_log: tls_ca {tmp_path / 'ca.pem'} is not a readable file\n"
+
+
 @pytest.mark.parametrize(
     ("block", "error"),
     [
+        ("  port: 8000\n  disable_ssl: True\n  event_log:\n    servers: [nats://x:1]\n    role: hub\n",
+         "'rest_tornado: event_log' role must be ingest, edge or both, got 'hub'"),
         ("  port: 8000\n  disable_ssl: True\n  slow_client_policy: drop\n",
          "'rest_tornado: slow_client_policy' must be one of close, gap, got 'drop'"),
         ("  port: 8000\n  disable_ssl: maybe\n", "'rest_tornado: disable_ssl' must be True or False, got 'maybe'"),

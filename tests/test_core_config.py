@@ -329,6 +329,11 @@ def test_block_values_name_every_key_from_opts_reads() -> None:
         # commands: false is only for a node without masters (test_core_masters.py)
         "masters": {"site1": "/etc/salt/master", "site2": "/etc/salt/site2/master"}, "default_master": "site2",
         "commands": True,
+        "event_log": {
+            "servers": ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"], "master": "m1", "role": "edge",
+            "stream": "EV", "subject_prefix": "salt.ev", "max_msgs": 10, "max_bytes": 100, "max_age": 60.0,
+            "replicas": 3, "duplicate_window": 30.0, "max_in_flight": 8, "creds": "/etc/nats/x.creds",
+        },
         **{name: 90_000 + i for i, name in enumerate(Limits.__dataclass_fields__)
                                                if name not in ("overflow", "timeouts")},
         **{name: 1.5 + i for i, name in enumerate(Timeouts.__dataclass_fields__)},

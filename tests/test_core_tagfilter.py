@@ -135,9 +135,9 @@ class CountingFilter(TagFilter):
 
     checks: list[str] = []
 
-    def matches(self, tag: str) -> bool:
+    def matches(self, tag: str, master: str | None = None) -> bool:
         CountingFilter.checks.append(tag)
-        return TagFilter.matches(self, tag)
+        return TagFilter.matches(self, tag, master)
 
 
 def test_a_filter_is_checked_once_per_event_however_many_subscribers_share_it() -> None:
@@ -233,8 +233,9 @@ def test_events_filters_or_together_and_notices_pass_them() -> None:
         ("?tag=a%0d%0aSet-Cookie:x", "bad tag filter: tag pattern 1 of 1 holds a control character"),
         ("?tag=" + "x" * 300, f"bad tag filter: tag pattern 1 of 1 is longer than {MAX_PATTERN_CHARS} characters"),
         ("?" + "&".join(["tag=a"] * 33), f"bad tag filter: at most {MAX_PATTERNS} tag patterns, got 33"),
-        ("?tags=salt/key", "/events takes only tag=<glob>, ids=1 and last_event_id=<id> in the query string"),
-        ("?tag=salt/key&<script>=1", "/events takes only tag=<glob>, ids=1 and last_event_id=<id> in the query string"),
+        ("?tags=salt/key", "/events takes only tag=<glob>, ids=1, last_event_id=<id> and master=<name> in the query string"),
+        ("?tag=salt/key&<script>=1", "/events takes only tag=<glob>, ids=1, last_event_id=<id> and master=<name> in the query string"),
+        ("?master=m1", "master=<name> is for a server on an event log (event_log:), which this is not"),
     ],
 )
 def test_events_bad_filter_is_400_with_the_reason(query: str, reason: str) -> None:
