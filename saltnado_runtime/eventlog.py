@@ -36,6 +36,7 @@ import os
 import ssl
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from saltnado_core import ConfigError
@@ -46,6 +47,7 @@ from saltnado_core.eventlog import (
     EventLogSettings,
     FetchEvents,
     LoggedEvent,
+    Role,
     message_id,
     stream_epoch,
     subject,
@@ -79,8 +81,33 @@ def event_log_problems(settings: EventLogSettings) -> tuple[list[str], list[str]
     return errors, warnings
 
 
+@dataclass(frozen=True, slots=True)
+class EventLogCounts:
+    """What a node has done on the log, read at one moment (``/metrics``, ``/stats``)."""
+
+    role: Role
+    stream: str
+    master: str  # this node's master ("" on an edge-only node)
+    connected: bool  # the NATS connection is up and the stream exists
+    published: int  # publishes acked by JetStream, duplicates included
+    duplicates: int  # acked as duplicates (another ingest node stored the event first)
+    retries: int  # times publishing failed and resumed from the first unacked event
+    publish_waits: int  # times the bus reader waited for a publish slot (max_in_flight)
+    gaps_read_back: int  # edge: times the consumer skipped events that were then read back
+    fetches: int  # resuming clients' ranges read from the log
+    pending_publishes: int  # events awaiting their ack (or their first send) now
+
+
 class EventLogNode:
-    """One server's link to the event log: a NATS connection in its own thread."""
+    """One server's link to the event log: a NATS connection in its own thread.
+
+    Its counters are plain ints, each written by one thread only — the NATS
+    loop's (``published``, ``duplicates``, ``retries``, ``gaps``, ``fetches``,
+    ``connected``) or the binding's loop (``ingest_waits``) — and read by the
+    binding's loop for ``/metrics`` without a lock: in CPython reading an
+    attribute is atomic, so a reader sees each count whole, if a moment old
+    (the counts are not a consistent set among themselves, and need not be).
+    """
 
     def __init__(self, settings: EventLogSettings) -> None:
         errors, _ = event_log_problems(settings)
@@ -95,6 +122,7 @@ class EventLogNode:
         self.retries = 0  # publishes sent again
         self.gaps = 0  # edge: times the consumer skipped events that were then read back
         self.fetches = 0  # resuming clients' ranges read from the log
+        self.connected = False  # the NATS connection up and the stream there
         self._next_sequence = 0  # edge: the sequence expected next
         self._room = threading.Semaphore(settings.max_in_flight)
         self._pending: collections.deque[tuple[str, bytes, str]] = collections.deque()  # NATS loop only
@@ -146,6 +174,17 @@ class EventLogNode:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
 
+    def counts(self) -> EventLogCounts:
+        """The counters now (any thread: see the class's docstring)."""
+        settings = self.settings
+        return EventLogCounts(
+            role=settings.role, stream=settings.stream, master=settings.master,
+            connected=self.connected and not self._closing,
+            published=self.published, duplicates=self.duplicates, retries=self.retries,
+            publish_waits=self.ingest_waits, gaps_read_back=self.gaps, fetches=self.fetches,
+            pending_publishes=len(self._pending),  # len() of a deque: atomic in CPython
+        )
+
     def _run(self) -> None:
         loop = self._loop
         assert loop is not None
@@ -154,7 +193,10 @@ class EventLogNode:
         try:
             loop.run_forever()
         finally:
-            loop.close()
+            try:
+                _end_tasks(loop)
+            finally:
+                loop.close()
 
     # -- ingest (the binding's loop) --------------------------------------------------
     async def ingest(self, events: list[SaltEvent], sleep: Callable[[float], Any]) -> None:
@@ -239,8 +281,13 @@ class EventLogNode:
         loop = self._loop
         if loop is None:
             raise RuntimeError("the event log is not started")
+        return asyncio.run_coroutine_threadsafe(self._resume_fetch(call), loop).result(FETCH_TIMEOUT + 1)
+
+    async def _resume_fetch(self, call: FetchEvents) -> tuple[tuple[LoggedEvent, ...], bool]:
+        # counted here, on the NATS loop, not in the worker threads: several of them
+        # fetch at once, and ``+=`` from two threads can lose one
         self.fetches += 1
-        return asyncio.run_coroutine_threadsafe(self._fetch(call), loop).result(FETCH_TIMEOUT + 1)
+        return await self._fetch(call)
 
     async def _fetch(self, call: FetchEvents) -> tuple[tuple[LoggedEvent, ...], bool]:
         from nats import errors as nats_errors
@@ -319,6 +366,7 @@ class EventLogNode:
         if self._closing:
             return
         self._ready.set()
+        self.connected = True
         log.info("connected to the event log %s, stream %s", settings.describe(), settings.stream)
         self._tell_state(True, "")
         if self.settings.role.ingests:
@@ -446,11 +494,13 @@ class EventLogNode:
             self._call_soon(lambda: on_state(up, reason))
 
     async def _disconnected(self) -> None:
+        self.connected = False
         if not self._closing:
             log.warning("event log connection lost; reconnecting")
             self._tell_state(False, "event log connection lost")
 
     async def _reconnected(self) -> None:
+        self.connected = True
         log.info("event log reconnected (%s)", self._nc.connected_url.netloc if self._nc else "?")
         self._tell_state(True, "")
 
@@ -473,6 +523,27 @@ class EventLogNode:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=1.0)
+
+
+def _end_tasks(loop: asyncio.AbstractEventLoop, timeout: float = 1.0) -> None:
+    """Cancel every task still on ``loop`` (stopped) and run it until they have
+    ended, as :func:`asyncio.run` does, before it is closed: a task left pending
+    (the publisher waiting for work, a consumer's callback, a :meth:`_close` cut
+    short by its timeout) would be destroyed with the loop, and asyncio says so on
+    stderr. ``timeout`` bounds a task that does not end when cancelled."""
+    tasks = asyncio.all_tasks(loop)
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    _, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=timeout))
+    if pending:
+        log.warning("event log: %d tasks did not end when cancelled", len(pending))
+    for task in tasks - pending:  # retrieved, so asyncio does not report them at exit
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            log.debug("event log: a task ended with %s", _why(failure))
+    loop.run_until_complete(loop.shutdown_asyncgens())
 
 
 class StreamRefused(Exception):

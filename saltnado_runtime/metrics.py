@@ -10,7 +10,10 @@ two servers in one process, or a host's own metrics, stay apart):
   events skipped; each stream's subscribers, messages delivered, dropped (into
   gaps, or too big for a queue), gaps, slow clients cut off and bytes queued
   (:mod:`saltnado_core.counts`). The fan-out's hot path pays nothing for them:
-  no per-subscriber counting, no lock, no call.
+  no per-subscriber counting, no lock, no call. With an event log
+  (``event_log:``), its node's counters too (:meth:`EventLogNode.counts
+  <saltnado_runtime.eventlog.EventLogNode.counts>`: written on the NATS thread,
+  read here as plain ints, atomic in CPython); without one, no series of it.
 * **Counted by the runtime as they happen**, since the runtime owns the clock:
   requests by route name (never the path: tokens are in paths) and status with
   their durations; Salt calls by call and netapi client with their durations (as
@@ -32,11 +35,11 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from saltnado_core import EventStreams, ServerConnection
@@ -49,6 +52,8 @@ from saltnado_core.negotiation import OPENMETRICS
 from saltnado_core.outcomes import Exposition
 from saltnado_core.salt_calls import PublishGrains, RunLowstate, SaltCall, ScanTokenStore
 from saltnado_core.subscriptions import Subscriptions
+
+from .eventlog import EventLogCounts
 
 UNMATCHED = "unmatched"  # the route label of a request no route or mount matched (404, or a preflight)
 REFUSED = "refused"  # … of one the connection refused before routing (400, 408, 413, 431, 503)
@@ -93,6 +98,12 @@ def route_label(served: Served) -> str:
     return UNMATCHED if served.by_app else REFUSED
 
 
+class EventLogSource(Protocol):
+    """What the metrics read of a node on the event log (:class:`~saltnado_runtime.eventlog.EventLogNode`)."""
+
+    def counts(self) -> EventLogCounts: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """The core's figures at one moment: what a scrape and ``/stats`` both read."""
@@ -106,6 +117,7 @@ class Snapshot:
     events_read: int
     bus_bytes_read: int
     undecodable: Mapping[BodyFault, int]
+    event_log: EventLogCounts | None  # None: no event log configured
 
 
 class ServiceMetrics:
@@ -126,6 +138,7 @@ class ServiceMetrics:
         self._connections = connections
         self.started = started
         self.client_bytes_read = 0  # bytes read from clients' sockets
+        self.event_log: EventLogSource | None = None  # set by the service when event_log: is configured
         self.registry = CollectorRegistry()
         registry = self.registry
         self.requests = Counter(
@@ -188,6 +201,7 @@ class ServiceMetrics:
             events_read=self._streams.dispatched,
             bus_bytes_read=link.bytes_read,
             undecodable=dict(link.skipped),
+            event_log=self.event_log.counts() if self.event_log is not None else None,
         )
 
     def exposition(self, media: str) -> Exposition:
@@ -204,6 +218,9 @@ class ServiceMetrics:
              "Event Bus": {"State", "Master Available", "Connections", "Reconnects",
                            "Events Read", "Bytes Read", "Undecodable Events Skipped",
                            "Undecodable Events": {<fault>: n}},
+             "Event Log": {"Role", "Stream", "Master", "Connected", "Published", "Duplicates",
+                           "Retries", "Publish Waits", "Gaps Read Back", "Fetches",
+                           "Pending Publishes"},                     # only with an event log
              "Streams": {<all_events|formatted_events|events|hub>: {"Subscribers",
                          "Messages Delivered", "Messages Dropped (gap)", "Messages Dropped (too big)",
                          "Gaps", "Slow Clients Closed", "Outbox Bytes Queued"}},
@@ -215,6 +232,7 @@ class ServiceMetrics:
         """
         snap = self.snapshot()
         undecodable = {fault.name.lower(): snap.undecodable.get(fault, 0) for fault in BodyFault}
+        log_section = {"Event Log": _event_log_section(snap.event_log)} if snap.event_log is not None else {}
         return {
             "saltnado": {
                 "Enabled": True,
@@ -234,6 +252,7 @@ class ServiceMetrics:
                 "Undecodable Events Skipped": sum(undecodable.values()),
                 "Undecodable Events": undecodable,
             },
+            **log_section,
             "Streams": {label: _stream_section(counts) for label, counts in snap.streams.items()},
             "Requests": self._requests_section(),
             "Salt Calls": self._salt_section(),
@@ -297,6 +316,22 @@ class ServiceMetrics:
             for sample in family.samples
             if sample.name in names
         }
+
+
+def _event_log_section(counts: EventLogCounts) -> dict[str, Any]:
+    return {
+        "Role": counts.role.value,
+        "Stream": counts.stream,
+        "Master": counts.master,
+        "Connected": counts.connected,
+        "Published": counts.published,
+        "Duplicates": counts.duplicates,
+        "Retries": counts.retries,
+        "Publish Waits": counts.publish_waits,
+        "Gaps Read Back": counts.gaps_read_back,
+        "Fetches": counts.fetches,
+        "Pending Publishes": counts.pending_publishes,
+    }
 
 
 def _stream_section(counts: StreamCounts) -> dict[str, int]:
@@ -375,6 +410,8 @@ class _CoreCollector(Collector):
         for fault in BodyFault:
             undecodable.add_metric([fault.name.lower()], snap.undecodable.get(fault, 0))
         yield undecodable
+        if snap.event_log is not None:
+            yield from _event_log_families(snap.event_log)
 
         yield from _stream_families(snap.streams)
         yield GaugeMetricFamily(
@@ -418,3 +455,30 @@ def _stream_families(streams: Mapping[str, StreamCounts]) -> Iterator[Metric]:
         cut_off.add_metric([name], counts.cut_off)
         queued.add_metric([name], counts.queued_bytes)
     yield from (subscribers, delivered, dropped, gaps, cut_off, queued)
+
+
+def _event_log_families(counts: EventLogCounts) -> Iterator[Metric]:
+    yield InfoMetricFamily(
+        "saltnado_event_log", "This node on the event log: its role, stream and master",
+        {"role": counts.role.value, "stream": counts.stream, "master": counts.master},
+    )
+    yield GaugeMetricFamily(
+        "saltnado_event_log_connected", "1 while the NATS connection is up and the stream exists",
+        1 if counts.connected else 0,
+    )
+    for name, help_, value in (
+        ("published", "Publishes acked by JetStream (duplicates included)", counts.published),
+        ("duplicates", "Publishes acked as duplicates: another ingest node stored the event first",
+         counts.duplicates),
+        ("retries", "Times publishing failed (no ack, NATS away) and resumed from the first unacked event",
+         counts.retries),
+        ("publish_waits", "Times the bus reader waited for a publish slot (max_in_flight awaiting their ack)",
+         counts.publish_waits),
+        ("gaps_read_back", "Gaps in the edge consumer's delivery, each read back from the stream", counts.gaps_read_back),
+        ("fetches", "Resuming clients' missed ranges read from the stream", counts.fetches),
+    ):
+        yield CounterMetricFamily(f"saltnado_event_log_{name}", help_, value)
+    yield GaugeMetricFamily(
+        "saltnado_event_log_pending_publishes", "Events awaiting their publish's ack (or their first send)",
+        counts.pending_publishes,
+    )

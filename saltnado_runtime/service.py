@@ -114,6 +114,7 @@ class Service:
         from .eventlog import EventLogNode  # imports nats only when it connects
 
         self.event_log = EventLogNode(log_settings)
+        self.metrics.event_log = self.event_log
         role = log_settings.role
         self.link.ingest = role.ingests
         self.link.master = log_settings.master or None  # ingest-only: its own clients see it too

@@ -403,3 +403,70 @@ def test_exposition_of_a_provider_is_what_the_handler_sends() -> None:
     driver = Driver(ServerConnection(Limits(), EventStreams()), app, {}, now=NOW)
     assert split(driver.feed(get("/metrics", f"Accept: {PROMETHEUS_ACCEPT}")))[2] == b"x 1\n"
     assert seen == ["application/openmetrics-text"]
+
+
+# -- the event log -------------------------------------------------------------------------
+def event_log_node(role: str = "both") -> Any:
+    """A real node on the event log, never started (no NATS, no thread): its counters
+    are what a running one writes on its NATS thread."""
+    from saltnado_core.eventlog import EventLogSettings, Role
+    from saltnado_runtime.eventlog import EventLogNode
+
+    return EventLogNode(EventLogSettings(servers=("nats://127.0.0.1:1",), master="salt1", role=Role(role)))
+
+
+def test_without_an_event_log_no_series_and_no_section() -> None:
+    server = Server(stats_disable_auth=True)
+    assert not [name for name in server.scrape() if name.startswith("saltnado_event_log")]
+    assert "saltnado_event_log" not in server.metrics.exposition("text/plain").body.decode()
+    assert "Event Log" not in server.metrics.stats(NOW)
+
+
+def test_the_event_logs_counters_appear_and_move() -> None:
+    server = Server()
+    node = event_log_node()
+    server.metrics.event_log = node
+    before = server.scrape()
+    assert sample(before, "saltnado_event_log_info", role="both", stream="SALT_EVENTS", master="salt1") == 1
+    assert sample(before, "saltnado_event_log_connected") == 0
+    names = ("published", "duplicates", "retries", "publish_waits", "gaps_read_back", "fetches")
+    assert all(sample(before, f"saltnado_event_log_{name}_total") == 0 for name in names)
+    assert sample(before, "saltnado_event_log_pending_publishes") == 0
+
+    # as the NATS thread (and the bus reader, for the waits) count them
+    node.connected = True
+    node.published, node.duplicates, node.retries = 7, 2, 1
+    node.ingest_waits, node.gaps, node.fetches = 3, 4, 5
+    node._pending.extend([("s", b"x", "id1"), ("s", b"y", "id2")])
+    after = server.scrape()
+    assert sample(after, "saltnado_event_log_connected") == 1
+    assert [sample(after, f"saltnado_event_log_{name}_total") for name in names] == [7, 2, 1, 3, 4, 5]
+    assert sample(after, "saltnado_event_log_pending_publishes") == 2
+
+    stats = server.metrics.stats(NOW)
+    assert list(stats)[:4] == ["saltnado", "Connections", "Event Bus", "Event Log"]
+    assert stats["Event Log"] == {
+        "Role": "both", "Stream": "SALT_EVENTS", "Master": "salt1", "Connected": True,
+        "Published": 7, "Duplicates": 2, "Retries": 1, "Publish Waits": 3, "Gaps Read Back": 4,
+        "Fetches": 5, "Pending Publishes": 2,
+    }
+    assert scalars_only(stats)
+
+
+def test_a_closing_node_counts_as_disconnected() -> None:
+    node = event_log_node("edge")
+    node.connected = True
+    assert node.counts().connected and node.counts().role.value == "edge"
+    node.close()  # never started: only marks it closing
+    assert not node.counts().connected
+
+
+def test_a_service_with_an_event_log_exports_its_node() -> None:
+    from saltnado_runtime.service import Service
+
+    block = {"event_log": {"servers": ["nats://127.0.0.1:1"], "master": "salt1", "role": "ingest"}}
+    service = Service(settings(**block), {"sock_dir": "/nonexistent"})
+    assert service.metrics.event_log is service.event_log is not None
+    assert "Event Log" in service.metrics.stats(NOW)
+    plain = Service(settings(), {"sock_dir": "/nonexistent"})
+    assert plain.metrics.event_log is None and "Event Log" not in plain.metrics.stats(NOW)

@@ -26,7 +26,7 @@ import pytest
 import trio
 import websocket
 
-from conftest import RunningServer, login, running_server
+from conftest import RunningServer, http, login, parse_response, running_server
 from nats_cluster import FakeBus, NatsCluster
 from saltnado_core import Settings
 from saltnado_core.eventlog import EventLogSettings, Role
@@ -339,3 +339,12 @@ async def test_a_node_with_both_roles_serves_its_masters_events_once_through_the
         ws.close()
         assert [(m["master"], m["data"]["n"]) for m in got] == [("m1", i) for i in range(50)]
         assert both.server.service.event_log.published == 50
+        # the same counts, as a scraper and SaltGUI read them
+        ask = "GET {} HTTP/1.1\r\nHost: t\r\nX-Auth-Token: " + token + "\r\nConnection: close\r\n\r\n"
+        status, _, body = parse_response(await trio.to_thread.run_sync(http, both.port, ask.format("/stats").encode()))
+        section = json.loads(body)["Event Log"]
+        assert status == 200 and (section["Role"], section["Master"], section["Connected"]) == ("both", "m1", True)
+        assert (section["Published"], section["Duplicates"], section["Pending Publishes"]) == (50, 0, 0)
+        status, _, body = parse_response(await trio.to_thread.run_sync(http, both.port, ask.format("/metrics").encode()))
+        assert status == 200 and b"\nsaltnado_event_log_published_total 50.0\n" in body
+        assert b"\nsaltnado_event_log_connected 1.0\n" in body
