@@ -1,7 +1,7 @@
 """The event log when an edge node fails: killed with a client connected, or
 stalled while the others go on. Every node is a `saltnado serve` subprocess (so
 it can be SIGKILLed or SIGSTOPped) on one stream of the module's own, fed by one
-ingest node from a fake master bus; each test keeps to tags of its own.
+ingest node reading a private salt-master of the module's own; each test keeps to tags of its own.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import trio
 import websocket
 
 from conftest import login
-from nats_cluster import FakeBus, NatsCluster
+from nats_cluster import NatsCluster, RealMaster
 from test_eventlog_nats import (
     SERVE_WAIT, cluster, position, serve_config, start_serve, stream_count, ws_open, ws_read_until,
 )
@@ -33,10 +33,10 @@ __all__ = ["cluster"]  # the module-scoped NATS cluster fixture, used here by na
 
 @dataclass
 class Nodes:
-    """One ingest node on ``bus`` and three edge nodes (``a``, ``b``, ``c``) on ``stream``."""
+    """One ingest node on ``bus`` (a private salt-master) and three edge nodes (``a``, ``b``, ``c``) on ``stream``."""
 
     stream: str
-    bus: FakeBus
+    bus: RealMaster
     ingest: subprocess.Popen[bytes]
     edges: dict[str, tuple[subprocess.Popen[bytes], int]]
     token: str
@@ -48,7 +48,7 @@ class Nodes:
         return self.edges[name][1]
 
 
-def fire(bus: FakeBus, kind: str, numbers: range) -> None:
+def fire(bus: RealMaster, kind: str, numbers: range) -> None:
     bus.fire_many([(f"test/{kind}/{i}", {"n": i}) for i in numbers])
 
 
@@ -104,7 +104,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def nodes(salt_lab: Any, cluster: NatsCluster) -> Iterator[Nodes]:
     root = Path(tempfile.mkdtemp(prefix="f", dir=salt_lab.root))  # short: AF_UNIX's 107 bytes
-    bus = FakeBus(root / "m1")
+    bus = RealMaster(root / "m1")  # a salt-master without a minion
     stream = f"F{os.getpid()}"
     section = {"servers": cluster.urls, "stream": stream, "replicas": 3, "subject_prefix": f"t.{stream}"}
     procs: list[subprocess.Popen[bytes]] = []

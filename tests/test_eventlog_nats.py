@@ -1,6 +1,7 @@
 """Several masters and server nodes on NATS JetStream: a private 3-node cluster
-(tests/nats_cluster.py), fake master buses for exact counts, the session's real
-master for the real thing, and `saltnado serve` subprocesses killed with SIGKILL.
+(tests/nats_cluster.py), two private salt-masters of the module's own (m1, m2,
+without minions, events fired into them for exact counts), the session's master
+with its minion, and `saltnado serve` subprocesses killed with SIGKILL.
 
 Each test uses a stream of its own, so counts in one never see another's events.
 """
@@ -27,7 +28,7 @@ import trio
 import websocket
 
 from conftest import RunningServer, http, login, parse_response, running_server
-from nats_cluster import FakeBus, NatsCluster
+from nats_cluster import NatsCluster, RealMaster
 from saltnado_core import Settings
 from saltnado_core.eventlog import EventLogSettings, Role
 
@@ -44,17 +45,21 @@ def cluster() -> Iterator[NatsCluster]:
         nats.stop()
 
 
-@pytest.fixture
-def buses(salt_lab: Any) -> Iterator[dict[str, FakeBus]]:
-    """Two fake masters' buses, m1 and m2, under the lab's root_dir (Salt puts a
-    sock_dir outside root_dir under it) with short paths (AF_UNIX's 107 bytes)."""
+@pytest.fixture(scope="module")
+def masters(salt_lab: Any) -> Iterator[dict[str, RealMaster]]:
+    """Two private salt-masters, m1 and m2, shared by the module's tests (each test
+    has a stream and tags of its own). Under the lab's root_dir (a node's config is
+    the lab's, and Salt puts a sock_dir outside root_dir under it) with short paths
+    (AF_UNIX's 107 bytes)."""
     root = Path(tempfile.mkdtemp(prefix="b", dir=salt_lab.root))
-    made = {name: FakeBus(root / name) for name in ("m1", "m2")}
+    made: dict[str, RealMaster] = {}
     try:
+        for name in ("m1", "m2"):
+            made[name] = RealMaster(root / name)
         yield made
     finally:
-        for bus in made.values():
-            bus.close()
+        for master in made.values():
+            master.close()
 
 
 _streams = iter(range(1, 1000))
@@ -129,7 +134,7 @@ async def stream_count(cluster: NatsCluster, stream: str) -> int:
 
 
 async def test_an_edge_client_gets_both_masters_events_in_order_exactly_once(
-    salt_lab: Any, master_opts: dict[str, Any], cluster: NatsCluster, buses: dict[str, FakeBus], stream: str
+    salt_lab: Any, master_opts: dict[str, Any], cluster: NatsCluster, masters: dict[str, RealMaster], stream: str
 ) -> None:
     count = 300
     async with contextlib.AsyncExitStack() as stack:
@@ -139,14 +144,14 @@ async def test_an_edge_client_gets_both_masters_events_in_order_exactly_once(
         for name, binding in (("m1", "trio"), ("m2", "asyncio")):
             await stack.enter_async_context(running_server(
                 binding, salt_lab, master_opts,
-                node(master_opts, cluster, stream, "ingest", name, buses[name].directory)))
+                node(master_opts, cluster, stream, "ingest", name, masters[name].directory)))
         token = (await trio.to_thread.run_sync(login, edge.port))["token"]
         every = await trio.to_thread.run_sync(ws_open, edge.port, token, "ids=1&tag=test/*")
         only_m2 = await trio.to_thread.run_sync(ws_open, edge.port, token, "ids=1&master=m2&tag=test/*")
         await trio.sleep(0.3)
         for n in range(0, count, 50):  # the two masters' events interleave
             for name in ("m1", "m2"):
-                buses[name].fire_many([(f"test/{name}/{i}", {"n": i}) for i in range(n, n + 50)])
+                masters[name].fire_many([(f"test/{name}/{i}", {"n": i}) for i in range(n, n + 50)])
             await trio.sleep(0.01)
         got = await trio.to_thread.run_sync(ws_read, every, 2 * count)
         mine = await trio.to_thread.run_sync(ws_read, only_m2, count)
@@ -193,10 +198,10 @@ def start_serve(path: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 async def test_two_ingest_nodes_store_each_event_once_and_one_killed_mid_burst_loses_nothing(
-    salt_lab: Any, master_opts: dict[str, Any], cluster: NatsCluster, buses: dict[str, FakeBus], stream: str,
+    salt_lab: Any, master_opts: dict[str, Any], cluster: NatsCluster, masters: dict[str, RealMaster], stream: str,
     tmp_path: Path,
 ) -> None:
-    bus = buses["m1"]
+    bus = masters["m1"]
     section = {"servers": cluster.urls, "master": "m1", "role": "ingest", "stream": stream, "replicas": 3,
                "subject_prefix": f"t.{stream}"}
     procs = []
@@ -233,12 +238,12 @@ async def test_two_ingest_nodes_store_each_event_once_and_one_killed_mid_burst_l
 
 
 async def test_a_client_of_a_killed_edge_resumes_on_another_exactly(
-    salt_lab: Any, master_opts: dict[str, Any], cluster: NatsCluster, buses: dict[str, FakeBus], stream: str
+    salt_lab: Any, master_opts: dict[str, Any], cluster: NatsCluster, masters: dict[str, RealMaster], stream: str
 ) -> None:
     """The second edge starts after the first events: its own history lacks them,
     so what the client missed comes from JetStream (through the client's tag
     filter mapped onto subjects), then its history, then live events."""
-    bus = buses["m1"]
+    bus = masters["m1"]
     async with contextlib.AsyncExitStack() as stack:
         first = await stack.enter_async_context(
             running_server("trio", salt_lab, master_opts, node(master_opts, cluster, stream, "edge")))
@@ -269,9 +274,9 @@ async def test_a_client_of_a_killed_edge_resumes_on_another_exactly(
 
 
 async def test_a_nats_node_restarted_keeps_clients_connected_and_loses_nothing(
-    salt_lab: Any, master_opts: dict[str, Any], cluster: NatsCluster, buses: dict[str, FakeBus], stream: str
+    salt_lab: Any, master_opts: dict[str, Any], cluster: NatsCluster, masters: dict[str, RealMaster], stream: str
 ) -> None:
-    bus = buses["m1"]
+    bus = masters["m1"]
     # the edge talks to node 0 only, so restarting node 0 drops its connection for sure
     edge_settings = node(master_opts, cluster, stream, "edge")
     edge_settings = dataclasses.replace(
@@ -324,9 +329,9 @@ async def test_a_real_masters_events_reach_an_edge_node(
 
 
 async def test_a_node_with_both_roles_serves_its_masters_events_once_through_the_log(
-    salt_lab: Any, master_opts: dict[str, Any], cluster: NatsCluster, buses: dict[str, FakeBus], stream: str
+    salt_lab: Any, master_opts: dict[str, Any], cluster: NatsCluster, masters: dict[str, RealMaster], stream: str
 ) -> None:
-    bus = buses["m1"]
+    bus = masters["m1"]
     async with running_server(
         "asyncio", salt_lab, master_opts, node(master_opts, cluster, stream, "both", "m1", bus.directory)
     ) as both:
