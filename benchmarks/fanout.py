@@ -251,8 +251,9 @@ class Clients:
             self.proc.wait()
 
 
-def push(sock_dir: Path, tag: str, events: int, rate: float) -> tuple[int, int]:
-    """Fire ``events`` events into the master; returns (first, last) fire time in ns."""
+def push(sock_dir: Path, tag: str, events: int, rate: float, first_seq: int = 0) -> tuple[int, int]:
+    """Fire ``events`` events into the master, sequence numbers from ``first_seq``;
+    returns (first, last) fire time in ns."""
     pull = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     pull.connect(str(sock_dir / "master_event_pull.ipc"))
     try:
@@ -263,7 +264,7 @@ def push(sock_dir: Path, tag: str, events: int, rate: float) -> tuple[int, int]:
                 delay = start + i / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            pull.sendall(encode_pull_message(tag, {"seq": i, "t": time.monotonic_ns()}))
+            pull.sendall(encode_pull_message(tag, {"seq": first_seq + i, "t": time.monotonic_ns()}))
         return first, time.monotonic_ns()
     finally:
         pull.close()

@@ -33,8 +33,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,8 +45,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from fanout import Clients, MasterOnly, cpu_seconds, fmt, percentile, raise_nofile, tree  # noqa: E402
-from saltnado_core import encode_pull_message  # noqa: E402
+from fanout import Clients, MasterOnly, ServerProcess, cpu_seconds, fmt, percentile, raise_nofile, tree  # noqa: E402
+from fanout import push as fanout_push  # noqa: E402
 from saltnado_salt.private_nats import NatsCluster  # noqa: E402
 from saltnado_salt.private_salt import PrivateSalt, _free_ports  # noqa: E402
 
@@ -58,9 +56,9 @@ STREAM = "SALT_BENCH"
 JOINED = "connected to the event log"
 
 
-class NodeProcess:
+class NodeProcess(ServerProcess):
     """One ``saltnado serve`` on the event log, with its own master config (a copy of
-    ``lab``'s) and log file."""
+    ``lab``'s) and log file; logs in, counts its pids and stops as fanout.py's servers do."""
 
     def __init__(self, name: str, lab: PrivateSalt, root: Path, event_log: dict[str, Any]) -> None:
         self.name = name
@@ -68,11 +66,11 @@ class NodeProcess:
         self.dir = root / name
         config = lab.write_api_config(self.dir, "rest_tornado", self.port, {"event_log": event_log})
         self.log = self.dir / "saltnado.log"
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [str(Path(sys.executable).parent / "saltnado"), "serve", "--master-config", str(config)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=raise_nofile)
+        self.out = open(self.log, "ab")  # closed by stop()
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "saltnado"), "serve", "--master-config", str(config)],
+            stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=raise_nofile)
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Until it answers ``GET /`` and has joined the stream."""
@@ -89,44 +87,10 @@ class NodeProcess:
                 raise RuntimeError(f"node {self.name} did not start; see {self.log}")
             time.sleep(0.2)
 
-    def login(self, user: str) -> str:
-        data = f"username={user}&password=x&eauth=auto".encode()
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/login", data=data, timeout=30) as answer:
-            token: str = json.load(answer)["return"][0]["token"]
-            return token
-
-    @property
-    def pids(self) -> list[int]:
-        return tree(self.proc.pid)
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        except ProcessLookupError:
-            pass
-
 
 def push(sock_dir: Path, tag: str, events: int, rate: float, first_seq: int, fired: list[int]) -> None:
-    """``events`` events into a master, ``rate`` a second, sequence numbers from
-    ``first_seq``; appends the first and last fire times (ns) to ``fired``."""
-    pull = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    pull.connect(str(sock_dir / "master_event_pull.ipc"))
-    try:
-        start = time.monotonic()
-        fired.append(time.monotonic_ns())
-        for i in range(events):
-            if rate:
-                delay = start + i / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            pull.sendall(encode_pull_message(tag, {"seq": first_seq + i, "t": time.monotonic_ns()}))
-        fired.append(time.monotonic_ns())
-    finally:
-        pull.close()
+    """:func:`fanout.push` in a thread: appends the first and last fire times (ns) to ``fired``."""
+    fired.extend(fanout_push(sock_dir, tag, events, rate, first_seq))
 
 
 def push_all(labs: list[PrivateSalt], tag: str, events: int, rate: float) -> list[int]:

@@ -14,7 +14,7 @@ An event stream (``/events``) offers ``text/event-stream`` first
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,17 +40,7 @@ def choose_media(accept: str | None, offered: tuple[str, ...] = OFFERED) -> str 
     if not accept or not accept.strip():
         return offered[0]
     best: tuple[float, int, str] | None = None
-    for position, item in enumerate(accept.split(",")):
-        media, _, params = item.strip().partition(";")
-        media = media.strip().lower()
-        q = 1.0
-        for param in params.split(";"):
-            key, _, value = param.strip().partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
+    for _, media, q in _ranges(accept):
         if q <= 0:
             continue
         for rank, kind in enumerate(offered):
@@ -87,12 +77,21 @@ def _preference(accept: str, media: str) -> tuple[float, int] | None:
     """(q-value, position in ``accept``) of the most specific range matching ``media``."""
     kind = media.split("/", 1)[0]
     best: tuple[int, float, int] | None = None  # (specificity, q, position)
-    for position, item in enumerate(accept.split(",")):
-        name, _, params = item.strip().partition(";")
-        name = name.strip().lower()
+    for position, name, q in _ranges(accept):
         specificity = {media: 3, f"{kind}/*": 2, "*/*": 1}.get(name, 0)
         if not specificity or (best is not None and best[0] >= specificity):
             continue
+        if not 0.0 <= q <= 1.0:  # also NaN: RFC 9110 §12.4.2 allows 0 to 1
+            q = 0.0
+        best = (specificity, q, position)
+    return None if best is None else (best[1], best[2])
+
+
+def _ranges(accept: str) -> Iterator[tuple[int, str, float]]:
+    """Each media range of ``accept``: (position, lower-cased range, its q-value as
+    written — 1.0 without one, 0.0 when unreadable)."""
+    for position, item in enumerate(accept.split(",")):
+        media, _, params = item.strip().partition(";")
         q = 1.0
         for param in params.split(";"):
             key, _, value = param.strip().partition("=")
@@ -101,10 +100,7 @@ def _preference(accept: str, media: str) -> tuple[float, int] | None:
                     q = float(value)
                 except ValueError:
                     q = 0.0
-        if not 0.0 <= q <= 1.0:  # also NaN: RFC 9110 §12.4.2 allows 0 to 1
-            q = 0.0
-        best = (specificity, q, position)
-    return None if best is None else (best[1], best[2])
+        yield position, media.strip().lower(), q
 
 
 def serialize(obj: Any, media: str) -> bytes:

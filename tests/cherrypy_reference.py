@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 HAS_WS4PY = importlib.util.find_spec("ws4py") is not None
 
@@ -51,16 +50,8 @@ def free_port() -> int:
 def cherrypy_config(lab: Any, port: int, directory: Path, **block: Any) -> Path:
     """Write ``<directory>/master``: the lab's master config with a ``rest_cherrypy:``
     block (``block`` adds keys) instead of its ``rest_tornado:`` one, and salt-api's
-    own pid and log files in ``directory``."""
-    master = yaml.safe_load(Path(lab.master_config_path).read_text())
-    master.pop("rest_tornado", None)
-    master["rest_cherrypy"] = {"port": port, "host": "127.0.0.1", "disable_ssl": True, **block}
-    master["api_pidfile"] = str(directory / "salt-api.pid")
-    master["api_logfile"] = str(directory / "salt-api.log")
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "master"
-    path.write_text(yaml.safe_dump(master, sort_keys=False))
-    return path
+    own pid and log files in ``directory`` (:meth:`PrivateSalt.write_api_config`)."""
+    return Path(lab.write_api_config(directory, "rest_cherrypy", port, block))
 
 
 @contextlib.contextmanager

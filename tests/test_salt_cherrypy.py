@@ -11,8 +11,6 @@ pepper, unchanged, runs its common commands against the rest_cherrypy-block salt
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import pytest
 import trio
 
+from cherrypy_reference import cherrypy_api
 from conftest import BINDINGS, RunningServer, running_server
 from saltnado_core import Settings
 from saltnado_core.blocks import Dialect
@@ -56,36 +55,8 @@ async def cherry(
 @pytest.fixture(scope="module")
 def reference(salt_lab: Any) -> Iterator[int]:
     """salt-api serving rest_cherrypy for the lab's master, on a port of its own."""
-    from saltnado_salt.private_salt import _free_ports
-
-    port = _free_ports(1)[0]
-    directory = Path(salt_lab.root) / "cherrypy-api"
-    salt_lab.write_api_config(directory, "rest_cherrypy", port)
-    log = directory / "salt-api.out"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "salt-api"), "-c", str(directory), "-l", "warning"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if call(port, "GET", "/")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, log.read_text()[-2000:]
-            assert time.monotonic() < deadline, "salt-api (rest_cherrypy) did not start"
-            time.sleep(0.3)
+    with cherrypy_api(salt_lab) as port:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def login(port: int) -> tuple[str, dict[str, str], Any]:
